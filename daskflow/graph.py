@@ -1,0 +1,440 @@
+"""Compile a flow build into Dask graphs: pure, linear, staged where needed.
+
+A :class:`Compiler` turns the nodes of a :class:`~daskflow.build.Builder`
+into ``dask._task_spec.Task`` objects whose function is
+:func:`daskflow.taskrun.run_task` and whose dependencies are the upstream
+tasks' keys.  Keys are readable: ``"<task name>-<run token><node>"`` for a
+single call and ``(that, i)`` for the i-th call of a map, so the dashboard's
+task groups read like the flow.
+
+Everything whose shape is known at build time compiles in the first
+:meth:`Compiler.stage`.  A map over a task result has a length known only at
+run time: the first stage then carries a tiny ``len-...`` task for it, and
+the nodes that depend on that map are *deferred*.  Once the runner has the
+lengths it calls :meth:`Compiler.set_length` and :meth:`Compiler.stage`
+again; the new stage refers to keys of the earlier stages as
+``TaskRef``s (the runner still holds their futures), so data never travels
+through the driver.  Nodes are visited in build order, which is already a
+topological order, so each stage is one pass over the nodes not yet emitted.
+
+A waiting-only edge (``wait_for=``, a resource's setup before its block, a
+cleanup after its block) goes through a ``done-...`` task that returns the
+upstream state without its result, so no data moves for it.
+
+Nothing here talks to a scheduler; compiled stages run with ``dask.get``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from dask._task_spec import Task, TaskRef
+
+from daskflow.build import Node, Ref
+from daskflow.exceptions import MappingError
+from daskflow.taskrun import (Call, RunInfo, Slot, SlotItem, SlotList, TaskSpec, done,
+                              length_of, run_task)
+
+
+_EMPTY: frozenset[int] = frozenset()
+
+
+@contextlib.contextmanager
+def no_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building many small objects.
+
+    Compiling creates a few objects per task and no cycles; the collector's
+    full passes over a growing heap would otherwise cost more than the work.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def new_token() -> str:
+    """A short random token that makes one run's keys unique on a shared cluster."""
+    return uuid.uuid4().hex[:8]
+
+
+class Compiler:
+    """Compiles the nodes of one flow run, stage by stage.
+
+    >>> import dask, daskflow as df
+    >>> from daskflow.build import Builder
+    >>> inc = df.task(lambda x: x + 1, name="inc")
+    >>> with Builder("demo") as b:
+    ...     ref = inc.map([1, 2, 3])
+    >>> c = Compiler(b.nodes, RunInfo("demo", "r1", {}))
+    >>> dsk = c.stage()
+    >>> [s.result() for s in dask.get(dsk, c.keys_of(ref.node))]
+    [2, 3, 4]
+    """
+
+    def __init__(self, nodes: list[Node], run: RunInfo, token: str | None = None) -> None:
+        self.nodes = nodes
+        self.run = run
+        self.token = token or new_token()
+        self.keys: dict[int, Any] = {}  # node index -> key, or list of keys for a map
+        self.placeholders: set[int] = set()  # maps that could not expand
+        self.lengths: dict[int, tuple[int, str]] = {}  # run-time lengths by source node
+        self.length_keys: dict[str, int] = {}  # length-task key -> source node index
+        self.state_keys: list[Any] = []  # keys of every user-visible task emitted
+        self._requested: set[int] = set()
+        self._done: dict[Any, Any] = {}
+        self._todo: list[Node] = list(nodes)
+        self._specs: dict[tuple[int, str], TaskSpec] = {}
+        self._names: dict[str, str] = {}
+
+    # -- public ----------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        """True once every node has been emitted."""
+        return not self._todo
+
+    def name_of(self, base: str) -> str:
+        """The node name behind a key's base string."""
+        return self._names[base]
+
+    def keys_of(self, node: Node) -> Any:
+        """The key of an emitted node, or the list of keys of an emitted map."""
+        return self.keys[node.index]
+
+    def set_length(self, length_key: str, value: tuple[int, str]) -> None:
+        """Record the run-time length reported by a ``len-...`` task."""
+        self.lengths[self.length_keys[length_key]] = value
+
+    def stage(self) -> dict[Any, Task]:
+        """Emit every node that can be emitted now; return the new graph."""
+        dsk: dict[Any, Task] = {}
+        todo: list[Node] = []
+        keys = self.keys
+        with no_gc():
+            for node in self._todo:
+                if not all(d.index in keys for d in node.upstream) or (
+                        (node.wait_for or node.setups or node.members)
+                        and not all(d.index in keys for d in node.dependencies())):
+                    todo.append(node)
+                elif node.mapped is None:
+                    self._emit_single(node, dsk)
+                elif not self._emit_map(node, dsk):
+                    todo.append(node)
+        self._todo = todo
+        return dsk
+
+    def needed_later(self) -> set[Any]:
+        """Keys of emitted nodes that deferred nodes will depend on."""
+        needed: set[Any] = set()
+        for node in self._todo:
+            for dep in node.dependencies():
+                keys = self.keys.get(dep.index)
+                if keys is not None:
+                    needed.update(keys if isinstance(keys, list) else (keys,))
+        return needed
+
+    # -- helpers -----------------------------------------------------------------
+    def _spec(self, node: Node) -> TaskSpec:
+        ident = (id(node.task), node.kind)
+        spec = self._specs.get(ident)
+        if spec is None:
+            spec = self._specs[ident] = TaskSpec(node.task, node.kind, self.run)
+        return spec
+
+    def _base(self, node: Node) -> str:
+        base = f"{node.name}-{self.token}{node.index:x}"
+        self._names[base] = node.name
+        return base
+
+    def _done_key(self, key: Any, dsk: dict[Any, Task]) -> Any:
+        dkey = self._done.get(key)
+        if dkey is None:
+            dkey = (f"done-{key[0]}", key[1]) if isinstance(key, tuple) else f"done-{key}"
+            self._done[key] = dkey
+            dsk[dkey] = Task(dkey, done, TaskRef(key))
+        return dkey
+
+    def _common(self, node: Node, dsk: dict[Any, Task],
+                upstream: tuple[Node, ...] | list[Node] | None = None,
+                ) -> tuple[list[Any], dict[int, Any], set[int]]:
+        """Dependency keys shared by all the Dask tasks of a node, and their slots."""
+        deps: list[Any] = []
+        slots: dict[int, Any] = {}
+        allowed: set[int] = set()
+        for up in node.upstream if upstream is None else upstream:
+            keys = self.keys[up.index]
+            first = len(deps)
+            if isinstance(keys, list):
+                deps.extend(keys)
+                slots[up.index] = SlotList(tuple(Slot(i) for i in range(first, len(deps))))
+            else:
+                deps.append(keys)
+                slots[up.index] = Slot(first)
+            if up.index in node.allowed:
+                allowed.update(range(first, len(deps)))
+        if not (node.wait_for or node.setups or node.members):
+            return deps, slots, allowed
+        waits = list(node.wait_for) + [s for s in node.setups if s.index not in slots]
+        waits += node.members
+        for w in waits:
+            keys = self.keys[w.index]
+            first = len(deps)
+            deps.extend(self._done_key(k, dsk) for k in (keys if isinstance(keys, list) else [keys]))
+            if w.index in node.allowed:
+                allowed.update(range(first, len(deps)))
+        return deps, slots, allowed
+
+    def _shared_upstream(self, node: Node, mapped: dict) -> list[Node]:
+        """Upstream nodes every child of a map depends on whole.
+
+        Those are the refs in unmapped arguments and the task results mapped
+        over element-wise; a mapped map or a ref inside a mapped list is a
+        per-child dependency instead.
+        """
+        whole: dict[int, Node] = {}
+        for pos, value in [*enumerate(node.args), *node.kwargs.items()]:
+            if pos in mapped:
+                if isinstance(value, Ref) and value.node.mapped is None:
+                    whole[value.node.index] = value.node
+            else:
+                _collect_refs(value, whole)
+        return [up for up in node.upstream if up.index in whole]
+
+    def _emit_cleanup(self, node: Node, dsk: dict[Any, Task]) -> None:
+        """A resource's cleanup: waits for the setup and the block without moving data."""
+        from daskflow.resources import run_cleanup
+
+        setup_key = self.keys[node.upstream[0].index]
+        waits = [setup_key]
+        for member in node.members + node.setups:
+            waits.extend(_as_keys(self.keys[member.index]))
+        key = self._base(node)
+        call = Call(self._spec(node), node.name, key, None, (setup_key,), {}, False, _EMPTY)
+        dsk[key] = Task(key, run_cleanup, call, *(TaskRef(self._done_key(k, dsk)) for k in waits))
+        self.keys[node.index] = key
+        self.state_keys.append(key)
+
+    def _emit_single(self, node: Node, dsk: dict[Any, Task]) -> None:
+        if node.kind == "cleanup":
+            return self._emit_cleanup(node, dsk)
+        deps, slots, allowed = self._common(node, dsk)
+        if node.upstream:
+            args, s1 = _template_args(node.args, slots)
+            kwargs, s2 = _template(node.kwargs, slots) if node.kwargs else (node.kwargs, False)
+        else:
+            args, kwargs, s1, s2 = node.args, node.kwargs, False, False
+        key = self._base(node)
+        call = Call(self._spec(node), node.name, key, None, args, kwargs, s1 or s2,
+                    frozenset(allowed) if allowed else _EMPTY)
+        dsk[key] = Task(key, run_task, call, *map(TaskRef, deps))
+        self.keys[node.index] = key
+        self.state_keys.append(key)
+
+    def _map_length(self, node: Node, dsk: dict[Any, Task]) -> tuple[int, str] | None:
+        """The length of a map now, ``(-1, why)`` if it cannot expand, None if unknown."""
+        if node.length is not None:
+            return node.length, ""
+        lengths: set[int] = set()
+        for value in _mapped(node):
+            if not isinstance(value, Ref):
+                lengths.add(len(value))
+                continue
+            src = value.node
+            if src.mapped is not None:
+                if src.index in self.placeholders:
+                    return -1, f"upstream map {src.name!r} did not run"
+                lengths.add(len(self.keys[src.index]))
+            elif src.index in self.lengths:
+                n, why = self.lengths[src.index]
+                if n < 0:
+                    return n, why
+                lengths.add(n)
+            else:
+                self._request_length(src, dsk)
+                return None
+        if len(lengths) > 1:
+            return -2, (f"{node.task.name}.map() got mapped arguments of different "
+                        f"lengths {sorted(lengths)} at run time")
+        return lengths.pop(), ""
+
+    def _request_length(self, src: Node, dsk: dict[Any, Task]) -> None:
+        if src.index in self._requested:
+            return
+        self._requested.add(src.index)
+        key = f"len-{self._base(src)}"
+        self.length_keys[key] = src.index
+        dsk[key] = Task(key, length_of, TaskRef(self.keys[src.index]))
+
+    def _emit_map(self, node: Node, dsk: dict[Any, Task]) -> bool:
+        length = self._map_length(node, dsk)
+        if length is None:
+            return False
+        n, why = length
+        if n < 0:
+            self._emit_placeholder(node, why, dsk)
+            return True
+        mapped = dict(zip(node.mapped or (), _mapped(node)))
+        deps, slots, allowed = self._common(node, dsk, self._shared_upstream(node, mapped))
+        spec, base, frozen = self._spec(node), self._base(node), frozenset(allowed)
+        args, s1 = _template(tuple(None if i in mapped else a for i, a in enumerate(node.args)), slots)
+        kwargs, s2 = _template({k: None if k in mapped else v for k, v in node.kwargs.items()}, slots)
+        common_refs = tuple(map(TaskRef, deps))
+        keys = [(base, i) for i in range(n)]
+        if not mapped_refs(mapped) and not (s1 or s2) and not common_refs:
+            self._emit_constant_children(spec, node.name, keys, args, kwargs, mapped, dsk)
+        else:
+            for i, key in enumerate(keys):
+                extra: list[Any] = []
+                a, k = list(args), dict(kwargs)
+                sub = s1 or s2
+                child_allowed = frozen
+                for pos, value in mapped.items():
+                    first = len(deps) + len(extra)
+                    item, is_slot = self._child_arg(value, i, len(deps), extra, slots)
+                    sub = sub or is_slot
+                    if node.allowed and _allowed_item(value, i, node.allowed):
+                        child_allowed = child_allowed | set(range(first, len(deps) + len(extra)))
+                    if isinstance(pos, int):
+                        a[pos] = item
+                    else:
+                        k[pos] = item
+                call = Call(spec, node.name, key, i, tuple(a), k, sub, child_allowed)
+                dsk[key] = Task(key, run_task, call, *common_refs, *map(TaskRef, extra))
+        self.keys[node.index] = keys
+        self.state_keys.extend(keys)
+        return True
+
+    def _emit_constant_children(self, spec: TaskSpec, name: str, keys: list, args: tuple,
+                                kwargs: dict, mapped: dict, dsk: dict[Any, Task]) -> None:
+        """The fast path: a map over plain values with no dependencies at all."""
+        empty = _EMPTY
+        if not kwargs and len(args) == 1 and 0 in mapped:
+            for key, value in zip(keys, mapped[0]):
+                dsk[key] = Task(key, run_task, Call(spec, name, key, key[1], (value,), {}, False, empty))
+            return
+        for i, key in enumerate(keys):
+            a, k = list(args), dict(kwargs)
+            for pos, value in mapped.items():
+                if isinstance(pos, int):
+                    a[pos] = value[i]
+                else:
+                    k[pos] = value[i]
+            dsk[key] = Task(key, run_task, Call(spec, name, key, i, tuple(a), k, False, empty))
+
+    def _child_arg(self, value: Any, i: int, offset: int, extra: list, slots: dict) -> tuple[Any, bool]:
+        """Argument ``i`` of a mapped value, adding per-child dependencies to ``extra``."""
+        if isinstance(value, Ref):
+            src = value.node
+            if src.mapped is not None:  # map over a map: child i depends on child i
+                extra.append(self.keys[src.index][i])
+                return Slot(offset + len(extra) - 1), True
+            return SlotItem(slots[src.index].i, i), True  # element i of a task's result
+        item = value[i]
+        if isinstance(item, Ref):
+            keys = self.keys[item.node.index]
+            start = offset + len(extra)
+            if isinstance(keys, list):
+                extra.extend(keys)
+                return SlotList(tuple(Slot(j) for j in range(start, start + len(keys)))), True
+            extra.append(keys)
+            return Slot(start), True
+        return item, False
+
+    def _emit_placeholder(self, node: Node, why: str, dsk: dict[Any, Task]) -> None:
+        """A map that cannot expand becomes one task whose state says why."""
+        deps, _, allowed = self._common(node, dsk)
+        key = self._base(node)
+        call = Call(self._spec(node), node.name, key, None, (why,), {}, False, frozenset(allowed))
+        dsk[key] = Task(key, run_unmappable, call, *map(TaskRef, deps))
+        self.keys[node.index] = key
+        self.placeholders.add(node.index)
+        self.state_keys.append(key)
+
+
+def _mapped(node: Node) -> list[Any]:
+    return [node.args[p] if isinstance(p, int) else node.kwargs[p] for p in node.mapped or ()]
+
+
+def _as_keys(keys: Any) -> list[Any]:
+    return keys if isinstance(keys, list) else [keys]
+
+
+def _collect_refs(value: Any, found: dict[int, Node]) -> None:
+    if isinstance(value, Ref):
+        found[value.node.index] = value.node
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for v in value:
+            _collect_refs(v, found)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _collect_refs(v, found)
+
+
+def _allowed_item(value: Any, i: int, allowed: frozenset[int]) -> bool:
+    """Whether the per-child dependency of mapped ``value`` at ``i`` may fail."""
+    if isinstance(value, Ref):
+        return value.node.index in allowed and value.node.mapped is not None
+    item = value[i]
+    return isinstance(item, Ref) and item.node.index in allowed
+
+
+def mapped_refs(mapped: dict) -> bool:
+    """Whether any mapped value is a ref or holds refs (so children have dependencies)."""
+    return any(isinstance(v, Ref) or any(isinstance(x, Ref) for x in v) for v in mapped.values())
+
+
+_CONTAINERS = (tuple, list, set, frozenset, dict)
+
+
+def _template_args(args: tuple, slots: dict[int, Any]) -> tuple[tuple, bool]:
+    """`_template` for a flat tuple of positional arguments (the common case)."""
+    out = []
+    found = False
+    for a in args:
+        if type(a) is Ref:
+            out.append(slots[a.node.index])
+            found = True
+        elif type(a) in _CONTAINERS:
+            v, f = _template(a, slots)
+            out.append(v)
+            found = found or f
+        else:
+            out.append(a)
+    return tuple(out), found
+
+
+def _template(value: Any, slots: dict[int, Any]) -> tuple[Any, bool]:
+    """Replace refs by slots; say whether any were found."""
+    if isinstance(value, Ref):
+        return slots[value.node.index], True
+    t = type(value)
+    if (t is tuple or t is list or t is set or t is frozenset) and value:
+        pairs = [_template(v, slots) for v in value]
+        if any(found for _, found in pairs):
+            return t(v for v, _ in pairs), True
+        return value, False
+    if t is dict and value:
+        items = {k: _template(v, slots) for k, v in value.items()}
+        if any(found for _, found in items.values()):
+            return {k: v for k, (v, _) in items.items()}, True
+        return value, False
+    return value, False
+
+
+def run_unmappable(call: Call, *upstream: Any) -> Any:
+    """The task of a map that could not expand: upstream failure, or a MappingError."""
+    from daskflow.states import State, StateType
+    from daskflow.taskrun import _decide, _finish
+
+    why = call.args[0]
+    state = _decide(call, upstream) if upstream else None
+    if state is None:
+        state = State(StateType.FAILED, name="MappingFailed", message=why,
+                      exception=MappingError(why))
+    return _finish(call, state)

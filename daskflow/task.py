@@ -1,0 +1,209 @@
+"""Tasks: plain functions that become nodes when called inside a flow body.
+
+Outside a flow a task call is a plain function call.  Inside one it records
+a node with the builder and returns a lazy :class:`~daskflow.build.Ref`.
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Generic, TypeVar, overload
+
+from daskflow import signals
+from daskflow.build import Ref, current_builder
+from daskflow.exceptions import FlowDefinitionError
+
+R = TypeVar("R")
+
+_TRIGGERS = {
+    signals.all_successful, signals.all_finished, signals.any_failed,
+    signals.all_failed, signals.any_successful,
+}
+
+
+class Task(Generic[R]):
+    """A function with run options (retries, trigger, timeout, ...).
+
+    Parameters
+    ----------
+    fn : callable
+        The function to run.
+    name : str, optional
+        Name shown in states, logs and Dask keys (default: the function's name).
+    retries : int
+        Extra attempts after a failure (not after ``df.FAIL``).
+    retry_delay : float or list of float
+        Seconds to wait before each retry; a list gives one delay per retry
+        (the last one repeats).
+    retry_on : exception type or tuple of them, optional
+        Retry only on these exceptions.
+    trigger : callable
+        Decides from the upstream states whether the task runs.
+    skip_on_upstream_skip : bool
+        Skip this task when an upstream task was skipped (default True).
+    tags : iterable of str
+    timeout : float, optional
+        Seconds one attempt may take before it fails with ``TaskTimeoutError``.
+    resources : dict, optional
+        Dask worker resources the task needs, e.g. ``{"GPU": 1}``.
+
+    >>> @task(retries=2)
+    ... def inc(x):
+    ...     return x + 1
+    >>> inc(1)            # outside a flow: a plain call
+    2
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., R],
+        *,
+        name: str | None = None,
+        retries: int = 0,
+        retry_delay: float | Sequence[float] = 0.0,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
+        trigger: signals.Trigger = signals.all_successful,
+        skip_on_upstream_skip: bool = True,
+        tags: Iterable[str] = (),
+        timeout: float | None = None,
+        resources: dict[str, float] | None = None,
+    ) -> None:
+        if not callable(fn):
+            raise FlowDefinitionError(f"@task needs a function, got {fn!r}")
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        self.retries = _check_retries(self.name, retries)
+        self.retry_delays = _check_delays(self.name, retry_delay)
+        self.retry_on = _check_retry_on(self.name, retry_on)
+        self.trigger = _check_trigger(self.name, trigger)
+        self.skip_on_upstream_skip = bool(skip_on_upstream_skip)
+        self.tags = frozenset(tags)
+        if timeout is not None and not (isinstance(timeout, numbers.Real) and timeout > 0):
+            raise FlowDefinitionError(
+                f"timeout of task {self.name!r} must be a positive number of seconds, got {timeout!r}"
+            )
+        self.timeout = timeout
+        self.resources = dict(resources) if resources else None
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def with_options(self, **options: Any) -> Task[R]:
+        """A copy of this task with some options changed."""
+        current = self._options()
+        unknown = set(options) - set(current)
+        if unknown:
+            raise FlowDefinitionError(f"unknown task option(s) {sorted(unknown)}; known: {sorted(current)}")
+        return Task(self.fn, **{**current, **options})
+
+    def __call__(self, *args: Any, wait_for: Iterable[Any] | None = None, **kwargs: Any) -> Any:
+        builder = current_builder()
+        if builder is None:
+            return self.fn(*args, **kwargs)
+        return builder.add(self, args, kwargs, wait_for=wait_for)
+
+    def map(self, *args: Any, wait_for: Iterable[Any] | None = None, **kwargs: Any) -> Ref:
+        """Call the task once per element of the mapped arguments (inside a flow).
+
+        Lists, other iterables and task results (whose length is known only at
+        run time) are mapped over element-wise; wrap an argument in
+        ``df.unmapped`` to give it whole to every call.
+        """
+        builder = current_builder()
+        if builder is None:
+            raise FlowDefinitionError(
+                f"{self.name}.map() works inside a flow body; outside one call "
+                f"[{self.name}(x) for x in xs] instead"
+            )
+        return builder.add(self, args, kwargs, wait_for=wait_for, map_over=True)
+
+    def __reduce__(self) -> Any:
+        """Pickle by reference when the module holds this task (as it does for
+        ``@task`` at module level), so workers import it instead of receiving
+        the function's code with every task; by value otherwise."""
+        module = getattr(self, "__module__", None)
+        qualname = getattr(self, "__qualname__", "")
+        if module and module != "__main__" and "<locals>" not in qualname:
+            obj: Any = sys.modules.get(module)
+            for part in qualname.split("."):
+                obj = getattr(obj, part, None)
+            if obj is self:
+                return qualname
+        return (_rebuild_task, (self.fn, self._options()))
+
+    def _options(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "retries": self.retries, "retry_delay": list(self.retry_delays),
+            "retry_on": self.retry_on, "trigger": self.trigger,
+            "skip_on_upstream_skip": self.skip_on_upstream_skip, "tags": self.tags,
+            "timeout": self.timeout, "resources": self.resources,
+        }
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
+
+
+def _rebuild_task(fn: Callable[..., Any], options: dict[str, Any]) -> Task:
+    return Task(fn, **options)
+
+
+def _check_retries(name: str, retries: Any) -> int:
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise FlowDefinitionError(f"retries of task {name!r} must be an int >= 0, got {retries!r}")
+    return retries
+
+
+def _check_delays(name: str, delay: Any) -> tuple[float, ...]:
+    delays = [delay] if isinstance(delay, numbers.Real) else delay
+    try:
+        out = tuple(float(d) for d in delays)
+    except (TypeError, ValueError):
+        out = ()
+    if not out or any(d < 0 for d in out):
+        raise FlowDefinitionError(
+            f"retry_delay of task {name!r} must be seconds >= 0 or a non-empty list "
+            f"of them, got {delay!r}"
+        )
+    return out
+
+
+def _check_retry_on(name: str, retry_on: Any) -> tuple[type[BaseException], ...] | None:
+    if retry_on is None:
+        return None
+    types = retry_on if isinstance(retry_on, tuple) else (retry_on,)
+    if not all(isinstance(t, type) and issubclass(t, BaseException) for t in types):
+        raise FlowDefinitionError(
+            f"retry_on of task {name!r} must be an exception type or a tuple of them, got {retry_on!r}"
+        )
+    return types
+
+
+def _check_trigger(name: str, trigger: Any) -> signals.Trigger:
+    if trigger in _TRIGGERS or callable(trigger):
+        return trigger
+    raise FlowDefinitionError(
+        f"trigger of task {name!r} must be one of df.all_successful, df.all_finished "
+        f"(df.always_run), df.any_failed, df.all_failed, df.any_successful, or a "
+        f"function of the upstream states; got {trigger!r}"
+    )
+
+
+@overload
+def task(fn: Callable[..., R], /) -> Task[R]: ...
+@overload
+def task(
+    *, name: str | None = ..., retries: int = ..., retry_delay: float | Sequence[float] = ...,
+    retry_on: Any = ..., trigger: signals.Trigger = ..., skip_on_upstream_skip: bool = ...,
+    tags: Iterable[str] = ..., timeout: float | None = ..., resources: dict[str, float] | None = ...,
+) -> Callable[[Callable[..., R]], Task[R]]: ...
+
+
+def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """Make a function a task: ``@task`` or ``@task(retries=2, ...)``.
+
+    See :class:`Task` for the options.
+    """
+    if fn is None:
+        return lambda f: Task(f, **options)
+    return Task(fn, **options)

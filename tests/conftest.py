@@ -1,0 +1,97 @@
+"""Shared fixtures: real Dask clusters, and leak checks from distributed.
+
+``scheduler_address`` starts one ``dask scheduler`` and one ``dask worker``
+(two worker processes, one thread each) as subprocesses for the session;
+they are not children of ``multiprocessing``, so distributed's ``cleanup``
+fixture (which kills those) leaves them alone while it checks each test
+for leaked threads, processes and Client instances.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from distributed import Client
+from distributed.utils_test import cleanup, loop, loop_in_thread  # noqa: F401 - fixtures
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(TESTS)
+
+
+def dask_env() -> dict[str, str]:
+    """The environment for dask processes: tests importable, quiet logs."""
+    path = [TESTS, ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(path),
+            "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+
+
+def start_cluster(directory: str, nworkers: int = 2) -> tuple[str, list[subprocess.Popen]]:
+    """Start `dask scheduler` and `dask worker` processes; return the address."""
+    sfile = os.path.join(directory, "scheduler.json")
+    with open(os.path.join(directory, "cluster.log"), "ab") as log:
+        return _start(sfile, log, nworkers)
+
+
+def _start(sfile: str, log, nworkers: int) -> tuple[str, list[subprocess.Popen]]:
+    env = dask_env()
+    sched = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+         "--port", "0", "--no-dashboard", "--scheduler-file", sfile],
+        env=env, stdout=log, stderr=log, start_new_session=True)
+    procs = [sched]
+    try:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(sfile):
+            if time.monotonic() > deadline or sched.poll() is not None:
+                raise RuntimeError("dask scheduler did not start; see cluster.log")
+            time.sleep(0.1)
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", sfile,
+             "--nworkers", str(nworkers), "--nthreads", "1", "--no-dashboard",
+             "--host", "127.0.0.1"],
+            env=env, stdout=log, stderr=log, start_new_session=True))
+        with Client(scheduler_file=sfile, timeout=60) as c:
+            c.wait_for_workers(nworkers, timeout=60)
+            address = c.scheduler.address
+    except BaseException:
+        stop_cluster(procs)
+        raise
+    return address, procs
+
+
+def stop_cluster(procs: list[subprocess.Popen]) -> None:
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in reversed(procs):
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def scheduler_address(tmp_path_factory):
+    address, procs = start_cluster(str(tmp_path_factory.mktemp("cluster")))
+    yield address
+    stop_cluster(procs)
+
+
+@pytest.fixture
+def client(scheduler_address, cleanup):  # noqa: F811 - distributed's fixture
+    with Client(scheduler_address, set_as_default=False) as c:
+        yield c
+
+
+@pytest.fixture(params=["sync", "distributed"])
+def on(request):
+    """Run a test on Dask's synchronous scheduler and on the real cluster."""
+    if request.param == "sync":
+        return "sync"
+    return request.getfixturevalue("client")
