@@ -231,12 +231,33 @@ def _default_client() -> Any:
         return None
 
 
+def probe(address: str, timeout: float) -> None:
+    """Fail fast, with the address in the message, if nothing listens there."""
+    import socket
+
+    from distributed.comm import parse_address
+    from distributed.comm.addressing import parse_host_port
+
+    scheme, loc = parse_address(address)
+    if scheme not in ("tcp", "tls"):
+        return
+    host, port = parse_host_port(loc)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as err:
+        raise ClusterError(
+            f"could not connect to the Dask scheduler at {address!r}: {err}; check that "
+            "it is running and reachable from here") from None
+
+
 @contextlib.contextmanager
 def _connect(address: str) -> Iterator[Any]:
     from distributed import Client
 
+    timeout = config.seconds_setting("connect-timeout")
+    probe(address, timeout)
     try:
-        client = Client(address, set_as_default=False)
+        client = Client(address, set_as_default=False, timeout=timeout)
     except (OSError, TimeoutError) as err:
         raise ClusterError(
             f"could not connect to the Dask scheduler at {address!r}: {err}; check that "
@@ -250,7 +271,8 @@ def _connect(address: str) -> Iterator[Any]:
 def _temporary_local_cluster() -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
-    kwargs = {k.replace("-", "_"): v for k, v in config.get("local").items() if v is not None}
+    kwargs = {k.replace("-", "_"): v for k, v in config.get("local").items()
+              if v is not None or k == "dashboard-address"}
     with LocalCluster(**kwargs) as cluster, Client(cluster, set_as_default=False) as client:
         yield client
 
@@ -269,7 +291,7 @@ _subscribed: weakref.WeakSet = weakref.WeakSet()
 
 def _on_log_event(event: tuple[float, dict]) -> None:
     _, msg = event
-    logging.getLogger("daskflow.run").handle(logging.makeLogRecord(msg))
+    logging.getLogger("daskflow.task").handle(logging.makeLogRecord(msg))
 
 
 def _subscribe_logs(client: Any) -> None:

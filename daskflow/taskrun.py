@@ -193,33 +193,37 @@ _log_lock = threading.Lock()
 
 
 class _ForwardHandler(logging.Handler):
-    """Sends task log records to the driver (as Dask events) or, in process, on."""
+    """Sends a worker's task log records to the driver as Dask events."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             worker = _current_worker()
-            if worker is None:
-                logging.getLogger("daskflow.run").handle(record)
+            if worker is None:  # a thread of the worker process outside a task
                 return
             msg = {k: v for k, v in record.__dict__.items()
                    if isinstance(v, (str, int, float, bool, type(None)))}
             msg["msg"] = record.getMessage()
             msg["args"] = None
+            msg["name"] = "daskflow.task"
             worker.log_event(LOG_TOPIC, msg)
         except Exception:  # pragma: no cover - logging must never break a task
             self.handleError(record)
 
 
 def _task_logger() -> logging.Logger:
-    logger = logging.getLogger("daskflow.task")
-    if not any(isinstance(h, _ForwardHandler) for h in logger.handlers):
+    """``daskflow.task`` in this process, or on a worker ``daskflow.worker``,
+    which only forwards to the driver (the driver re-emits as ``daskflow.task``)."""
+    if _current_worker() is None:
+        return logging.getLogger("daskflow.task")
+    logger = logging.getLogger("daskflow.worker")
+    if not logger.handlers:
         with _log_lock:
-            if not any(isinstance(h, _ForwardHandler) for h in logger.handlers):
+            if not logger.handlers:
                 from daskflow import config
 
-                logger.addHandler(_ForwardHandler())
-                logger.propagate = False
                 logger.setLevel(str(config.get("logging.level")).upper())
+                logger.propagate = False
+                logger.addHandler(_ForwardHandler())
     return logger
 
 

@@ -41,7 +41,7 @@ def _start(sfile: str, log, nworkers: int) -> tuple[str, list[subprocess.Popen]]
     env = dask_env()
     sched = subprocess.Popen(
         [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-         "--port", "0", "--no-dashboard", "--scheduler-file", sfile],
+         "--port", "0", "--dashboard-address", "127.0.0.1:0", "--scheduler-file", sfile],
         env=env, stdout=log, stderr=log, start_new_session=True)
     procs = [sched]
     try:
