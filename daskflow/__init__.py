@@ -48,10 +48,9 @@ from daskflow.taskrun import context, get_run_logger
 __version__ = "0.1.0"
 
 __all__ = [
-    "FAIL",
-    "SKIP",
     "ClusterError",
     "DaskflowError",
+    "FAIL",
     "Flow",
     "FlowDefinitionError",
     "FlowRun",
@@ -61,6 +60,7 @@ __all__ = [
     "ParameterError",
     "ResourceError",
     "ResultNotAvailable",
+    "SKIP",
     "State",
     "StateType",
     "Task",

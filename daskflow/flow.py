@@ -150,8 +150,8 @@ def _execute(name: str, params: dict[str, Any], builder: Builder, returned: Any,
     returned_nodes = _returned_nodes(returned)
     runner.setup_logging()
     log = runner.flow_logger(name, run_id)
-    start = runner.now()
     with runner.open_backend(cluster) as backend:
+        start = runner.now()
         log.info("run %s started on %s (%d nodes)", run_id, backend.description,
                  len(builder.nodes))
         try:

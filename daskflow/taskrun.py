@@ -38,6 +38,9 @@ class RunInfo:
 
     __slots__ = ("flow_name", "run_id", "parameters")
 
+    def __reduce__(self) -> Any:
+        return (RunInfo, (self.flow_name, self.run_id, self.parameters))
+
     def __init__(self, flow_name: str, run_id: str, parameters: dict[str, Any]) -> None:
         self.flow_name = flow_name
         self.run_id = run_id
@@ -64,7 +67,37 @@ class TaskSpec:
         self.run = run
 
     def __reduce__(self) -> Any:
-        return (TaskSpec, (self.task, self.kind, self.run))
+        return (_load_spec, (_spec_blob(self),))
+
+
+_spec_cache: dict[bytes, TaskSpec] = {}
+_blobs: dict[int, tuple[TaskSpec, bytes]] = {}
+
+
+def _spec_blob(spec: TaskSpec) -> bytes:
+    """The spec pickled once (cloudpickle, so local functions work too)."""
+    cached = _blobs.get(id(spec))
+    if cached is not None and cached[0] is spec:
+        return cached[1]
+    import cloudpickle
+
+    blob = cloudpickle.dumps((spec.task, spec.kind, spec.run), protocol=5)
+    if len(_blobs) > 4096:
+        _blobs.clear()
+    _blobs[id(spec)] = (spec, blob)
+    return blob
+
+
+def _load_spec(blob: bytes) -> TaskSpec:
+    """Unpickle a spec once per process: every task of a node ships the same bytes."""
+    spec = _spec_cache.get(blob)
+    if spec is None:
+        import pickle
+
+        if len(_spec_cache) > 4096:
+            _spec_cache.clear()
+        spec = _spec_cache[blob] = TaskSpec(*pickle.loads(blob))
+    return spec
 
 
 class Call:
@@ -82,6 +115,10 @@ class Call:
         self.kwargs = kwargs
         self.subst = subst
         self.allowed = allowed
+
+    def __reduce__(self) -> Any:
+        return (Call, (self.spec, self.name, self.key, self.index, self.args, self.kwargs,
+                       self.subst, self.allowed))
 
     @property
     def display_name(self) -> str:

@@ -1,0 +1,115 @@
+"""Per-task overhead: daskflow vs raw Dask futures vs dask.delayed, side by side.
+
+W1: a map of a trivial task over N inputs, then a sum.  W2: a chain of 200
+trivial tasks.  Every system runs in this one process against the same
+LocalCluster (2 workers x 1 thread), started before timing; runs alternate
+between systems so that drift on a noisy machine hits all of them alike.
+Medians, min-max and the ratio to raw futures are printed, then the time to
+build and compile 100k-task flows without any cluster.
+
+    python benchmarks/overhead.py [--quick] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import workloads  # noqa: E402
+
+CASES = [("w1", 1000, 5), ("w1", 5000, 3), ("w1", 20000, 2), ("w2", 200, 5)]
+QUICK = [("w1", 1000, 3), ("w1", 5000, 2), ("w2", 200, 3)]
+
+
+def measure(client, cases):
+    rows = []
+    for workload, n, reps in cases:
+        times = {name: [] for name in workloads.SYSTEMS}
+        for name, fns in workloads.SYSTEMS.items():  # warm-up, untimed
+            fns[workload](client, min(n, 100))
+        for _ in range(reps):
+            for name, fns in workloads.SYSTEMS.items():
+                start = time.perf_counter()
+                value = fns[workload](client, n)
+                times[name].append(time.perf_counter() - start)
+                assert value == workloads.EXPECTED[workload](n), (name, value)
+        base = statistics.median(times["dask futures"])
+        tasks = n + 1 if workload == "w1" else n
+        for name, ts in times.items():
+            med = statistics.median(ts)
+            rows.append({"workload": workload, "n": n, "system": name, "median_s": med,
+                         "min_s": min(ts), "max_s": max(ts), "ms_per_task": 1000 * med / tasks,
+                         "vs_futures": med / base, "reps": reps})
+    return rows
+
+
+def compile_times():
+    """Build and compile 100k-task flows with no cluster."""
+    from daskflow.graph import Compiler
+    from daskflow.taskrun import RunInfo
+
+    out = {}
+    for label, flow, n in (("map-reduce 100k", workloads.w1_flow, 100_000),
+                           ("chain 100k", workloads.w2_flow, 100_000)):
+        best_build = best_compile = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            builder, _ = flow.build(flow.bind(n))
+            built = time.perf_counter()
+            dsk = Compiler(builder.nodes, RunInfo(flow.name, "bench", {})).stage()
+            done = time.perf_counter()
+            assert len(dsk) >= n
+            best_build = min(best_build, built - start)
+            best_compile = min(best_compile, done - built)
+        out[label] = {"build_s": best_build, "compile_s": best_compile}
+    return out
+
+
+def table(rows):
+    lines = ["| workload | N | system | median s (min-max) | ms/task | vs futures |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['workload'].upper()} | {r['n']} | {r['system']} | "
+                     f"{r['median_s']:.3f} ({r['min_s']:.3f}-{r['max_s']:.3f}) | "
+                     f"{r['ms_per_task']:.3f} | {r['vs_futures']:.2f}x |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer cases and repetitions")
+    parser.add_argument("--json", help="also write the raw figures here")
+    args = parser.parse_args(argv)
+
+    from distributed import Client, LocalCluster
+
+    logging.getLogger("daskflow").setLevel(logging.WARNING)
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        client.wait_for_workers(2)
+        load_before = os.getloadavg()
+        rows = measure(client, QUICK if args.quick else CASES)
+        load_after = os.getloadavg()
+    compiled = compile_times()
+    print(table(rows))
+    print()
+    print("| flow | build s | compile s |\n|---|---|---|")
+    for label, t in compiled.items():
+        print(f"| {label} | {t['build_s']:.3f} | {t['compile_s']:.3f} |")
+    print(f"\nload average before/after: {load_before[0]:.2f} / {load_after[0]:.2f} "
+          f"on {os.cpu_count()} cores")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"rows": rows, "compile": compiled,
+                       "load": [load_before, load_after]}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

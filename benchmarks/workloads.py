@@ -1,0 +1,80 @@
+"""The benchmark workloads, written once per system (importable by workers)."""
+
+from __future__ import annotations
+
+import dask
+
+import daskflow as df
+
+
+def inc(x):
+    return x + 1
+
+
+def total(xs):
+    return sum(xs)
+
+
+# -- daskflow ----------------------------------------------------------------------
+inc_t = df.task(inc, name="inc")
+total_t = df.task(total, name="total")
+
+
+@df.flow
+def w1_flow(n: int):
+    return total_t(inc_t.map(range(n)))
+
+
+@df.flow
+def w2_flow(n: int):
+    x = inc_t(0)
+    for _ in range(n - 1):
+        x = inc_t(x)
+    return x
+
+
+@df.flow
+def empty_flow():
+    return None
+
+
+def w1_daskflow(client, n):
+    return w1_flow(n, cluster=client)
+
+
+def w2_daskflow(client, n):
+    return w2_flow(n, cluster=client)
+
+
+# -- raw Dask futures ----------------------------------------------------------------
+def w1_futures(client, n):
+    futures = client.map(inc, range(n), pure=False)
+    return client.submit(total, futures, pure=False).result()
+
+
+def w2_futures(client, n):
+    x = client.submit(inc, 0, pure=False)
+    for _ in range(n - 1):
+        x = client.submit(inc, x, pure=False)
+    return x.result()
+
+
+# -- dask.delayed -------------------------------------------------------------------------
+def w1_delayed(client, n):
+    parts = [dask.delayed(inc, pure=False)(i) for i in range(n)]
+    return dask.delayed(total, pure=False)(parts).compute(scheduler=client)
+
+
+def w2_delayed(client, n):
+    x = dask.delayed(inc, pure=False)(0)
+    for _ in range(n - 1):
+        x = dask.delayed(inc, pure=False)(x)
+    return x.compute(scheduler=client)
+
+
+EXPECTED = {"w1": lambda n: sum(range(1, n + 1)), "w2": lambda n: n}
+SYSTEMS = {
+    "daskflow": {"w1": w1_daskflow, "w2": w2_daskflow},
+    "dask futures": {"w1": w1_futures, "w2": w2_futures},
+    "dask.delayed": {"w1": w1_delayed, "w2": w2_delayed},
+}

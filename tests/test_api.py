@@ -1,0 +1,137 @@
+"""The public face: __all__, settings, signals, pickling, visualize."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+
+import dask
+import pytest
+import yaml
+
+import daskflow as df
+from daskflow import config
+
+
+def test_all_is_sorted_and_complete():
+    assert df.__all__ == sorted(df.__all__)
+    for name in df.__all__:
+        assert hasattr(df, name), name
+    public = {n for n in dir(df) if not n.startswith("_")} - {
+        "build", "config", "exceptions", "flow", "flowrun", "graph", "resources", "runner",
+        "signals", "states", "task", "taskrun", "visualize", "annotations"}
+    assert public <= set(df.__all__) | {"flow", "task"}
+
+
+def test_errors_share_one_root():
+    for name in df.__all__:
+        obj = getattr(df, name)
+        if isinstance(obj, type) and issubclass(obj, Exception) and obj not in (df.SKIP, df.FAIL):
+            assert issubclass(obj, df.DaskflowError), name
+
+
+def _keys(tree, prefix=""):
+    out = set()
+    for k, v in tree.items():
+        out.add(prefix + k)
+        if isinstance(v, dict) and v:
+            out |= _keys(v, prefix + k + ".")
+    return out
+
+
+def test_config_schema_is_complete():
+    here = os.path.dirname(config.__file__)
+    with open(os.path.join(here, "daskflow.yaml")) as f:
+        defaults = yaml.safe_load(f)
+    with open(os.path.join(here, "daskflow-schema.yaml")) as f:
+        schema = yaml.safe_load(f)
+
+    def schema_keys(node, prefix=""):
+        out = set()
+        for k, v in node.get("properties", {}).items():
+            out.add(prefix + k)
+            out |= schema_keys(v, prefix + k + ".")
+        return out
+
+    assert _keys(defaults) == schema_keys(schema)
+
+
+def test_settings_are_read_at_call_time():
+    assert config.get("logging.level") == "info"
+    with dask.config.set({"daskflow.scatter.threshold": "2 MiB"}):
+        assert config.bytes_setting("scatter.threshold") == 2 * 2**20
+
+
+def test_environment_variables_configure(monkeypatch):
+    monkeypatch.setenv("DASK_DASKFLOW__LOGGING__LEVEL", "debug")
+    dask.config.refresh()
+    try:
+        assert config.get("logging.level") == "debug"
+    finally:
+        monkeypatch.delenv("DASK_DASKFLOW__LOGGING__LEVEL")
+        dask.config.refresh()
+
+
+@df.task(retries=1, tags=["io"])
+def module_task(x):
+    return x
+
+
+def test_tasks_pickle_by_reference_when_importable():
+    assert module_task.__reduce__() == "module_task"
+    assert pickle.loads(pickle.dumps(module_task)) is module_task
+    import cloudpickle
+
+    local = df.task(lambda x: x, retries=2)  # not importable: pickled by value
+    clone = pickle.loads(cloudpickle.dumps(local))
+    assert clone.retries == 2 and clone.fn(3) == 3
+
+
+def test_with_options():
+    t = module_task.with_options(retries=3, name="renamed")
+    assert (t.retries, t.name, module_task.retries) == (3, "renamed", 1)
+    with pytest.raises(df.FlowDefinitionError, match="unknown task option"):
+        module_task.with_options(retires=3)
+
+
+def test_state_pickles_and_summarises():
+    s = df.State(df.StateType.COMPLETED, result=[1, 2], attempts=2, task_name="x")
+    clone = pickle.loads(pickle.dumps(s))
+    assert clone.result() == [1, 2] and clone.attempts == 2
+    summary = pickle.loads(pickle.dumps(s.summary()))
+    assert not summary.has_result and summary.is_completed()
+    assert dask.sizeof.sizeof(df.State(df.StateType.COMPLETED, result=b"x" * 10**6)) > 10**6
+
+
+@df.flow
+def pictured(n: int = 3):
+    with journal() as j:
+        parts = inc.map(range(n))
+    return total(parts, wait_for=[j])
+
+
+@df.resource
+def journal():
+    yield "j"
+
+
+@df.task
+def inc(x):
+    return x + 1
+
+
+@df.task
+def total(xs):
+    return sum(xs)
+
+
+def test_visualize_draws_the_flow(tmp_path):
+    graph = pictured.visualize(n=4)
+    source = graph.source
+    assert "inc" in source and "map × 4" in source and "journal.cleanup" in source
+    assert source.count("->") >= 4
+    if shutil.which("dot"):
+        out = tmp_path / "flow.png"
+        pictured.visualize(n=2, filename=str(out))
+        assert out.exists() and out.stat().st_size > 0
