@@ -78,3 +78,34 @@ SYSTEMS = {
     "dask futures": {"w1": w1_futures, "w2": w2_futures},
     "dask.delayed": {"w1": w1_delayed, "w2": w2_delayed},
 }
+
+
+# -- W3: one large array given to 8 tasks -------------------------------------------
+def col_sum(arr, i):
+    return float(arr[:, i].sum())
+
+
+col_sum_t = df.task(col_sum, name="col_sum")
+
+
+@df.flow
+def w3_flow(arr):
+    return total_t([col_sum_t(arr, i) for i in range(8)])
+
+
+def w3_daskflow(client, arr):
+    return w3_flow(arr, cluster=client)
+
+
+def w3_scatter(client, arr):
+    [shared] = client.scatter([arr], hash=False)
+    parts = [client.submit(col_sum, shared, i, pure=False) for i in range(8)]
+    return client.submit(total, parts, pure=False).result()
+
+
+def w3_in_graph(client, arr):
+    parts = [client.submit(col_sum, arr, i, pure=False) for i in range(8)]
+    return client.submit(total, parts, pure=False).result()
+
+
+W3 = {"dask scatter": w3_scatter, "dask in-graph": w3_in_graph, "daskflow": w3_daskflow}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import typing
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -36,6 +37,8 @@ class Flow(Generic[R]):
         Defaults to the function's name.
     cluster : optional
         The default ``cluster=`` of its runs (see :func:`daskflow.runner.open_backend`).
+    scatter : bool
+        Scatter large parameters and constants before submitting (default True).
 
     >>> import daskflow as df
     >>> @df.task
@@ -49,19 +52,21 @@ class Flow(Generic[R]):
     """
 
     def __init__(self, fn: Callable[..., R], *, name: str | None = None,
-                 cluster: Any = None) -> None:
+                 cluster: Any = None, scatter: bool = True) -> None:
         if not callable(fn):
             raise FlowDefinitionError(f"@flow needs a function, got {fn!r}")
         self.fn = fn
         self.name = name or getattr(fn, "__name__", "flow")
         self.signature = inspect.signature(fn)
-        if "cluster" in self.signature.parameters:
-            raise FlowDefinitionError(
-                f"flow {self.name!r} has a parameter named 'cluster', which daskflow "
-                "reserves for choosing where the flow runs; rename it"
-            )
+        for reserved in ("cluster", "scatter"):
+            if reserved in self.signature.parameters:
+                raise FlowDefinitionError(
+                    f"flow {self.name!r} has a parameter named {reserved!r}, which daskflow "
+                    f"reserves for the run option {reserved}=; rename it"
+                )
         runner.check_cluster(cluster)
         self.cluster = cluster
+        self.scatter = bool(scatter)
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
 
     # -- parameters and build --------------------------------------------------
@@ -94,7 +99,8 @@ class Flow(Generic[R]):
         return builder, returned
 
     # -- running ------------------------------------------------------------------
-    def __call__(self, *args: Any, cluster: Any = None, **kwargs: Any) -> Any:
+    def __call__(self, *args: Any, cluster: Any = None, scatter: bool | None = None,
+                 **kwargs: Any) -> Any:
         builder = current_builder()
         if builder is not None:
             if cluster is not None:
@@ -104,10 +110,15 @@ class Flow(Generic[R]):
             params = self.bind(*args, **kwargs)
             with builder.nested(self.name):
                 return self.fn(**params)
-        return self.run(*args, cluster=cluster, **kwargs).result()
+        return self.run(*args, cluster=cluster, scatter=scatter, **kwargs).result()
 
-    def run(self, *args: Any, cluster: Any = None, **kwargs: Any) -> FlowRun:
-        """Run the flow and return its :class:`FlowRun`; never raises for task errors."""
+    def run(self, *args: Any, cluster: Any = None, scatter: bool | None = None,
+            **kwargs: Any) -> FlowRun:
+        """Run the flow and return its :class:`FlowRun`; never raises for task errors.
+
+        ``cluster=`` says where (see :func:`daskflow.runner.open_backend`);
+        ``scatter=False`` keeps large constants in the graph for this run.
+        """
         if current_builder() is not None:
             raise FlowDefinitionError(
                 f"{self.name}.run() was called inside a flow body; call {self.name}(...) "
@@ -116,7 +127,8 @@ class Flow(Generic[R]):
         runner.check_cluster(cluster)
         params = self.bind(*args, **kwargs)
         builder, returned = self.build(params)
-        return _execute(self.name, params, builder, returned, cluster)
+        return _execute(self.name, params, builder, returned, cluster,
+                        self.scatter if scatter is None else scatter)
 
     def visualize(self, *args: Any, filename: str | None = None, format: str | None = None,
                   **kwargs: Any) -> Any:
@@ -142,7 +154,7 @@ def flow(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
 
 
 def _execute(name: str, params: dict[str, Any], builder: Builder, returned: Any,
-             cluster: Any) -> FlowRun:
+             cluster: Any, scatter: bool = True) -> FlowRun:
 
     run_id = new_token()
     run = RunInfo(name, run_id, _context_parameters(params))
@@ -155,6 +167,9 @@ def _execute(name: str, params: dict[str, Any], builder: Builder, returned: Any,
         log.info("run %s started on %s (%d nodes)", run_id, backend.description,
                  len(builder.nodes))
         try:
+            if scatter:
+                _scatter(builder, compiler, backend, log)
+
             def keep() -> set[Any]:
                 held = compiler.needed_later()
                 for node in returned_nodes:
@@ -181,6 +196,20 @@ def _execute(name: str, params: dict[str, Any], builder: Builder, returned: Any,
                          errors, start, description)
     log.info("%s", flow_run.summary().splitlines()[0])
     return flow_run
+
+
+def _scatter(builder: Builder, compiler: Compiler, backend: Any,
+             log: logging.LoggerAdapter) -> None:
+    """Scatter the large constants of the build and point the compiler at their keys."""
+    from daskflow import config, scatter
+
+    found = scatter.plan(builder.nodes, config.bytes_setting("scatter.threshold"))
+    if not found:
+        return
+    keys = backend.scatter(found.objects, bool(config.get("scatter.broadcast")))
+    if keys:
+        compiler.scattered = found.keys_by_id(keys)
+        log.debug("scattered %s", found.describe())
 
 
 def _assemble(name: str, run_id: str, params: dict[str, Any], compiler: Compiler,

@@ -36,8 +36,8 @@ from dask._task_spec import Task, TaskRef
 
 from daskflow.build import Node, Ref
 from daskflow.exceptions import MappingError
-from daskflow.taskrun import (Call, RunInfo, Slot, SlotItem, SlotList, TaskSpec, done,
-                              length_of, run_task)
+from daskflow.taskrun import (Call, DataSlot, RunInfo, Slot, SlotItem, SlotList, TaskSpec,
+                              done, length_of, run_task)
 
 
 _EMPTY: frozenset[int] = frozenset()
@@ -78,9 +78,11 @@ class Compiler:
     [2, 3, 4]
     """
 
-    def __init__(self, nodes: list[Node], run: RunInfo, token: str | None = None) -> None:
+    def __init__(self, nodes: list[Node], run: RunInfo, token: str | None = None,
+                 scattered: dict[int, Any] | None = None) -> None:
         self.nodes = nodes
         self.run = run
+        self.scattered = scattered or {}  # id(constant) -> key of its scattered copy
         self.token = token or new_token()
         self.keys: dict[int, Any] = {}  # node index -> key, or list of keys for a map
         self.placeholders: set[int] = set()  # maps that could not expand
@@ -224,15 +226,19 @@ class Compiler:
         if node.kind == "cleanup":
             return self._emit_cleanup(node, dsk)
         deps, slots, allowed = self._common(node, dsk)
-        if node.upstream:
+        data: list[Any] = []
+        if self.scattered:
+            args, s1 = _template(node.args, slots, self.scattered, data)
+            kwargs, s2 = _template(node.kwargs, slots, self.scattered, data)
+        elif node.upstream:
             args, s1 = _template_args(node.args, slots)
             kwargs, s2 = _template(node.kwargs, slots) if node.kwargs else (node.kwargs, False)
         else:
             args, kwargs, s1, s2 = node.args, node.kwargs, False, False
         key = self._base(node)
         call = Call(self._spec(node), node.name, key, None, args, kwargs, s1 or s2,
-                    frozenset(allowed) if allowed else _EMPTY)
-        dsk[key] = Task(key, run_task, call, *map(TaskRef, deps))
+                    frozenset(allowed) if allowed else _EMPTY, len(data))
+        dsk[key] = Task(key, run_task, call, *map(TaskRef, deps), *map(TaskRef, data))
         self.keys[node.index] = key
         self.state_keys.append(key)
 
@@ -282,21 +288,25 @@ class Compiler:
         mapped = dict(zip(node.mapped or (), _mapped(node)))
         deps, slots, allowed = self._common(node, dsk, self._shared_upstream(node, mapped))
         spec, base, frozen = self._spec(node), self._base(node), frozenset(allowed)
-        args, s1 = _template(tuple(None if i in mapped else a for i, a in enumerate(node.args)), slots)
-        kwargs, s2 = _template({k: None if k in mapped else v for k, v in node.kwargs.items()}, slots)
+        data: list[Any] = []
+        args, s1 = _template(tuple(None if i in mapped else a for i, a in enumerate(node.args)),
+                             slots, self.scattered, data)
+        kwargs, s2 = _template({k: None if k in mapped else v for k, v in node.kwargs.items()},
+                               slots, self.scattered, data)
         common_refs = tuple(map(TaskRef, deps))
         keys = [(base, i) for i in range(n)]
-        if not mapped_refs(mapped) and not (s1 or s2) and not common_refs:
+        if not mapped_refs(mapped) and not (s1 or s2) and not common_refs and not self.scattered:
             self._emit_constant_children(spec, node.name, keys, args, kwargs, mapped, dsk)
         else:
             for i, key in enumerate(keys):
                 extra: list[Any] = []
+                child_data = list(data)
                 a, k = list(args), dict(kwargs)
                 sub = s1 or s2
                 child_allowed = frozen
                 for pos, value in mapped.items():
                     first = len(deps) + len(extra)
-                    item, is_slot = self._child_arg(value, i, len(deps), extra, slots)
+                    item, is_slot = self._child_arg(value, i, len(deps), extra, slots, child_data)
                     sub = sub or is_slot
                     if node.allowed and _allowed_item(value, i, node.allowed):
                         child_allowed = child_allowed | set(range(first, len(deps) + len(extra)))
@@ -304,8 +314,9 @@ class Compiler:
                         a[pos] = item
                     else:
                         k[pos] = item
-                call = Call(spec, node.name, key, i, tuple(a), k, sub, child_allowed)
-                dsk[key] = Task(key, run_task, call, *common_refs, *map(TaskRef, extra))
+                call = Call(spec, node.name, key, i, tuple(a), k, sub, child_allowed, len(child_data))
+                dsk[key] = Task(key, run_task, call, *common_refs, *map(TaskRef, extra),
+                                *map(TaskRef, child_data))
         self.keys[node.index] = keys
         self.state_keys.extend(keys)
         return True
@@ -327,8 +338,10 @@ class Compiler:
                     k[pos] = value[i]
             dsk[key] = Task(key, run_task, Call(spec, name, key, i, tuple(a), k, False, empty))
 
-    def _child_arg(self, value: Any, i: int, offset: int, extra: list, slots: dict) -> tuple[Any, bool]:
-        """Argument ``i`` of a mapped value, adding per-child dependencies to ``extra``."""
+    def _child_arg(self, value: Any, i: int, offset: int, extra: list, slots: dict,
+                   data: list) -> tuple[Any, bool]:
+        """Argument ``i`` of a mapped value, adding per-child dependencies to ``extra``
+        and scattered inputs to ``data``."""
         if isinstance(value, Ref):
             src = value.node
             if src.mapped is not None:  # map over a map: child i depends on child i
@@ -344,6 +357,8 @@ class Compiler:
                 return SlotList(tuple(Slot(j) for j in range(start, start + len(keys)))), True
             extra.append(keys)
             return Slot(start), True
+        if self.scattered and id(item) in self.scattered:
+            return _data_slot(self.scattered[id(item)], data), True
         return item, False
 
     def _emit_placeholder(self, node: Node, why: str, dsk: dict[Any, Task]) -> None:
@@ -409,18 +424,27 @@ def _template_args(args: tuple, slots: dict[int, Any]) -> tuple[tuple, bool]:
     return tuple(out), found
 
 
-def _template(value: Any, slots: dict[int, Any]) -> tuple[Any, bool]:
-    """Replace refs by slots; say whether any were found."""
+def _data_slot(key: Any, data: list[Any]) -> DataSlot:
+    if key not in data:
+        data.append(key)
+    return DataSlot(data.index(key))
+
+
+def _template(value: Any, slots: dict[int, Any], scattered: dict[int, Any] | None = None,
+              data: list[Any] | None = None) -> tuple[Any, bool]:
+    """Replace refs by slots and scattered constants by data slots; say if any were."""
     if isinstance(value, Ref):
         return slots[value.node.index], True
+    if scattered and id(value) in scattered:
+        return _data_slot(scattered[id(value)], data if data is not None else []), True
     t = type(value)
     if (t is tuple or t is list or t is set or t is frozenset) and value:
-        pairs = [_template(v, slots) for v in value]
+        pairs = [_template(v, slots, scattered, data) for v in value]
         if any(found for _, found in pairs):
             return t(v for v, _ in pairs), True
         return value, False
     if t is dict and value:
-        items = {k: _template(v, slots) for k, v in value.items()}
+        items = {k: _template(v, slots, scattered, data) for k, v in value.items()}
         if any(found for _, found in items.values()):
             return {k: v for k, (v, _) in items.items()}, True
         return value, False

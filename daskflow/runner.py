@@ -67,6 +67,9 @@ class SyncBackend:
             if compiler.finished:
                 break
 
+    def scatter(self, objects: list[Any], broadcast: bool) -> list[Any]:
+        return []  # in process, nothing to move
+
     def pop_states(self, run_id: str) -> dict[Any, State]:
         return pop_run_states(run_id)
 
@@ -89,9 +92,15 @@ class DistributedBackend:
     def __init__(self, client: Any) -> None:
         self.client = client
         self.futures: dict[Any, Any] = {}
+        self.scattered: list[Any] = []
         self.sinks: set[Any] = set()
         self.description = _describe_client(client)
         _subscribe_logs(client)
+
+    def scatter(self, objects: list[Any], broadcast: bool) -> list[Any]:
+        """Scatter objects once for this run; their keys stay held until release()."""
+        self.scattered = self.client.scatter(objects, hash=False, broadcast=broadcast)
+        return [f.key for f in self.scattered]
 
     def submit(self, dsk: dict[Any, Task], keep: set[Any]) -> None:
         deps: set[Any] = set()
@@ -148,9 +157,10 @@ class DistributedBackend:
             self.client.cancel(list(self.futures.values()))
 
     def release(self) -> None:
-        for fut in self.futures.values():
+        for fut in [*self.futures.values(), *self.scattered]:
             fut.release()
         self.futures.clear()
+        self.scattered = []
 
 
 def _length_result(fut: Any) -> tuple[int, str]:
@@ -302,9 +312,10 @@ def _subscribe_logs(client: Any) -> None:
 
 
 def setup_logging() -> None:
-    """Set daskflow's log level and, if nothing else is set up, a console handler."""
+    """Set daskflow's log level unless set already, and a console handler if none."""
     root = logging.getLogger("daskflow")
-    root.setLevel(str(config.get("logging.level")).upper())
+    if root.level == logging.NOTSET:
+        root.setLevel(str(config.get("logging.level")).upper())
     if config.get("logging.console") and not root.hasHandlers():
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter(

@@ -103,10 +103,10 @@ def _load_spec(blob: bytes) -> TaskSpec:
 class Call:
     """One Dask task: its spec, node name, key, map index and argument template."""
 
-    __slots__ = ("spec", "name", "key", "index", "args", "kwargs", "subst", "allowed")
+    __slots__ = ("spec", "name", "key", "index", "args", "kwargs", "subst", "allowed", "ndata")
 
     def __init__(self, spec: TaskSpec, name: str, key: Any, index: int | None, args: tuple,
-                 kwargs: dict, subst: bool, allowed: frozenset[int]) -> None:
+                 kwargs: dict, subst: bool, allowed: frozenset[int], ndata: int = 0) -> None:
         self.spec = spec
         self.name = name
         self.key = key
@@ -115,10 +115,11 @@ class Call:
         self.kwargs = kwargs
         self.subst = subst
         self.allowed = allowed
+        self.ndata = ndata  # the last `ndata` inputs are scattered data, not states
 
     def __reduce__(self) -> Any:
         return (Call, (self.spec, self.name, self.key, self.index, self.args, self.kwargs,
-                       self.subst, self.allowed))
+                       self.subst, self.allowed, self.ndata))
 
     @property
     def display_name(self) -> str:
@@ -147,6 +148,15 @@ class SlotItem:
         self.i, self.j = i, j
 
 
+class DataSlot:
+    """Placeholder for scattered data input number ``j`` (a value, not a state)."""
+
+    __slots__ = ("j",)
+
+    def __init__(self, j: int) -> None:
+        self.j = j
+
+
 class SlotList:
     """Placeholder for the list of values of a whole map."""
 
@@ -163,18 +173,20 @@ def _value(state: State) -> Any:
     return state.exception
 
 
-def _subst(v: Any, states: tuple[State, ...]) -> Any:
+def _subst(v: Any, states: tuple[State, ...], data: tuple = ()) -> Any:
     t = type(v)
     if t is Slot:
         return _value(states[v.i])
     if t is SlotItem:
         return _value(states[v.i])[v.j]
+    if t is DataSlot:
+        return data[v.j]
     if t is SlotList:
-        return [_subst(s, states) for s in v.items]
+        return [_subst(s, states, data) for s in v.items]
     if t is list or t is tuple or t is set or t is frozenset:
-        return t(_subst(x, states) for x in v)
+        return t(_subst(x, states, data) for x in v)
     if t is dict:
-        return {k: _subst(x, states) for k, x in v.items()}
+        return {k: _subst(x, states, data) for k, x in v.items()}
     return v
 
 
@@ -354,14 +366,17 @@ def _decide(call: Call, upstream: tuple[State, ...]) -> State | None:
 def run_task(call: Call, *upstream: State) -> State:
     """Run one task call on a worker and return its state (never raises)."""
     start = time.time()
+    data: tuple = ()
+    if call.ndata:
+        data, upstream = upstream[-call.ndata:], upstream[:-call.ndata]
     if upstream:
         decided = _decide(call, upstream)
         if decided is not None:
             decided.start = start
             return _finish(call, decided)
     if call.subst:
-        args = _subst(call.args, upstream)
-        kwargs = _subst(call.kwargs, upstream)
+        args = _subst(call.args, upstream, data)
+        kwargs = _subst(call.kwargs, upstream, data)
     else:
         args, kwargs = call.args, call.kwargs
     return _finish(call, _attempts(call, args, kwargs, start))

@@ -28,3 +28,13 @@ def graph_counts(dask_scheduler, client_id):
 
 def keys_in_memory(dask_scheduler, prefix):
     return [str(k) for k in dask_scheduler.tasks if str(k).startswith(prefix) or prefix in str(k)]
+
+
+def scheduler_keys(dask_scheduler):
+    return [str(k) for k in dask_scheduler.tasks]
+
+
+def worker_keys(dask_worker):
+    from daskflow import taskrun
+
+    return {"data": len(dask_worker.data), "states": sum(map(len, taskrun._states.values()))}
