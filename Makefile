@@ -20,8 +20,18 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
-	$(BIN)/python benchmarks/overhead.py
+PREFECT_VENV := benchmarks/.prefect-venv
+PREFECT_STAMP := $(PREFECT_VENV)/.installed
+
+# Prefect lives in its own virtualenv: it is never a dependency of daskflow.
+$(PREFECT_STAMP):
+	test -x $(PREFECT_VENV)/bin/python || $(PYTHON) -m venv $(PREFECT_VENV)
+	$(PREFECT_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PREFECT_VENV)/bin/python -m pip install -q -r benchmarks/prefect-requirements.txt
+	touch $(PREFECT_STAMP)
+
+bench: $(STAMP) $(PREFECT_STAMP)
+	$(BIN)/python benchmarks/bench.py
 
 lint: $(STAMP)
 	$(BIN)/python -m pip install -q ruff mypy
@@ -29,4 +39,4 @@ lint: $(STAMP)
 	$(BIN)/mypy daskflow
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(PREFECT_VENV) build *.egg-info .pytest_cache
