@@ -97,7 +97,7 @@ def flows(runner_factory):
         return total.submit([col_sum.submit(arr, i) for i in range(8)]).result()
 
     @flow(task_runner=runner_factory())
-    def empty():
+    def empty(n: int = 0):
         return None
 
     return {"w1": w1, "w2": w2, "w3": w3, "empty": empty}

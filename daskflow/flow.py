@@ -167,6 +167,7 @@ def _execute(name: str, params: dict[str, Any], builder: Builder, returned: Any,
         log.info("run %s started on %s (%d nodes)", run_id, backend.description,
                  len(builder.nodes))
         try:
+            compiler.check_pickle = not isinstance(backend, runner.SyncBackend)
             if scatter:
                 _scatter(builder, compiler, backend, log)
 

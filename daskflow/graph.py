@@ -32,7 +32,8 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from dask._task_spec import Task, TaskRef
+from dask._task_spec import Task as _DaskTask
+from dask._task_spec import TaskRef
 
 from daskflow.build import Node, Ref
 from daskflow.exceptions import MappingError
@@ -41,6 +42,19 @@ from daskflow.taskrun import (Call, DataSlot, RunInfo, Slot, SlotItem, SlotList,
 
 
 _EMPTY: frozenset[int] = frozenset()
+
+
+def Task(key: Any, func: Any, *args: Any) -> _DaskTask:  # noqa: N802 - stands for dask's Task
+    """A dask ``Task`` whose token is its key.
+
+    ``Client.get`` names a graph by a deterministic token of every task in
+    it, which by default hashes each task's function and arguments by
+    pickling them (75 us a task here).  Our keys are already unique per run
+    and per task, so the key is the token: same graph, same name, no hashing.
+    """
+    task = _DaskTask(key, func, *args)
+    task._token = f"daskflow-{key!r}"
+    return task
 
 
 @contextlib.contextmanager
@@ -57,6 +71,19 @@ def no_gc() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def _check_picklable(spec: TaskSpec, node: Node) -> None:
+    from daskflow.exceptions import FlowDefinitionError
+    from daskflow.taskrun import _spec_blob
+
+    try:
+        _spec_blob(spec)
+    except Exception as err:
+        raise FlowDefinitionError(
+            f"task {node.name!r} cannot be sent to the workers: {err}. Its function (and what "
+            "it closes over) must be picklable; define it at module level or pass the "
+            "unpicklable object as an argument created inside the task") from err
 
 
 def new_token() -> str:
@@ -83,6 +110,7 @@ class Compiler:
         self.nodes = nodes
         self.run = run
         self.scattered = scattered or {}  # id(constant) -> key of its scattered copy
+        self.check_pickle = False  # set when tasks will travel to other processes
         self.token = token or new_token()
         self.keys: dict[int, Any] = {}  # node index -> key, or list of keys for a map
         self.placeholders: set[int] = set()  # maps that could not expand
@@ -113,9 +141,9 @@ class Compiler:
         """Record the run-time length reported by a ``len-...`` task."""
         self.lengths[self.length_keys[length_key]] = value
 
-    def stage(self) -> dict[Any, Task]:
+    def stage(self) -> dict[Any, _DaskTask]:
         """Emit every node that can be emitted now; return the new graph."""
-        dsk: dict[Any, Task] = {}
+        dsk: dict[Any, _DaskTask] = {}
         todo: list[Node] = []
         keys = self.keys
         with no_gc():
@@ -147,6 +175,8 @@ class Compiler:
         spec = self._specs.get(ident)
         if spec is None:
             spec = self._specs[ident] = TaskSpec(node.task, node.kind, self.run)
+            if self.check_pickle:
+                _check_picklable(spec, node)
         return spec
 
     def _base(self, node: Node) -> str:
@@ -154,7 +184,7 @@ class Compiler:
         self._names[base] = node.name
         return base
 
-    def _done_key(self, key: Any, dsk: dict[Any, Task]) -> Any:
+    def _done_key(self, key: Any, dsk: dict[Any, _DaskTask]) -> Any:
         dkey = self._done.get(key)
         if dkey is None:
             dkey = (f"done-{key[0]}", key[1]) if isinstance(key, tuple) else f"done-{key}"
@@ -162,7 +192,7 @@ class Compiler:
             dsk[dkey] = Task(dkey, done, TaskRef(key))
         return dkey
 
-    def _common(self, node: Node, dsk: dict[Any, Task],
+    def _common(self, node: Node, dsk: dict[Any, _DaskTask],
                 upstream: tuple[Node, ...] | list[Node] | None = None,
                 ) -> tuple[list[Any], dict[int, Any], set[int]]:
         """Dependency keys shared by all the Dask tasks of a node, and their slots."""
@@ -208,7 +238,7 @@ class Compiler:
                 _collect_refs(value, whole)
         return [up for up in node.upstream if up.index in whole]
 
-    def _emit_cleanup(self, node: Node, dsk: dict[Any, Task]) -> None:
+    def _emit_cleanup(self, node: Node, dsk: dict[Any, _DaskTask]) -> None:
         """A resource's cleanup: waits for the setup and the block without moving data."""
         from daskflow.resources import run_cleanup
 
@@ -222,7 +252,7 @@ class Compiler:
         self.keys[node.index] = key
         self.state_keys.append(key)
 
-    def _emit_single(self, node: Node, dsk: dict[Any, Task]) -> None:
+    def _emit_single(self, node: Node, dsk: dict[Any, _DaskTask]) -> None:
         if node.kind == "cleanup":
             return self._emit_cleanup(node, dsk)
         deps, slots, allowed = self._common(node, dsk)
@@ -242,7 +272,7 @@ class Compiler:
         self.keys[node.index] = key
         self.state_keys.append(key)
 
-    def _map_length(self, node: Node, dsk: dict[Any, Task]) -> tuple[int, str] | None:
+    def _map_length(self, node: Node, dsk: dict[Any, _DaskTask]) -> tuple[int, str] | None:
         """The length of a map now, ``(-1, why)`` if it cannot expand, None if unknown."""
         if node.length is not None:
             return node.length, ""
@@ -269,7 +299,7 @@ class Compiler:
                         f"lengths {sorted(lengths)} at run time")
         return lengths.pop(), ""
 
-    def _request_length(self, src: Node, dsk: dict[Any, Task]) -> None:
+    def _request_length(self, src: Node, dsk: dict[Any, _DaskTask]) -> None:
         if src.index in self._requested:
             return
         self._requested.add(src.index)
@@ -277,7 +307,7 @@ class Compiler:
         self.length_keys[key] = src.index
         dsk[key] = Task(key, length_of, TaskRef(self.keys[src.index]))
 
-    def _emit_map(self, node: Node, dsk: dict[Any, Task]) -> bool:
+    def _emit_map(self, node: Node, dsk: dict[Any, _DaskTask]) -> bool:
         length = self._map_length(node, dsk)
         if length is None:
             return False
@@ -322,7 +352,7 @@ class Compiler:
         return True
 
     def _emit_constant_children(self, spec: TaskSpec, name: str, keys: list, args: tuple,
-                                kwargs: dict, mapped: dict, dsk: dict[Any, Task]) -> None:
+                                kwargs: dict, mapped: dict, dsk: dict[Any, _DaskTask]) -> None:
         """The fast path: a map over plain values with no dependencies at all."""
         empty = _EMPTY
         if not kwargs and len(args) == 1 and 0 in mapped:
@@ -361,7 +391,7 @@ class Compiler:
             return _data_slot(self.scattered[id(item)], data), True
         return item, False
 
-    def _emit_placeholder(self, node: Node, why: str, dsk: dict[Any, Task]) -> None:
+    def _emit_placeholder(self, node: Node, why: str, dsk: dict[Any, _DaskTask]) -> None:
         """A map that cannot expand becomes one task whose state says why."""
         deps, _, allowed = self._common(node, dsk)
         key = self._base(node)

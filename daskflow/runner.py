@@ -279,11 +279,11 @@ def _connect(address: str) -> Iterator[Any]:
 
 @contextlib.contextmanager
 def _temporary_local_cluster() -> Iterator[Any]:
-    from distributed import Client, LocalCluster
+    from daskflow.clusters import Local
 
     kwargs = {k.replace("-", "_"): v for k, v in config.get("local").items()
               if v is not None or k == "dashboard-address"}
-    with LocalCluster(**kwargs) as cluster, Client(cluster, set_as_default=False) as client:
+    with Local(**kwargs) as client:
         yield client
 
 

@@ -95,3 +95,13 @@ def on(request):
     if request.param == "sync":
         return "sync"
     return request.getfixturevalue("client")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cluster_records(tmp_path_factory):
+    """Keep records of started clusters out of the user's home during tests."""
+    import dask
+
+    path = str(tmp_path_factory.mktemp("state"))
+    with dask.config.set({"daskflow.lifecycle.state-dir": path}):
+        yield path

@@ -264,3 +264,23 @@ def test_bad_task_options():
         df.task(timeout=0)(lambda: 1)
     with pytest.raises(df.FlowDefinitionError, match="reserves"):
         df.flow(lambda cluster: 1)
+
+
+def test_unpicklable_task_is_a_clear_error_before_submission(client, counter):
+    import threading
+
+    lock = threading.Lock()
+
+    @df.task
+    def holds_lock():
+        with lock:
+            return 1
+
+    @df.flow
+    def locked():
+        return holds_lock()
+
+    with pytest.raises(df.FlowDefinitionError, match="'holds_lock' cannot be sent to the workers"):
+        locked.run(cluster=client)
+    assert counter() == (0, 0)
+    assert locked(cluster="sync") == 1  # in process nothing is pickled

@@ -1,26 +1,60 @@
 """Cluster specs: where a flow runs, and the guarantee that what starts, ends.
 
-A spec is anything with ``__daskflow_open__()``, a context manager that
-yields a connected ``distributed.Client`` and ends whatever it started.
-The runner (``daskflow.runner.open_backend``) accepts specs beside
-``None``, ``"sync"``, addresses and ``Client``/``Cluster`` objects.
+``Local``, ``Address``, ``Kubernetes`` and ``Coiled`` are thin over the
+real classes of distributed, dask-kubernetes and coiled.  Each is a value for
+``cluster=``, a context manager outside flows (``with Local() as client:``)
+and a resource inside a flow body.  ``cluster="<profile>"`` builds one from
+``daskflow.clusters.<profile>`` in dask.config.  See :mod:`.base` for the
+lifecycle and the layers of the shutdown guarantee.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import dask.config
 
+from daskflow import config
+from daskflow.clusters.address import Address
+from daskflow.clusters.base import ClusterSpec, Lifecycle
+from daskflow.clusters.local import Local
+from daskflow.clusters.providers import Coiled, Kubernetes
 from daskflow.exceptions import ClusterError
 
+KINDS: dict[str, type[ClusterSpec]] = {
+    "local": Local, "address": Address, "kubernetes": Kubernetes, "coiled": Coiled,
+}
 
-def from_profile(name: str) -> Any:
-    """The cluster spec configured as ``daskflow.clusters.<name>`` in dask.config."""
-    profiles = dask.config.get("daskflow.clusters", default={}) or {}
-    if name not in profiles:
-        known = ", ".join(sorted(profiles)) or "none configured"
+__all__ = ["Address", "ClusterSpec", "Coiled", "Kubernetes", "Lifecycle", "Local",
+           "from_profile", "profiles"]
+
+
+def profiles() -> dict[str, dict[str, Any]]:
+    """Every profile: dask.config's, then YAML files in ``daskflow.profile-dirs``."""
+    found = dict(config.get("clusters") or {})
+    dirs = [os.path.expanduser(d) for d in config.get("profile-dirs") or []]
+    extra = dask.config.collect(paths=[d for d in dirs if os.path.isdir(d)], env={})
+    for name, profile in ((extra.get("daskflow") or {}).get("clusters") or {}).items():
+        found.setdefault(name, profile)
+    return found
+
+
+def from_profile(name: str) -> ClusterSpec:
+    """The cluster spec configured as ``daskflow.clusters.<name>``."""
+    known = profiles()
+    if name not in known:
         raise ClusterError(
             f"cluster={name!r} is neither an address (like 'tcp://host:8786'), 'sync', "
-            f"nor a configured profile (daskflow.clusters.{name}); profiles: {known}")
-    raise ClusterError(f"cluster profile {name!r}: profiles are not supported yet")
+            f"nor a configured profile (daskflow.clusters.{name}); profiles: "
+            f"{', '.join(sorted(known)) or 'none configured'}")
+    profile = dict(known[name])
+    kind = profile.pop("kind", None)
+    if kind not in KINDS:
+        raise ClusterError(
+            f"profile {name!r} has kind={kind!r}; use one of {', '.join(KINDS)}")
+    kwargs = {k.replace("-", "_"): v for k, v in profile.items()}
+    try:
+        return KINDS[kind](**kwargs)
+    except TypeError as err:
+        raise ClusterError(f"profile {name!r}: {err}") from err

@@ -69,5 +69,8 @@ class Lease(SchedulerPlugin):
             why = self.expired()
             if why:
                 logger.warning("daskflow lease ended, closing the cluster: %s", why)
-                await self.scheduler.close(reason=f"daskflow-lease: {why}")
+                # A task of its own: Scheduler.close() closes this plugin, which
+                # cancels the watcher, and must not cancel the close with it.
+                self._closing = asyncio.ensure_future(
+                    self.scheduler.close(reason=f"daskflow-lease: {why}"))
                 return

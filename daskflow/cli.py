@@ -1,0 +1,119 @@
+"""The ``daskflow`` command.
+
+    daskflow clusters list [--json]      clusters daskflow started and their state
+    daskflow clusters close NAME|--all   end leftovers (shut their schedulers down)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sys
+from typing import Any
+
+from daskflow.clusters.base import records
+
+
+def _alive(pid: int | None) -> bool:
+    """Whether a process runs (a zombie, exited but not reaped, does not)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError, IndexError), open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+def _reachable(address: str) -> bool:
+    from daskflow.exceptions import ClusterError
+    from daskflow.runner import probe
+
+    try:
+        probe(address, 2.0)
+    except ClusterError:
+        return False
+    return True
+
+
+def status(record: dict[str, Any]) -> str:
+    if _reachable(record["address"]):
+        return "running" if _alive(record.get("driver_pid")) else "orphaned"
+    return "running" if any(map(_alive, record.get("worker_pids", []))) else "gone"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    rows = [{**r, "status": status(r)} for r in records.all()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no clusters started by daskflow are recorded")
+        return 0
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        print(f"{r['name']:<{width}}  {r['kind']:<10}  {r['status']:<8}  {r['address']}  "
+              f"driver pid {r.get('driver_pid')}")
+    return 0
+
+
+def close_record(record: dict[str, Any]) -> str:
+    """End one recorded cluster: shut its scheduler down, then stray processes."""
+    how = "already gone"
+    if _reachable(record["address"]):
+        from distributed import Client
+
+        with contextlib.suppress(Exception), Client(record["address"], timeout=10,
+                                                    set_as_default=False) as client:
+            client.shutdown()
+            how = "scheduler shut down"
+    for pid in record.get("worker_pids", []):
+        if _alive(pid):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM)
+                how = "processes terminated"
+    records.remove(record["name"])
+    return how
+
+
+def cmd_close(args: argparse.Namespace) -> int:
+    known = {r["name"]: r for r in records.all()}
+    if not args.all and not args.name:
+        print("say which cluster to close (a NAME from `daskflow clusters list`) or --all",
+              file=sys.stderr)
+        return 2
+    names = list(known) if args.all else [args.name]
+    for name in names:
+        if name not in known:
+            print(f"no recorded cluster named {name!r}; see `daskflow clusters list`",
+                  file=sys.stderr)
+            return 1
+        print(f"{name}: {close_record(known[name])}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="daskflow", description="daskflow command line")
+    sub = parser.add_subparsers(dest="command", required=True)
+    clusters = sub.add_parser("clusters", help="clusters daskflow started")
+    csub = clusters.add_subparsers(dest="action", required=True)
+    p_list = csub.add_parser("list", help="show recorded clusters and whether they run")
+    p_list.add_argument("--json", action="store_true")
+    p_list.set_defaults(func=cmd_list)
+    p_close = csub.add_parser("close", help="end a recorded cluster, or all of them")
+    p_close.add_argument("name", nargs="?")
+    p_close.add_argument("--all", action="store_true")
+    p_close.set_defaults(func=cmd_close)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

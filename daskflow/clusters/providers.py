@@ -1,0 +1,140 @@
+"""Kubernetes (dask-kubernetes) and Coiled specs: thin, lazily imported.
+
+Both start a *temporary* cluster by default (named ``daskflow-...``, ended on
+close, with the provider's own idle timeout as a server-side end) or attach
+to a named, shared cluster that daskflow never deletes.  The arguments are
+the provider class's own; daskflow only fixes the ones that decide who ends
+the cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import dask.config
+
+from daskflow import config
+from daskflow.clusters.base import ClusterSpec
+from daskflow.exceptions import ClusterError
+
+
+def _need(module: str, extra: str) -> Any:
+    try:
+        return __import__(module, fromlist=["_"])
+    except ImportError as err:
+        raise ClusterError(
+            f"this cluster needs {module.split('.')[0]}: pip install 'daskflow[{extra}]'") from err
+
+
+@contextlib.contextmanager
+def preserved_dask_config() -> Any:
+    """Undo changes an import makes to dask's global config (coiled sets
+    ``distributed.scheduler.no-workers-timeout`` when imported)."""
+    saved = dask.config.config.copy()
+    try:
+        yield
+    finally:
+        dask.config.config.clear()
+        dask.config.config.update(saved)
+
+
+class Kubernetes(ClusterSpec):
+    """``dask_kubernetes.operator.KubeCluster``.
+
+    ``Kubernetes(n_workers=4, image=...)`` creates a temporary DaskCluster
+    (``CREATE_ONLY``, ``shutdown_on_close=True``, ``idle_timeout`` from
+    ``daskflow.lifecycle.idle-timeout``) and deletes it on close.
+    ``Kubernetes(name="shared", existing=True)`` connects to an existing one
+    (``CONNECT_ONLY``) and never deletes it.
+    """
+
+    kind = "kubernetes"
+
+    def __init__(self, *, name: str | None = None, existing: bool = False,
+                 startup_timeout: float | str | None = None, lease: float | str | None = None,
+                 **kwargs: Any) -> None:
+        if existing and not name:
+            raise ClusterError("Kubernetes(existing=True) needs the name= of the cluster to attach to")
+        super().__init__(name=name, startup_timeout=startup_timeout, lease=lease)
+        self.temporary = not existing
+        self.kwargs = kwargs
+
+    def kube_kwargs(self) -> dict[str, Any]:
+        """The KubeCluster arguments: the user's, with ownership decided here."""
+        kwargs = dict(self.kwargs)
+        kwargs["name"] = self.name
+        if self.temporary:
+            kwargs.update(create_mode="CREATE_ONLY", shutdown_on_close=True)
+            idle = config.get("lifecycle.idle-timeout")
+            if idle is not None:
+                kwargs.setdefault("idle_timeout", int(config.seconds_setting("lifecycle.idle-timeout")))
+        else:
+            kwargs.update(create_mode="CONNECT_ONLY", shutdown_on_close=False)
+        return kwargs
+
+    def _create(self) -> tuple[Any, Any]:
+        operator = _need("dask_kubernetes.operator", "kubernetes")
+        from distributed import Client
+
+        cluster = operator.KubeCluster(**self.kube_kwargs())
+        try:
+            return Client(cluster, set_as_default=False), cluster
+        except BaseException:
+            if self.temporary:
+                cluster.close()
+            raise
+
+
+class Coiled(ClusterSpec):
+    """``coiled.Cluster``.
+
+    ``Coiled(n_workers=20)`` is temporary (``shutdown_on_close=True``, with
+    ``idle_timeout``/``no_client_timeout`` as its server-side end);
+    ``Coiled(name="shared", reuse=True)`` is kept for others
+    (``shutdown_on_close=False``) and ends by its idle timeout.
+    """
+
+    kind = "coiled"
+
+    def __init__(self, *, name: str | None = None, reuse: bool = False,
+                 startup_timeout: float | str | None = None, lease: float | str | None = None,
+                 **kwargs: Any) -> None:
+        if reuse and not name:
+            raise ClusterError("Coiled(reuse=True) needs the name= of the cluster to share")
+        super().__init__(name=name, startup_timeout=startup_timeout, lease=lease)
+        self.temporary = not reuse
+        self.kwargs = kwargs
+
+    def coiled_kwargs(self) -> dict[str, Any]:
+        kwargs = dict(self.kwargs)
+        kwargs["name"] = self.name
+        kwargs["shutdown_on_close"] = self.temporary
+        idle = config.get("lifecycle.idle-timeout")
+        if idle is not None:
+            kwargs.setdefault("idle_timeout", str(idle))
+        if self.temporary:
+            kwargs.setdefault("no_client_timeout", str(config.get("lifecycle.lease")))
+        return kwargs
+
+    def _create(self) -> tuple[Any, Any]:
+        with preserved_dask_config():
+            coiled = _need("coiled", "coiled")
+        from distributed import Client
+
+        cluster = coiled.Cluster(**self.coiled_kwargs())
+        try:
+            return Client(cluster, set_as_default=False), cluster
+        except BaseException:
+            if self.temporary:
+                cluster.shutdown()
+            raise
+
+    def _destroy(self, client: Any, cluster: Any) -> None:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            if self.temporary:
+                cluster.shutdown()
+            else:
+                cluster.close()

@@ -1,0 +1,36 @@
+"""A driver process for shutdown tests: starts df.clusters.Local, then ends
+as told (normal, raise, or waits inside a flow run to be signalled)."""
+
+import json
+import os
+import sys
+import time
+
+import daskflow as df
+
+
+@df.task
+def linger(seconds):
+    end = time.time() + seconds
+    while time.time() < end:
+        time.sleep(0.05)
+    return seconds
+
+
+@df.flow
+def long_flow(seconds: float):
+    return linger(seconds)
+
+
+if __name__ == "__main__":
+    mode, out = sys.argv[1], sys.argv[2]
+    spec = df.clusters.Local(n_workers=2, threads_per_worker=1, dashboard_address=None)
+    with spec as client:
+        pids = sorted(set(client.run(os.getpid).values()))
+        with open(out + ".tmp", "w") as f:
+            json.dump({"pids": pids, "name": spec.name, "address": client.scheduler.address}, f)
+        os.replace(out + ".tmp", out)
+        if mode == "raise":
+            raise RuntimeError("the driver failed")
+        if mode == "wait":
+            long_flow(60.0, cluster=client)

@@ -1,0 +1,308 @@
+"""Cluster specs: lifecycles, profiles, and the end of what daskflow starts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import dask
+import psutil
+import pytest
+from distributed import Client
+
+import daskflow as df
+from daskflow import cli
+from daskflow.clusters.base import records
+from conftest import TESTS, dask_env, start_cluster, stop_cluster
+
+TIMINGS: dict[str, float] = {}  # shutdown times, printed at the end of the module
+
+
+@df.task
+def add(x, y):
+    return x + y
+
+
+@df.flow
+def small(x: int = 1):
+    return add(x, 1)
+
+
+def gone(pids, timeout=30.0):
+    """Seconds until every pid has exited, or None if some are still alive."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                   for p in pids):
+            return time.monotonic() - start
+        time.sleep(0.05)
+    return None
+
+
+def test_local_as_context_manager(cleanup):
+    spec = df.clusters.Local(n_workers=1, threads_per_worker=1)
+    with spec as client:
+        assert client.submit(sum, [1, 2]).result() == 3
+        pids = list(client.run(os.getpid).values())
+        assert spec.state is df.clusters.Lifecycle.RUNNING
+        assert [r["name"] for r in records.all()] == [spec.name]
+        assert spec.name.startswith("daskflow-local-")
+    assert spec.state is df.clusters.Lifecycle.CLOSED
+    assert gone(pids, 10) is not None
+    assert records.all() == []
+    with pytest.raises(df.ClusterError, match="Cannot reopen"):
+        spec.start()
+
+
+def test_local_as_cluster_value(cleanup):
+    spec = df.clusters.Local(n_workers=1, threads_per_worker=1)
+    assert small(2, cluster=spec) == 3
+    assert spec.state is df.clusters.Lifecycle.CLOSED
+
+
+def test_flow_default_cluster_spec(cleanup):
+    @df.flow(cluster=df.clusters.Local(n_workers=1, processes=False))
+    def pinned():
+        return add(1, 1)
+
+    assert pinned() == 2
+
+
+@df.task
+def use_cluster(handle, x):
+    with handle.client() as c:
+        return c.submit(sum, [x, 10]).result(), handle.name
+
+
+@df.task
+def after(values):
+    return [v for v, _ in values]
+
+
+def test_cluster_as_a_resource_in_a_flow(client):
+    spec = df.clusters.Local(n_workers=1, threads_per_worker=1, processes=False)
+
+    @df.flow
+    def heavy():
+        with spec as handle:
+            parts = use_cluster.map(df.unmapped(handle), [1, 2])
+        return after(parts)
+
+    run = heavy.run(cluster=client)
+    assert run.result() == [11, 12]
+    cleanup_state = next(s for n, s in run.states.items() if n.endswith(".cleanup"))
+    assert cleanup_state.is_completed()
+    assert run.states["use_cluster[0]"].is_completed()
+
+
+def test_address_attaches_and_never_shuts_down(scheduler_address, client):
+    workers = len(client.scheduler_info()["workers"])
+    spec = df.clusters.Address(scheduler_address)
+    assert small(5, cluster=spec) == 6
+    assert not spec.temporary
+    assert len(client.scheduler_info()["workers"]) == workers
+    assert records.all() == []  # attaching is not starting: nothing to record
+
+
+def test_address_errors(cleanup):
+    with pytest.raises(df.ClusterError, match="expected a scheduler address"):
+        df.clusters.Address("not an address")
+    start = time.monotonic()
+    with pytest.raises(df.ClusterError, match="127.0.0.1:9"):
+        with df.clusters.Address("tcp://127.0.0.1:9"):
+            pass
+    assert time.monotonic() - start < 5
+
+
+def test_profiles_from_config_and_repo_folder(cleanup):
+    with dask.config.set({"daskflow.clusters.tiny": {"kind": "local", "n-workers": 1,
+                                                      "processes": False}}):
+        assert small(1, cluster="tiny") == 2
+        assert isinstance(df.clusters.from_profile("tiny"), df.clusters.Local)
+    with dask.config.set({"daskflow.clusters.bad": {"kind": "mainframe"}}):
+        with pytest.raises(df.ClusterError, match="kind='mainframe'"):
+            small(1, cluster="bad")
+    with dask.config.set({"daskflow.profile-dirs": [os.path.join(os.path.dirname(TESTS), "clusters")]}):
+        shipped = df.clusters.profiles()
+    assert {"local", "shared-scheduler", "kubernetes", "coiled"} <= set(shipped)
+
+
+class SlowLocal(df.clusters.Local):
+    """A real LocalCluster that takes longer to come up than allowed."""
+
+    made: list = []
+
+    def _create(self):
+        time.sleep(1.5)
+        client, cluster = super()._create()
+        SlowLocal.made.append(cluster)
+        return client, cluster
+
+
+def test_startup_timeout_tears_down_a_late_cluster(cleanup):
+    spec = SlowLocal(n_workers=1, processes=False, startup_timeout=0.3)
+    start = time.monotonic()
+    with pytest.raises(df.ClusterError, match="did not start within 0.3s"):
+        spec.start()
+    assert time.monotonic() - start < 1.0
+    deadline = time.monotonic() + 15
+    while not (SlowLocal.made and SlowLocal.made[0].status.name == "closed"):
+        assert time.monotonic() < deadline, "the late cluster was not torn down"
+        time.sleep(0.05)
+    for t in threading.enumerate():
+        if t.name.startswith("start daskflow"):
+            t.join(10)
+
+
+def test_unclosed_spec_warns_and_closes(cleanup):
+    spec = df.clusters.Local(n_workers=1, processes=False)
+    spec.start()
+    with pytest.warns(ResourceWarning, match="never closed"):
+        spec.__del__()
+    assert spec.state is df.clusters.Lifecycle.CLOSED
+
+
+def run_driver(mode, tmp_path, signal_to_send=None):
+    """Run tests/drivers/local_driver.py; return its cluster's pids and the
+    seconds from the driver's end (or the signal) until they are all gone."""
+    out = str(tmp_path / f"{mode}-{signal_to_send}.json")
+    env = {**dask_env(), "DASK_DASKFLOW__LIFECYCLE__STATE_DIR": records.directory()}
+    proc = subprocess.Popen([sys.executable, os.path.join(TESTS, "drivers", "local_driver.py"),
+                             mode, out], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(out):
+            assert time.monotonic() < deadline and proc.poll() is None or os.path.exists(out), \
+                "the driver did not start its cluster"
+            time.sleep(0.05)
+        with open(out) as f:
+            info = json.load(f)
+        if signal_to_send is not None:
+            time.sleep(1.0)  # let the flow run start
+            proc.send_signal(signal_to_send)
+        start = time.monotonic()
+        code = proc.wait(timeout=60)
+        return info, code, gone(info["pids"]), start
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("mode,sig", [("normal", None), ("raise", None), ("wait", signal.SIGINT),
+                                      ("wait", signal.SIGTERM), ("wait", signal.SIGKILL)])
+def test_local_cluster_ends_with_its_driver(tmp_path, mode, sig):
+    info, code, seconds, start = run_driver(mode, tmp_path, sig)
+    label = mode if sig is None else signal.Signals(sig).name
+    assert seconds is not None, f"{label}: cluster processes {info['pids']} outlived the driver"
+    TIMINGS[f"Local, driver {label}"] = time.monotonic() - start
+    # Python ends by re-raising SIGINT after an uncaught KeyboardInterrupt (status -2)
+    expected = {"normal": 0, "raise": 1}.get(mode, {signal.SIGINT: -2, signal.SIGTERM: 143,
+                                                    signal.SIGKILL: -9}.get(sig))
+    assert code == expected
+    names = [r["name"] for r in records.all()]
+    if sig == signal.SIGKILL:  # nothing ran in the driver: the record stays, marked gone
+        assert info["name"] in names
+        rec = next(r for r in records.all() if r["name"] == info["name"])
+        assert cli.status(rec) == "gone"
+        assert cli.main(["clusters", "close", info["name"]]) == 0
+    assert info["name"] not in [r["name"] for r in records.all()]
+
+
+def test_lease_closes_an_orphaned_scheduler(tmp_path):
+    """A remote scheduler whose driver was SIGKILLed closes itself and its workers."""
+    address, procs = start_cluster(str(tmp_path))
+    ready = str(tmp_path / "ready")
+    driver = subprocess.Popen([sys.executable, os.path.join(TESTS, "drivers", "lease_driver.py"),
+                               address, "3", ready], env=dask_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(ready):
+            assert time.monotonic() < deadline and driver.poll() is None
+            time.sleep(0.05)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+        start = time.monotonic()
+        for proc in procs:
+            proc.wait(timeout=40)
+        TIMINGS["remote scheduler, driver SIGKILL, lease 3s"] = time.monotonic() - start
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+        stop_cluster(procs)
+
+
+def test_cli_lists_and_closes_a_recorded_cluster(tmp_path, capsys):
+    address, procs = start_cluster(str(tmp_path), nworkers=1)
+    try:
+        with open(os.path.join(records.directory(), "daskflow-local-leftover.json"), "w") as f:
+            json.dump({"name": "daskflow-local-leftover", "kind": "local", "address": address,
+                       "driver_pid": 999999, "started": time.time()}, f)
+        assert cli.main(["clusters", "list"]) == 0
+        assert "daskflow-local-leftover" in capsys.readouterr().out
+        assert cli.main(["clusters", "close", "--all"]) == 0
+        assert "scheduler shut down" in capsys.readouterr().out
+        start = time.monotonic()
+        for proc in procs:
+            proc.wait(timeout=30)
+        TIMINGS["daskflow clusters close (orphaned scheduler)"] = time.monotonic() - start
+        assert records.all() == []
+        assert cli.main(["clusters", "close", "nope"]) == 1
+    finally:
+        stop_cluster(procs)
+
+
+def test_kubernetes_and_coiled_arguments():
+    k = df.clusters.Kubernetes(n_workers=3, image="ghcr.io/dask/dask:latest")
+    kw = k.kube_kwargs()
+    assert kw["name"].startswith("daskflow-kubernetes-") and kw["shutdown_on_close"] is True
+    assert kw["create_mode"] == "CREATE_ONLY" and kw["idle_timeout"] == 3600
+    shared = df.clusters.Kubernetes(name="team", existing=True).kube_kwargs()
+    assert shared["create_mode"] == "CONNECT_ONLY" and shared["shutdown_on_close"] is False
+    with pytest.raises(df.ClusterError, match="needs the name="):
+        df.clusters.Kubernetes(existing=True)
+    c = df.clusters.Coiled(n_workers=20).coiled_kwargs()
+    assert c["shutdown_on_close"] is True and c["idle_timeout"] == "1 hour"
+    assert c["no_client_timeout"] == "60s"
+    reused = df.clusters.Coiled(name="shared", reuse=True)
+    assert reused.coiled_kwargs()["shutdown_on_close"] is False and not reused.temporary
+
+
+@pytest.mark.parametrize("spec,module,extra", [
+    (lambda: df.clusters.Kubernetes(n_workers=1), "dask_kubernetes", "kubernetes"),
+    (lambda: df.clusters.Coiled(n_workers=1), "coiled", "coiled")])
+def test_missing_provider_says_how_to_install(spec, module, extra, cleanup):
+    try:
+        __import__(module)
+        pytest.skip(f"{module} is installed")
+    except ImportError:
+        pass
+    with pytest.raises(df.ClusterError, match=rf"pip install 'daskflow\[{extra}\]'"):
+        spec().start()
+
+
+@pytest.mark.kubernetes
+def test_real_kubernetes_cluster():  # pragma: no cover - opt-in
+    if not os.environ.get("KUBECONFIG"):
+        pytest.skip("set KUBECONFIG to run against a real Kubernetes cluster")
+    assert small(1, cluster=df.clusters.Kubernetes(n_workers=1)) == 2
+
+
+@pytest.mark.coiled
+def test_real_coiled_cluster():  # pragma: no cover - opt-in
+    if not os.environ.get("DASK_COILED__TOKEN"):
+        pytest.skip("set DASK_COILED__TOKEN to run against Coiled")
+    assert small(1, cluster=df.clusters.Coiled(n_workers=1)) == 2
+
+
+def teardown_module():
+    for label, seconds in TIMINGS.items():
+        print(f"shutdown time: {label}: {seconds:.2f}s")
