@@ -182,9 +182,10 @@ def _execute(name: str, params: dict[str, Any], builder: Builder, returned: Any,
             try:
                 backend.run_stages(compiler, keep)
             except BaseException:
-                backend.cancel()
+                ended = backend.cancel(run_id)
                 backend.pop_states(run_id)
-                log.warning("run %s interrupted; its tasks were cancelled", run_id)
+                log.warning("run %s interrupted; its tasks were cancelled and %d open "
+                            "resource(s) cleaned up", run_id, len(ended))
                 raise
             raw = backend.pop_states(run_id)
             returned_keys = [k for n in returned_nodes for k in _as_list(compiler.keys.get(n.index))]

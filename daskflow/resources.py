@@ -113,6 +113,28 @@ async def _finish_here(key: Any) -> str:
     return ""
 
 
+def finish_run_now(run_id: str) -> list[str]:
+    """Run, here, the cleanups of every resource a run set up in this process.
+
+    Used when a run is interrupted: its cleanup tasks were cancelled with it.
+    """
+    with _lock:
+        keys = [k for k in _open if run_id in str(k)]
+        finishers = [_open.pop(k) for k in keys]
+    errors = []
+    for finish in finishers:
+        try:
+            finish()
+        except Exception as err:  # keep going: every resource deserves its end
+            errors.append(repr(err))
+    return [str(k) for k in keys] + [f"error: {e}" for e in errors]
+
+
+async def finish_run(run_id: str) -> list[str]:
+    """``finish_run_now`` for ``Client.run``: in a thread, off the event loop."""
+    return await asyncio.get_running_loop().run_in_executor(None, finish_run_now, run_id)
+
+
 def _cleanup_remotely(key: Any, worker: str | None) -> None:
     worker_obj = _current_worker()
     if worker is None or worker_obj is None:

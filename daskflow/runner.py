@@ -79,8 +79,10 @@ class SyncBackend:
     def errors(self) -> dict[Any, BaseException]:
         return {}
 
-    def cancel(self) -> None:
-        pass
+    def cancel(self, run_id: str) -> list[str]:
+        from daskflow.resources import finish_run_now
+
+        return finish_run_now(run_id)
 
     def release(self) -> None:
         self.values.clear()
@@ -152,9 +154,13 @@ class DistributedBackend:
     def errors(self) -> dict[Any, BaseException]:
         return {k: f.exception() for k, f in self.futures.items() if f.status == "error"}
 
-    def cancel(self) -> None:
+    def cancel(self, run_id: str) -> list[str]:
+        """Cancel the run's futures, then end the resources it had set up."""
+        from daskflow.resources import finish_run
+
         if self.futures:
             self.client.cancel(list(self.futures.values()))
+        return [k for done in self.client.run(finish_run, run_id).values() for k in done]
 
     def release(self) -> None:
         for fut in [*self.futures.values(), *self.scattered]:

@@ -195,3 +195,39 @@ def test_many_blocks_each_cleaned_up_where_set_up(client, tmp_path):
         pids = dict(line.rsplit(":", 1) for line in fh.read().split())
     for i in range(8):
         assert pids[f"open-r{i}"] == pids[f"close-r{i}"]
+
+
+@df.task
+def block_until_interrupted(path, handle, flag):
+    import time as _time
+
+    open(flag, "w").close()
+    end = _time.time() + 5
+    while _time.time() < end:
+        _time.sleep(0.05)
+    return handle
+
+
+def test_interrupt_runs_cleanup_of_open_resources(client, tmp_path):
+    import _thread
+    import threading
+    import time
+
+    path, flag = str(tmp_path / "log"), str(tmp_path / "started")
+
+    @df.flow
+    def f():
+        with journal(path, "db") as h:
+            x = block_until_interrupted(path, h, flag)
+        return x
+
+    def interrupt():
+        deadline = time.monotonic() + 30
+        while not os.path.exists(flag) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        f.run(cluster=client)
+    assert _events(path) == ["open-db", "close-db"]
