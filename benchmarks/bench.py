@@ -57,7 +57,7 @@ def dask_side(cases, budget):
     with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         client.wait_for_workers(2)
-        for name, fns in systems.items():
+        for fns in systems.values():
             for w in ("w1", "w2"):
                 fns[w](client, 50)
             fns["empty"](client, 0)

@@ -29,9 +29,8 @@ def child(variant: str, mb: int) -> dict:
     import logging
 
     import numpy as np
-    from distributed import Client, LocalCluster
-
     import workloads
+    from distributed import Client, LocalCluster
 
     logging.getLogger("daskflow").setLevel(logging.WARNING)
     rows = mb * 1_000_000 // (8 * 1000)

@@ -32,7 +32,7 @@ def measure(client, cases):
     rows = []
     for workload, n, reps in cases:
         times = {name: [] for name in workloads.SYSTEMS}
-        for name, fns in workloads.SYSTEMS.items():  # warm-up, untimed
+        for fns in workloads.SYSTEMS.values():  # warm-up, untimed
             fns[workload](client, min(n, 100))
         for _ in range(reps):
             for name, fns in workloads.SYSTEMS.items():

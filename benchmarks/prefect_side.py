@@ -110,7 +110,7 @@ def measure(systems, cases, budget):
     """Time each case; skip one whose projection from a smaller N exceeds the budget."""
     rows = []
     per_task: dict[tuple[str, str], float] = {}
-    for name, fs in systems.items():
+    for fs in systems.values():
         for workload in {c[0] for c in cases}:
             fs[workload](10 if workload != "empty" else 0)  # warm-up, untimed
     for workload, n, reps in cases:

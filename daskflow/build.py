@@ -140,8 +140,8 @@ def _scan(value: Any, found: dict[int, Node], allowed: set[int]) -> Any:
         items = [_scan(v, found, allowed) for v in value]
         return value if all(a is b for a, b in zip(items, value)) else type(value)(items)
     if isinstance(value, dict) and value:
-        items = {k: _scan(v, found, allowed) for k, v in value.items()}
-        return value if all(items[k] is v for k, v in value.items()) else items
+        scanned = {k: _scan(v, found, allowed) for k, v in value.items()}
+        return value if all(scanned[k] is v for k, v in value.items()) else scanned
     return value
 
 

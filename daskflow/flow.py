@@ -56,7 +56,7 @@ class Flow(Generic[R]):
         if not callable(fn):
             raise FlowDefinitionError(f"@flow needs a function, got {fn!r}")
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", "flow")
+        self.name: str = name or str(getattr(fn, "__name__", "flow"))
         self.signature = inspect.signature(fn)
         for reserved in ("cluster", "scatter"):
             if reserved in self.signature.parameters:
@@ -220,7 +220,7 @@ def _assemble(name: str, run_id: str, params: dict[str, Any], compiler: Compiler
               start: float, description: str) -> FlowRun:
     crash = next(iter(errors.values()), None)
     states: dict[str, State] = {}
-    missing: list[str] = []
+    missing: list[State] = []
     for key in compiler.state_keys:
         state = raw.get(key)
         if state is None:
@@ -228,7 +228,7 @@ def _assemble(name: str, run_id: str, params: dict[str, Any], compiler: Compiler
             state = State(StateType.CRASHED, task_name=label, exception=crash,
                           message=f"no state was recorded: {crash!r}" if crash else
                           "no state was recorded (the worker running it was lost)")
-            missing.append(label)
+            missing.append(state)
         states[state.task_name] = state
     reference = [raw.get(k) or states[_label(compiler, k)]
                  for n in _reference_nodes(builder.nodes, _returned_nodes(returned))

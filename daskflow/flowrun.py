@@ -82,7 +82,7 @@ class FlowRun:
                 f"{more}</div>")
 
 
-def flow_state(reference: list[State], missing: list[str], all_states: list[State]) -> State:
+def flow_state(reference: list[State], missing: list[State], all_states: list[State]) -> State:
     """The final state of a flow from its reference task states.
 
     Completed when every reference state completed or was skipped; Crashed
@@ -90,8 +90,10 @@ def flow_state(reference: list[State], missing: list[str], all_states: list[Stat
     """
     start = min((s.start for s in all_states if s.start is not None), default=None)
     if missing:
-        return State(StateType.CRASHED, start=start,
-                     message=f"{len(missing)} task(s) left no state, e.g. {missing[0]!r}")
+        first = missing[0]
+        return State(StateType.CRASHED, start=start, exception=first.exception,
+                     message=f"{len(missing)} task(s) left no state, e.g. "
+                             f"{first.task_name!r}: {first.message}")
     bad = [s for s in reference if not (s.is_completed() or s.is_skipped())]
     if not bad:
         return State(StateType.COMPLETED, start=start, message="")

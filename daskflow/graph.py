@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -37,23 +38,36 @@ from dask._task_spec import TaskRef
 
 from daskflow.build import Node, Ref
 from daskflow.exceptions import MappingError
-from daskflow.taskrun import (Call, DataSlot, RunInfo, Slot, SlotItem, SlotList, TaskSpec,
-                              done, length_of, run_task)
-
+from daskflow.taskrun import (
+    Call,
+    DataSlot,
+    RunInfo,
+    Slot,
+    SlotItem,
+    SlotList,
+    TaskSpec,
+    done,
+    length_of,
+    run_task,
+)
 
 _EMPTY: frozenset[int] = frozenset()
 
 
-def Task(key: Any, func: Any, *args: Any) -> _DaskTask:  # noqa: N802 - stands for dask's Task
-    """A dask ``Task`` whose token is its key.
+_tokens = itertools.count()
 
-    ``Client.get`` names a graph by a deterministic token of every task in
-    it, which by default hashes each task's function and arguments by
-    pickling them (75 us a task here).  Our keys are already unique per run
-    and per task, so the key is the token: same graph, same name, no hashing.
+
+def Task(key: Any, func: Any, *args: Any) -> _DaskTask:  # noqa: N802 - stands for dask's Task
+    """A dask ``Task`` with a short token given up front.
+
+    ``Client.get`` names a graph by a deterministic token of its keys and
+    tasks, which by default hashes each task's function and arguments by
+    pickling them (75 us a task here).  Our keys are unique per run and per
+    task and are part of that token anyway, so a task's own token only has to
+    be short and distinct (it is pickled with the task): a counter.
     """
     task = _DaskTask(key, func, *args)
-    task._token = f"daskflow-{key!r}"
+    task._token = f"{next(_tokens):x}"
     return task
 
 
@@ -111,6 +125,7 @@ class Compiler:
         self.run = run
         self.scattered = scattered or {}  # id(constant) -> key of its scattered copy
         self.check_pickle = False  # set when tasks will travel to other processes
+        self.resources: dict[Any, dict[str, float]] = {}  # key -> Dask worker resources
         self.token = token or new_token()
         self.keys: dict[int, Any] = {}  # node index -> key, or list of keys for a map
         self.placeholders: set[int] = set()  # maps that could not expand
@@ -156,6 +171,10 @@ class Compiler:
                     self._emit_single(node, dsk)
                 elif not self._emit_map(node, dsk):
                     todo.append(node)
+                    continue
+                if node.task.resources and node.index in keys:
+                    for key in _as_keys(keys[node.index]):
+                        self.resources[key] = node.task.resources
         self._todo = todo
         return dsk
 

@@ -104,7 +104,8 @@ class DistributedBackend:
         self.scattered = self.client.scatter(objects, hash=False, broadcast=broadcast)
         return [f.key for f in self.scattered]
 
-    def submit(self, dsk: dict[Any, Task], keep: set[Any]) -> None:
+    def submit(self, dsk: dict[Any, Task], keep: set[Any],
+               resources: dict[Any, dict[str, float]] | None = None) -> None:
         deps: set[Any] = set()
         for t in dsk.values():
             deps.update(t.dependencies)
@@ -113,7 +114,13 @@ class DistributedBackend:
         want = self.sinks | keep
         if dsk:
             new = [k for k in want if k in dsk]
-            self.futures.update(zip(new, self.client.get(dsk, new, sync=False)))
+            annotation = None
+            if resources and any(k in resources for k in dsk):
+                from daskflow.taskrun import ResourcesByKey
+
+                annotation = ResourcesByKey({k: resources[k] for k in dsk if k in resources})
+            self.futures.update(zip(new, self.client.get(dsk, new, sync=False,
+                                                         resources=annotation)))
         for key in [k for k in self.futures if k not in want]:
             self.futures.pop(key).release()
 
@@ -125,7 +132,7 @@ class DistributedBackend:
 
     def run_stages(self, compiler: Compiler, keep: Any) -> None:
         dsk = compiler.stage()
-        self.submit(dsk, keep())
+        self.submit(dsk, keep(), compiler.resources)
         pending = {k: self.futures[k] for k in compiler.length_keys if k in dsk}
         while pending:
             done, _ = self.wait(list(pending.values()), return_when="FIRST_COMPLETED")
@@ -134,7 +141,7 @@ class DistributedBackend:
                 self.sinks.discard(fut.key)
                 compiler.set_length(fut.key, _length_result(fut))
             dsk = compiler.stage()
-            self.submit(dsk, keep() | set(pending))
+            self.submit(dsk, keep() | set(pending), compiler.resources)
             pending.update({k: self.futures[k] for k in compiler.length_keys if k in dsk})
         self.wait(list(self.futures.values()))
 

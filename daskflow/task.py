@@ -74,7 +74,7 @@ class Task(Generic[R]):
         if not callable(fn):
             raise FlowDefinitionError(f"@task needs a function, got {fn!r}")
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        self.name: str = name or str(getattr(fn, "__name__", type(fn).__name__))
         self.retries = _check_retries(self.name, retries)
         self.retry_delays = _check_delays(self.name, retry_delay)
         self.retry_on = _check_retry_on(self.name, retry_on)

@@ -17,6 +17,7 @@ run's summaries with one ``Client.run`` call at the end, so reading
 
 from __future__ import annotations
 
+import collections
 import contextvars
 import ctypes
 import logging
@@ -316,10 +317,16 @@ def _current_worker() -> Any:
 # -- the per-process registry of finished states -----------------------------
 
 _states: dict[str, dict[Any, State]] = {}
+_collected: collections.deque[str] = collections.deque(maxlen=1024)  # runs already popped
 
 
 def pop_run_states(run_id: str) -> dict[Any, State]:
-    """Take the state summaries this process holds for a run (for Client.run)."""
+    """Take the state summaries this process holds for a run (for Client.run).
+
+    A task of an interrupted run may still finish afterwards; it must not
+    leave a state behind for a run nobody will collect again.
+    """
+    _collected.append(run_id)
     return _states.pop(run_id, {})
 
 
@@ -331,6 +338,8 @@ def _finish(call: Call, state: State) -> State:
         state.worker = worker.address
     run_states = _states.get(call.spec.run.run_id)
     if run_states is None:
+        if call.spec.run.run_id in _collected:
+            return state
         run_states = _states.setdefault(call.spec.run.run_id, {})
     run_states[call.key] = state.summary()
     return state
@@ -491,6 +500,19 @@ def _with_timeout(spec: TaskSpec, args: tuple, kwargs: dict) -> Any:
     if state["fired"]:  # fired after the function returned: drop the pending exception
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(tid), None)
     return result
+
+
+# -- annotations -------------------------------------------------------------------
+
+
+class ResourcesByKey:
+    """The ``resources`` annotation of a graph, evaluated per key on the scheduler."""
+
+    def __init__(self, by_key: dict[Any, dict[str, float]]) -> None:
+        self.by_key = by_key
+
+    def __call__(self, key: Any) -> dict[str, float]:
+        return self.by_key.get(key, {})
 
 
 # -- small internal tasks -------------------------------------------------------

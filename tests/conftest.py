@@ -20,6 +20,14 @@ from distributed import Client
 from distributed.utils_test import cleanup, loop, loop_in_thread  # noqa: F401 - fixtures
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
+SHUTDOWN_TIMES: dict[str, float] = {}  # filled by the shutdown tests, shown in the summary
+
+
+def pytest_terminal_summary(terminalreporter):
+    if SHUTDOWN_TIMES:
+        terminalreporter.section("measured shutdown times")
+        for label, seconds in SHUTDOWN_TIMES.items():
+            terminalreporter.write_line(f"{label}: {seconds:.2f}s")
 ROOT = os.path.dirname(TESTS)
 
 
@@ -53,6 +61,7 @@ def _start(sfile: str, log, nworkers: int) -> tuple[str, list[subprocess.Popen]]
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", sfile,
              "--nworkers", str(nworkers), "--nthreads", "1", "--no-dashboard",
+             "--resources", "FOO=2",
              "--host", "127.0.0.1"],
             env=env, stdout=log, stderr=log, start_new_session=True))
         with Client(scheduler_file=sfile, timeout=60) as c:

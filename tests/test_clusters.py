@@ -13,14 +13,12 @@ import time
 import dask
 import psutil
 import pytest
-from distributed import Client
+from conftest import SHUTDOWN_TIMES as TIMINGS
+from conftest import TESTS, dask_env, start_cluster, stop_cluster
 
 import daskflow as df
 from daskflow import cli
 from daskflow.clusters.base import records
-from conftest import TESTS, dask_env, start_cluster, stop_cluster
-
-TIMINGS: dict[str, float] = {}  # shutdown times, printed at the end of the module
 
 
 @df.task
@@ -167,14 +165,14 @@ def test_unclosed_spec_warns_and_closes(cleanup):
     assert spec.state is df.clusters.Lifecycle.CLOSED
 
 
-def run_driver(mode, tmp_path, signal_to_send=None):
+def run_driver(mode, tmp_path, signal_to_send=None, address=None):
     """Run tests/drivers/local_driver.py; return its cluster's pids and the
     seconds from the driver's end (or the signal) until they are all gone."""
     out = str(tmp_path / f"{mode}-{signal_to_send}.json")
     env = {**dask_env(), "DASK_DASKFLOW__LIFECYCLE__STATE_DIR": records.directory()}
     proc = subprocess.Popen([sys.executable, os.path.join(TESTS, "drivers", "local_driver.py"),
-                             mode, out], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                             mode, out, *([address] if address else [])], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
         while not os.path.exists(out):
@@ -188,7 +186,7 @@ def run_driver(mode, tmp_path, signal_to_send=None):
             proc.send_signal(signal_to_send)
         start = time.monotonic()
         code = proc.wait(timeout=60)
-        return info, code, gone(info["pids"]), start
+        return info, code, (None if address else gone(info["pids"])), start
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -213,6 +211,18 @@ def test_local_cluster_ends_with_its_driver(tmp_path, mode, sig):
         assert cli.status(rec) == "gone"
         assert cli.main(["clusters", "close", info["name"]]) == 0
     assert info["name"] not in [r["name"] for r in records.all()]
+
+
+@pytest.mark.parametrize("mode,sig", [("raise", None), ("wait", signal.SIGINT),
+                                      ("wait", signal.SIGTERM), ("wait", signal.SIGKILL)])
+def test_an_attached_cluster_survives_its_driver(scheduler_address, client, tmp_path, mode, sig):
+    workers = set(client.scheduler_info()["workers"])
+    info, code, _, _ = run_driver(mode, tmp_path, sig, address=scheduler_address)
+    assert code != 0
+    time.sleep(1.0)
+    assert set(client.scheduler_info()["workers"]) == workers
+    assert client.submit(sum, [1, 1]).result() == 2
+    assert all(psutil.pid_exists(p) for p in info["pids"])
 
 
 def test_lease_closes_an_orphaned_scheduler(tmp_path):
@@ -302,7 +312,3 @@ def test_real_coiled_cluster():  # pragma: no cover - opt-in
         pytest.skip("set DASK_COILED__TOKEN to run against Coiled")
     assert small(1, cluster=df.clusters.Coiled(n_workers=1)) == 2
 
-
-def teardown_module():
-    for label, seconds in TIMINGS.items():
-        print(f"shutdown time: {label}: {seconds:.2f}s")

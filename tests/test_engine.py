@@ -440,3 +440,36 @@ def test_map_over_failed_upstream(on):
     assert run.states["total"].name == "TriggerFailed"
     with pytest.raises(ValueError):
         run.result()
+
+
+@df.task(resources={"FOO": 1})
+def needs_foo():
+    from distributed import get_worker
+
+    ctx = df.context()
+    return dict(get_worker().state.tasks[ctx.key].resource_restrictions)
+
+
+@df.task(resources={"FOO": 2})
+def foo_each(x):
+    from distributed import get_worker
+
+    return dict(get_worker().state.tasks[df.context().key].resource_restrictions)
+
+
+@df.task
+def plain_task():
+    from distributed import get_worker
+
+    return dict(get_worker().state.tasks[df.context().key].resource_restrictions)
+
+
+def test_worker_resources_reach_dask(client):
+    @df.flow
+    def f():
+        return {"foo": needs_foo(), "plain": plain_task(), "each": foo_each.map(count_to(2))}
+
+    result = f(cluster=client)
+    assert result["foo"] == {"FOO": 1}
+    assert result["each"] == [{"FOO": 2}, {"FOO": 2}]  # map children, in a later stage too
+    assert result["plain"] == {}

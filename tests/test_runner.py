@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 
 import dask
 import psutil
 import pytest
 from distributed import Client
+from plugins import GraphCounter, graph_counts
 
 import daskflow as df
-from plugins import GraphCounter, graph_counts
 
 DRIVER_PID = os.getpid()
 
@@ -79,7 +80,7 @@ def test_bad_parameters_rejected_before_submission(client, counter):
 
 def test_type_hints_understood():
     @df.flow
-    def typed(a: float, b: list[int], c: int | None = None, d: "str" = "x"):
+    def typed(a: float, b: list[int], c: int | None = None, d: str = "x"):
         return None
 
     typed.bind(1, [1], None)  # an int is a float, None matches Optional
@@ -284,3 +285,26 @@ def test_unpicklable_task_is_a_clear_error_before_submission(client, counter):
         locked.run(cluster=client)
     assert counter() == (0, 0)
     assert locked(cluster="sync") == 1  # in process nothing is pickled
+
+
+def test_a_task_the_workers_cannot_load_crashes_the_run_with_its_error(client):
+    import types
+
+    module = types.ModuleType("only_in_the_driver")
+    exec("def twice(x):\n    return 2 * x\n", module.__dict__)
+    sys.modules["only_in_the_driver"] = module
+    try:
+        twice = df.task(module.twice)
+
+        @df.flow
+        def unloadable():
+            return twice(2)
+
+        run = unloadable.run(cluster=client)
+        assert run.state.is_crashed()
+        assert run.states["twice"].is_crashed()
+        assert "Error during deserialization" in run.state.message  # the worker's own error
+        with pytest.raises(RuntimeError, match="deserialization"):
+            run.result()
+    finally:
+        del sys.modules["only_in_the_driver"]

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+import _thread
 import logging
 import os
 import threading
 import time
 import warnings
-import _thread
 
 import numpy as np
 import pytest
 from distributed.utils import nbytes
+from plugins import scheduler_keys, worker_keys
 
 import daskflow as df
 from daskflow.scatter import measure, plan
-from plugins import scheduler_keys, worker_keys
 
 
 @df.task
@@ -204,3 +204,23 @@ def test_plan_finds_constants_nested_and_skips_refs():
         add_all([x, arr, {"k": arr}])
     found = plan(b.nodes, 1_000_000)
     assert len(found.objects) == 1 and found.objects[0] is arr
+
+
+@df.task
+def frame_total(frame, column):
+    return float(frame[column].sum())
+
+
+def test_pandas_dataframe_parameter_is_scattered(client, graph_bytes, caplog):
+    pd = pytest.importorskip("pandas")
+    caplog.set_level(logging.DEBUG, logger="daskflow")
+    frame = pd.DataFrame({"a": np.ones(500_000), "b": np.arange(500_000.0)})  # 8 MB
+
+    @df.flow
+    def frames(df_in: pd.DataFrame):
+        return add_all([frame_total(df_in, "a"), frame_total(df_in, "b")])
+
+    assert frames(frame, cluster=client) == pytest.approx(500_000 + 499_999 * 500_000 / 2)
+    assert graph_bytes[-1] < 20_000
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("scattered"))
+    assert line.startswith("scattered 1 object(s)") and "DataFrame" in line
