@@ -318,6 +318,19 @@ def _current_worker() -> Any:
 
 _states: dict[str, dict[Any, State]] = {}
 _collected: collections.deque[str] = collections.deque(maxlen=1024)  # runs already popped
+_touched: dict[str, float] = {}  # run id -> when one of its tasks last finished here
+
+
+def _forget_abandoned(now: float) -> None:
+    """Drop the states of runs with no activity here for ``daskflow.run.state-ttl``:
+    their driver died before collecting them."""
+    from daskflow import config
+
+    ttl = config.seconds_setting("run.state-ttl")
+    for run_id, last in list(_touched.items()):
+        if now - last > ttl:
+            _states.pop(run_id, None)
+            _touched.pop(run_id, None)
 
 
 def pop_run_states(run_id: str) -> dict[Any, State]:
@@ -327,6 +340,7 @@ def pop_run_states(run_id: str) -> dict[Any, State]:
     leave a state behind for a run nobody will collect again.
     """
     _collected.append(run_id)
+    _touched.pop(run_id, None)
     return _states.pop(run_id, {})
 
 
@@ -340,8 +354,10 @@ def _finish(call: Call, state: State) -> State:
     if run_states is None:
         if call.spec.run.run_id in _collected:
             return state
+        _forget_abandoned(time.time())
         run_states = _states.setdefault(call.spec.run.run_id, {})
     run_states[call.key] = state.summary()
+    _touched[call.spec.run.run_id] = state.end or 0.0
     return state
 
 

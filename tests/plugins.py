@@ -37,4 +37,5 @@ def scheduler_keys(dask_scheduler):
 def worker_keys(dask_worker):
     from daskflow import taskrun
 
-    return {"data": len(dask_worker.data), "states": sum(map(len, taskrun._states.values()))}
+    return {"data": len(dask_worker.data), "states": sum(map(len, taskrun._states.values())),
+            "left": {run: [str(k) for k in keys][:3] for run, keys in taskrun._states.items()}}
