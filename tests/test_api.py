@@ -9,6 +9,7 @@ import shutil
 import dask
 import pytest
 import yaml
+from common_tasks import inc, total
 
 import daskflow as df
 from daskflow import config
@@ -114,16 +115,6 @@ def pictured(n: int = 3):
 @df.resource
 def journal():
     yield "j"
-
-
-@df.task
-def inc(x):
-    return x + 1
-
-
-@df.task
-def total(xs):
-    return sum(xs)
 
 
 def test_visualize_draws_the_flow(tmp_path):

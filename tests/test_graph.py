@@ -4,27 +4,12 @@ from __future__ import annotations
 
 import dask
 import pytest
+from common_tasks import inc, split, total
 from dask.utils import key_split
 
-import daskflow as df
 from daskflow.build import Builder
 from daskflow.graph import Compiler
 from daskflow.taskrun import RunInfo
-
-
-@df.task
-def inc(x):
-    return x + 1
-
-
-@df.task
-def total(xs):
-    return sum(xs)
-
-
-@df.task
-def split(n):
-    return list(range(n))
 
 
 def compile_body(body):

@@ -10,27 +10,13 @@ import time
 import dask
 import psutil
 import pytest
+from common_tasks import inc, split, total
 from distributed import Client
 from plugins import GraphCounter, graph_counts
 
 import daskflow as df
 
 DRIVER_PID = os.getpid()
-
-
-@df.task
-def inc(x):
-    return x + 1
-
-
-@df.task
-def total(xs):
-    return sum(xs)
-
-
-@df.task
-def split(n):
-    return list(range(n))
 
 
 @df.flow

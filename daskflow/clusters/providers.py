@@ -39,7 +39,32 @@ def preserved_dask_config() -> Any:
         dask.config.config.update(saved)
 
 
-class Kubernetes(ClusterSpec):
+class _ProviderSpec(ClusterSpec):
+    """A provider's cluster: temporary, or a named shared one daskflow keeps."""
+
+    def __init__(self, *, name: str | None, shared: bool, flag: str,
+                 startup_timeout: float | str | None, lease: float | str | None,
+                 kwargs: dict[str, Any]) -> None:
+        if shared and not name:
+            raise ClusterError(f"{type(self).__name__}({flag}=True) needs the name= of the "
+                               "shared cluster")
+        super().__init__(name=name, startup_timeout=startup_timeout, lease=lease)
+        self.temporary = not shared
+        self.kwargs = kwargs
+
+    def _connect(self, cluster: Any, end: Any) -> tuple[Any, Any]:
+        """A Client for a cluster just made; end the cluster if that fails."""
+        from distributed import Client
+
+        try:
+            return Client(cluster, set_as_default=False), cluster
+        except BaseException:
+            if self.temporary:
+                end()
+            raise
+
+
+class Kubernetes(_ProviderSpec):
     """``dask_kubernetes.operator.KubeCluster``.
 
     ``Kubernetes(n_workers=4, image=...)`` creates a temporary DaskCluster
@@ -54,11 +79,8 @@ class Kubernetes(ClusterSpec):
     def __init__(self, *, name: str | None = None, existing: bool = False,
                  startup_timeout: float | str | None = None, lease: float | str | None = None,
                  **kwargs: Any) -> None:
-        if existing and not name:
-            raise ClusterError("Kubernetes(existing=True) needs the name= of the cluster to attach to")
-        super().__init__(name=name, startup_timeout=startup_timeout, lease=lease)
-        self.temporary = not existing
-        self.kwargs = kwargs
+        super().__init__(name=name, shared=existing, flag="existing",
+                         startup_timeout=startup_timeout, lease=lease, kwargs=kwargs)
 
     def kube_kwargs(self) -> dict[str, Any]:
         """The KubeCluster arguments: the user's, with ownership decided here."""
@@ -75,18 +97,11 @@ class Kubernetes(ClusterSpec):
 
     def _create(self) -> tuple[Any, Any]:
         operator = _need("dask_kubernetes.operator", "kubernetes")
-        from distributed import Client
-
         cluster = operator.KubeCluster(**self.kube_kwargs())
-        try:
-            return Client(cluster, set_as_default=False), cluster
-        except BaseException:
-            if self.temporary:
-                cluster.close()
-            raise
+        return self._connect(cluster, cluster.close)
 
 
-class Coiled(ClusterSpec):
+class Coiled(_ProviderSpec):
     """``coiled.Cluster``.
 
     ``Coiled(n_workers=20)`` is temporary (``shutdown_on_close=True``, with
@@ -100,11 +115,8 @@ class Coiled(ClusterSpec):
     def __init__(self, *, name: str | None = None, reuse: bool = False,
                  startup_timeout: float | str | None = None, lease: float | str | None = None,
                  **kwargs: Any) -> None:
-        if reuse and not name:
-            raise ClusterError("Coiled(reuse=True) needs the name= of the cluster to share")
-        super().__init__(name=name, startup_timeout=startup_timeout, lease=lease)
-        self.temporary = not reuse
-        self.kwargs = kwargs
+        super().__init__(name=name, shared=reuse, flag="reuse",
+                         startup_timeout=startup_timeout, lease=lease, kwargs=kwargs)
 
     def coiled_kwargs(self) -> dict[str, Any]:
         kwargs = dict(self.kwargs)
@@ -120,15 +132,8 @@ class Coiled(ClusterSpec):
     def _create(self) -> tuple[Any, Any]:
         with preserved_dask_config():
             coiled = _need("coiled", "coiled")
-        from distributed import Client
-
         cluster = coiled.Cluster(**self.coiled_kwargs())
-        try:
-            return Client(cluster, set_as_default=False), cluster
-        except BaseException:
-            if self.temporary:
-                cluster.shutdown()
-            raise
+        return self._connect(cluster, cluster.shutdown)
 
     def _destroy(self, client: Any, cluster: Any) -> None:
         if client is not None:
