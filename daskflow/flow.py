@@ -19,7 +19,7 @@ from daskflow import runner, signals
 from daskflow.build import Builder, Node, Ref, current_builder
 from daskflow.exceptions import FlowDefinitionError, ParameterError
 from daskflow.flowrun import FlowRun, flow_state
-from daskflow.graph import Compiler, new_token, no_gc
+from daskflow.graph import Compiler, as_keys, new_token, no_gc
 from daskflow.states import State, StateType
 from daskflow.taskrun import RunInfo
 
@@ -174,9 +174,7 @@ def _execute(name: str, params: dict[str, Any], builder: Builder, returned: Any,
             def keep() -> set[Any]:
                 held = compiler.needed_later()
                 for node in returned_nodes:
-                    keys = compiler.keys.get(node.index)
-                    if keys is not None:
-                        held.update(keys if isinstance(keys, list) else (keys,))
+                    held.update(as_keys(compiler.keys.get(node.index)))
                 return held
 
             try:
@@ -188,7 +186,7 @@ def _execute(name: str, params: dict[str, Any], builder: Builder, returned: Any,
                             "resource(s) cleaned up", run_id, len(ended))
                 raise
             raw = backend.pop_states(run_id)
-            returned_keys = [k for n in returned_nodes for k in _as_list(compiler.keys.get(n.index))]
+            returned_keys = [k for n in returned_nodes for k in as_keys(compiler.keys.get(n.index))]
             gathered = backend.gather(returned_keys)
             errors = backend.errors()
         finally:
@@ -232,7 +230,7 @@ def _assemble(name: str, run_id: str, params: dict[str, Any], compiler: Compiler
         states[state.task_name] = state
     reference = [raw.get(k) or states[_label(compiler, k)]
                  for n in _reference_nodes(builder.nodes, _returned_nodes(returned))
-                 for k in _as_list(compiler.keys.get(n.index))]
+                 for k in as_keys(compiler.keys.get(n.index))]
     final = flow_state(reference, missing, list(states.values()))
     final.start = start
     final.end = runner.now()
@@ -252,12 +250,6 @@ def _label(compiler: Compiler, key: Any) -> str:
     if isinstance(key, tuple):
         return f"{compiler.name_of(key[0])}[{key[1]}]"
     return compiler.name_of(key)
-
-
-def _as_list(keys: Any) -> list[Any]:
-    if keys is None:
-        return []
-    return keys if isinstance(keys, list) else [keys]
 
 
 def _returned_nodes(returned: Any) -> list[Node]:

@@ -36,7 +36,7 @@ from typing import Any
 from dask._task_spec import Task as _DaskTask
 from dask._task_spec import TaskRef
 
-from daskflow.build import Node, Ref
+from daskflow.build import Node, Ref, mapped_values
 from daskflow.exceptions import MappingError
 from daskflow.taskrun import (
     Call,
@@ -173,7 +173,7 @@ class Compiler:
                     todo.append(node)
                     continue
                 if node.task.resources and node.index in keys:
-                    for key in _as_keys(keys[node.index]):
+                    for key in as_keys(keys[node.index]):
                         self.resources[key] = node.task.resources
         self._todo = todo
         return dsk
@@ -183,9 +183,7 @@ class Compiler:
         needed: set[Any] = set()
         for node in self._todo:
             for dep in node.dependencies():
-                keys = self.keys.get(dep.index)
-                if keys is not None:
-                    needed.update(keys if isinstance(keys, list) else (keys,))
+                needed.update(as_keys(self.keys.get(dep.index)))
         return needed
 
     # -- helpers -----------------------------------------------------------------
@@ -236,7 +234,7 @@ class Compiler:
         for w in waits:
             keys = self.keys[w.index]
             first = len(deps)
-            deps.extend(self._done_key(k, dsk) for k in (keys if isinstance(keys, list) else [keys]))
+            deps.extend(self._done_key(k, dsk) for k in as_keys(keys))
             if w.index in node.allowed:
                 allowed.update(range(first, len(deps)))
         return deps, slots, allowed
@@ -264,7 +262,7 @@ class Compiler:
         setup_key = self.keys[node.upstream[0].index]
         waits = [setup_key]
         for member in node.members + node.setups:
-            waits.extend(_as_keys(self.keys[member.index]))
+            waits.extend(as_keys(self.keys[member.index]))
         key = self._base(node)
         call = Call(self._spec(node), node.name, key, None, (setup_key,), {}, False, _EMPTY)
         dsk[key] = Task(key, run_cleanup, call, *(TaskRef(self._done_key(k, dsk)) for k in waits))
@@ -296,7 +294,7 @@ class Compiler:
         if node.length is not None:
             return node.length, ""
         lengths: set[int] = set()
-        for value in _mapped(node):
+        for value in mapped_values(node):
             if not isinstance(value, Ref):
                 lengths.add(len(value))
                 continue
@@ -334,7 +332,7 @@ class Compiler:
         if n < 0:
             self._emit_placeholder(node, why, dsk)
             return True
-        mapped = dict(zip(node.mapped or (), _mapped(node)))
+        mapped = dict(zip(node.mapped or (), mapped_values(node)))
         deps, slots, allowed = self._common(node, dsk, self._shared_upstream(node, mapped))
         spec, base, frozen = self._spec(node), self._base(node), frozenset(allowed)
         data: list[Any] = []
@@ -421,11 +419,10 @@ class Compiler:
         self.state_keys.append(key)
 
 
-def _mapped(node: Node) -> list[Any]:
-    return [node.args[p] if isinstance(p, int) else node.kwargs[p] for p in node.mapped or ()]
-
-
-def _as_keys(keys: Any) -> list[Any]:
+def as_keys(keys: Any) -> list[Any]:
+    """A node's keys as a list: [] if not emitted, a map's list, or [key]."""
+    if keys is None:
+        return []
     return keys if isinstance(keys, list) else [keys]
 
 

@@ -234,7 +234,9 @@ def open_backend(cluster: Any) -> Iterator[Any]:
             with from_profile(cluster).__daskflow_open__() as client:
                 yield DistributedBackend(client)
         else:
-            with _connect(cluster) as client:
+            from daskflow.clusters import Address
+
+            with Address(cluster) as client:
                 yield DistributedBackend(client)
     else:
         client = _default_client()
@@ -271,23 +273,6 @@ def probe(address: str, timeout: float) -> None:
         raise ClusterError(
             f"could not connect to the Dask scheduler at {address!r}: {err}; check that "
             "it is running and reachable from here") from None
-
-
-@contextlib.contextmanager
-def _connect(address: str) -> Iterator[Any]:
-    from distributed import Client
-
-    timeout = config.seconds_setting("connect-timeout")
-    probe(address, timeout)
-    try:
-        client = Client(address, set_as_default=False, timeout=timeout)
-    except (OSError, TimeoutError) as err:
-        raise ClusterError(
-            f"could not connect to the Dask scheduler at {address!r}: {err}; check that "
-            "it is running and reachable from here"
-        ) from err
-    with client:
-        yield client
 
 
 @contextlib.contextmanager

@@ -169,17 +169,6 @@ def _rebuild_state(values: tuple) -> State:
     return state
 
 
-def Completed(result: Any = None, **kw: Any) -> State:  # noqa: N802 - Prefect's spelling
-    return State(StateType.COMPLETED, result=result, **kw)
-
-
-def Failed(message: str = "", **kw: Any) -> State:  # noqa: N802
-    return State(StateType.FAILED, message=message, **kw)
-
-
-def Skipped(message: str = "", **kw: Any) -> State:  # noqa: N802
-    return State(StateType.SKIPPED, message=message, **kw)
-
 
 def _register_sizeof() -> None:
     """Let Dask account for a state by the size of the result it carries."""

@@ -6,6 +6,7 @@ import os
 import time
 
 import pytest
+from common_tasks import inc, total
 
 import daskflow as df
 
@@ -13,18 +14,8 @@ import daskflow as df
 
 
 @df.task
-def inc(x):
-    return x + 1
-
-
-@df.task
 def add(x, y):
     return x + y
-
-
-@df.task
-def total(xs):
-    return sum(xs)
 
 
 @df.task
