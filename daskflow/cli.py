@@ -65,8 +65,19 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def close_record(record: dict[str, Any]) -> str:
-    """End one recorded cluster: shut its scheduler down, then stray processes."""
+    """End one recorded cluster: shut its scheduler down, then stray processes.
+
+    A Kubernetes cluster is ended by deleting its DaskCluster: shutting its
+    scheduler down would only get the pod restarted.
+    """
     how = "already gone"
+    if record.get("kind") == "kubernetes":
+        from daskflow.clusters.kube import delete_daskcluster
+
+        if delete_daskcluster(record["name"], record.get("namespace")):
+            how = "DaskCluster deleted"
+        records.remove(record["name"])
+        return how
     if _reachable(record["address"]):
         from distributed import Client
 

@@ -1,5 +1,7 @@
 """Small tasks shared by several test modules (workers import this module)."""
 
+import time
+
 import daskflow as df
 
 
@@ -16,3 +18,17 @@ def total(xs):
 @df.task
 def split(n):
     return list(range(n))
+
+
+@df.task
+def linger(seconds):
+    """Busy for ``seconds``, in short sleeps (a long-running task to interrupt)."""
+    end = time.time() + seconds
+    while time.time() < end:
+        time.sleep(0.05)
+    return seconds
+
+
+@df.flow
+def long_flow(seconds: float):
+    return linger(seconds)

@@ -114,3 +114,46 @@ def cluster_records(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("state"))
     with dask.config.set({"daskflow.lifecycle.state-dir": path}):
         yield path
+
+
+@pytest.fixture(scope="session")
+def kube_emulator(tmp_path_factory):
+    """The EMULATED Kubernetes cluster (tests/emulated_kubernetes) with the
+    real Dask operator, shared by the session; pods can import the tests."""
+    from emulated_kubernetes import EmulatedKubernetes
+
+    emulator = EmulatedKubernetes(str(tmp_path_factory.mktemp("kube")), env=dask_env())
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+
+
+@pytest.fixture
+def kube(kube_emulator, monkeypatch):
+    """KUBECONFIG pointing at the emulated cluster, a 3 s lease, and an empty
+    cluster afterwards (every DaskCluster deleted, every pod process ended)."""
+    import dask
+
+    monkeypatch.setenv("KUBECONFIG", kube_emulator.kubeconfig)
+    with dask.config.set({"daskflow.lifecycle.lease": "3s", "kubernetes.scheduler-service-type": "LoadBalancer"}):
+        yield kube_emulator
+    kube_emulator.delete_all()
+    assert kube_emulator.wait_until_empty(60) is not None, "the emulated cluster was left with pods"
+    # Upstream leaks, collected here on purpose rather than left to fail some
+    # later test: kr8s keeps one httpx client per thread and event loop in a
+    # weak registry and never closes it (daskflow closes the ones it can reach),
+    # and KubeCluster cancels its status watcher when its start ends, dropping
+    # a kubeconfig file kr8s was reading.  Only those are ignored: sockets to
+    # this emulated API server, their transports, the kubeconfig.
+    import gc
+    import warnings
+
+    port = kube_emulator.url.rsplit(":", 1)[1]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"unclosed file .*kubeconfig", category=ResourceWarning)
+        warnings.filterwarnings("ignore", message=rf"unclosed <socket.*raddr=\('127.0.0.1', {port}\)>",
+                                category=ResourceWarning)
+        warnings.filterwarnings("ignore", message=r"unclosed transport <_SelectorSocketTransport",
+                                category=ResourceWarning)
+        gc.collect()

@@ -274,9 +274,14 @@ def test_kubernetes_and_coiled_arguments():
     k = df.clusters.Kubernetes(n_workers=3, image="ghcr.io/dask/dask:latest")
     kw = k.kube_kwargs()
     assert kw["name"].startswith("daskflow-kubernetes-") and kw["shutdown_on_close"] is True
-    assert kw["create_mode"] == "CREATE_ONLY" and kw["idle_timeout"] == 3600
+    # the enum itself: KubeCluster compares with CreateMode members, never strings
+    from dask_kubernetes.operator.kubecluster.kubecluster import CreateMode
+
+    assert kw["create_mode"] is CreateMode.CREATE_ONLY and kw["idle_timeout"] == 3600
     shared = df.clusters.Kubernetes(name="team", existing=True).kube_kwargs()
-    assert shared["create_mode"] == "CONNECT_ONLY" and shared["shutdown_on_close"] is False
+    assert shared["create_mode"] is CreateMode.CONNECT_ONLY and shared["shutdown_on_close"] is False
+    with dask.config.set({"daskflow.lifecycle.idle-timeout": None}):  # the operator needs > 0
+        assert df.clusters.Kubernetes().kube_kwargs()["idle_timeout"] == 10 * 365 * 86400
     with pytest.raises(df.ClusterError, match="needs the name="):
         df.clusters.Kubernetes(existing=True)
     c = df.clusters.Coiled(n_workers=20).coiled_kwargs()
@@ -289,12 +294,10 @@ def test_kubernetes_and_coiled_arguments():
 @pytest.mark.parametrize("spec,module,extra", [
     (lambda: df.clusters.Kubernetes(n_workers=1), "dask_kubernetes", "kubernetes"),
     (lambda: df.clusters.Coiled(n_workers=1), "coiled", "coiled")])
-def test_missing_provider_says_how_to_install(spec, module, extra, cleanup):
-    try:
-        __import__(module)
-        pytest.skip(f"{module} is installed")
-    except ImportError:
-        pass
+def test_missing_provider_says_how_to_install(spec, module, extra, cleanup, monkeypatch):
+    for name in [m for m in sys.modules if m == module or m.startswith(module + ".")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, module, None)  # import fails, as if not installed
     with pytest.raises(df.ClusterError, match=rf"pip install 'daskflow\[{extra}\]'"):
         spec().start()
 

@@ -70,6 +70,10 @@ class ClusterSpec:
 
     kind = "cluster"
     temporary = True
+    # What the scheduler-side lease does when it runs out (see lease.Lease).
+    lease_action = "close"
+    # Extra seconds a provider's own deadline may need to clean up a late start.
+    startup_grace = 0.0
 
     def __init__(self, *, name: str | None = None, startup_timeout: float | str | None = None,
                  lease: float | str | None = None) -> None:
@@ -110,7 +114,8 @@ class ClusterSpec:
         _live.add(self)
         timeout = config.seconds_setting("lifecycle.startup-timeout", self.startup_timeout)
         try:
-            self.client, self.cluster = _within(timeout, self._create, self._destroy, self.name)
+            self.client, self.cluster = _within(timeout + self.startup_grace, self._create,
+                                                self._destroy, self.name)
             if self.temporary:
                 self._install_lease()
                 records.write(self)
@@ -140,7 +145,8 @@ class ClusterSpec:
         from daskflow.clusters.lease import Lease
 
         duration = config.seconds_setting("lifecycle.lease", self.lease)
-        self.client.register_plugin(Lease(self.client.id, duration), name=Lease.name)
+        self.client.register_plugin(Lease(self.client.id, duration, action=self.lease_action),
+                                    name=Lease.name)
 
     # -- the three ways to use a spec ----------------------------------------------
     def __enter__(self) -> Any:

@@ -68,37 +68,61 @@ class Kubernetes(_ProviderSpec):
     """``dask_kubernetes.operator.KubeCluster``.
 
     ``Kubernetes(n_workers=4, image=...)`` creates a temporary DaskCluster
-    (``CREATE_ONLY``, ``shutdown_on_close=True``, ``idle_timeout`` from
-    ``daskflow.lifecycle.idle-timeout``) and deletes it on close.
+    (``CreateMode.CREATE_ONLY``, ``shutdown_on_close=True``, ``idle_timeout``
+    from ``daskflow.lifecycle.idle-timeout``) and deletes it on close.
     ``Kubernetes(name="shared", existing=True)`` connects to an existing one
-    (``CONNECT_ONLY``) and never deletes it.
+    (``CreateMode.CONNECT_ONLY``) and never deletes it.
+
+    On Kubernetes a scheduler that exits is restarted by its Deployment, so
+    the lease does not close the scheduler: it declares it idle, and the Dask
+    operator's own idle check deletes the DaskCluster (and Kubernetes the
+    pods it owns) within its 5 s timer.
     """
 
     kind = "kubernetes"
+    lease_action = "idle"
+    # Time to delete what a start that ran out of time had created.
+    startup_grace = 30.0
 
     def __init__(self, *, name: str | None = None, existing: bool = False,
                  startup_timeout: float | str | None = None, lease: float | str | None = None,
                  **kwargs: Any) -> None:
+        for fixed in ("create_mode", "shutdown_on_close"):
+            if fixed in kwargs:
+                raise ClusterError(
+                    f"Kubernetes({fixed}=...) is decided by daskflow: a spec is temporary "
+                    "(created and deleted by daskflow) unless existing=True (connect, never delete)")
         super().__init__(name=name, shared=existing, flag="existing",
                          startup_timeout=startup_timeout, lease=lease, kwargs=kwargs)
 
     def kube_kwargs(self) -> dict[str, Any]:
         """The KubeCluster arguments: the user's, with ownership decided here."""
+        CreateMode = _need("dask_kubernetes.operator.kubecluster.kubecluster", "kubernetes").CreateMode  # noqa: N806
         kwargs = dict(self.kwargs)
         kwargs["name"] = self.name
         if self.temporary:
-            kwargs.update(create_mode="CREATE_ONLY", shutdown_on_close=True)
+            kwargs.update(create_mode=CreateMode.CREATE_ONLY, shutdown_on_close=True)
+            # The operator checks idleness only when idleTimeout > 0, and the
+            # lease relies on that check: "no idle timeout" becomes ten years.
             idle = config.get("lifecycle.idle-timeout")
-            if idle is not None:
-                kwargs.setdefault("idle_timeout", int(config.seconds_setting("lifecycle.idle-timeout")))
+            seconds = config.seconds_setting("lifecycle.idle-timeout") if idle is not None else 10 * 365 * 86400
+            kwargs.setdefault("idle_timeout", max(1, int(seconds)))
         else:
-            kwargs.update(create_mode="CONNECT_ONLY", shutdown_on_close=False)
+            kwargs.update(create_mode=CreateMode.CONNECT_ONLY, shutdown_on_close=False)
+        kwargs.setdefault("quiet", True)
         return kwargs
 
     def _create(self) -> tuple[Any, Any]:
-        operator = _need("dask_kubernetes.operator", "kubernetes")
-        cluster = operator.KubeCluster(**self.kube_kwargs())
+        kwargs = self.kube_kwargs()  # first: a missing extra is a clear ClusterError
+        from daskflow.clusters.kube import bounded_kube_cluster
+
+        timeout = config.seconds_setting("lifecycle.startup-timeout", self.startup_timeout)
+        cluster = bounded_kube_cluster(timeout, **kwargs)
         return self._connect(cluster, cluster.close)
+
+    def record_extra(self) -> dict[str, Any]:
+        namespace = getattr(self.cluster, "namespace", None) or self.kwargs.get("namespace")
+        return {"namespace": namespace}
 
 
 class Coiled(_ProviderSpec):
