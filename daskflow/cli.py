@@ -44,6 +44,12 @@ def _reachable(address: str) -> bool:
 
 
 def status(record: dict[str, Any]) -> str:
+    if record.get("kind") == "kubernetes":  # its DaskCluster decides, not one address
+        from daskflow.clusters.kube import daskcluster_exists
+
+        if not daskcluster_exists(record["name"], record.get("namespace")):
+            return "gone"
+        return "running" if _alive(record.get("driver_pid")) else "orphaned"
     if _reachable(record["address"]):
         return "running" if _alive(record.get("driver_pid")) else "orphaned"
     return "running" if any(map(_alive, record.get("worker_pids", []))) else "gone"

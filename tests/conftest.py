@@ -140,20 +140,6 @@ def kube(kube_emulator, monkeypatch):
         yield kube_emulator
     kube_emulator.delete_all()
     assert kube_emulator.wait_until_empty(60) is not None, "the emulated cluster was left with pods"
-    # Upstream leaks, collected here on purpose rather than left to fail some
-    # later test: kr8s keeps one httpx client per thread and event loop in a
-    # weak registry and never closes it (daskflow closes the ones it can reach),
-    # and KubeCluster cancels its status watcher when its start ends, dropping
-    # a kubeconfig file kr8s was reading.  Only those are ignored: sockets to
-    # this emulated API server, their transports, the kubeconfig.
     import gc
-    import warnings
 
-    port = kube_emulator.url.rsplit(":", 1)[1]
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"unclosed file .*kubeconfig", category=ResourceWarning)
-        warnings.filterwarnings("ignore", message=rf"unclosed <socket.*raddr=\('127.0.0.1', {port}\)>",
-                                category=ResourceWarning)
-        warnings.filterwarnings("ignore", message=r"unclosed transport <_SelectorSocketTransport",
-                                category=ResourceWarning)
-        gc.collect()
+    gc.collect()  # a leaked kr8s client or file fails the test that leaked it

@@ -82,8 +82,8 @@ def after(values):
     return [v for v, _ in values]
 
 
-def test_cluster_as_a_resource_in_a_flow(client):
-    spec = df.clusters.Local(n_workers=1, threads_per_worker=1, processes=False)
+def one_step_on(spec):
+    """A flow whose middle step runs its tasks on the cluster of ``spec``."""
 
     @df.flow
     def heavy():
@@ -91,7 +91,12 @@ def test_cluster_as_a_resource_in_a_flow(client):
             parts = use_cluster.map(df.unmapped(handle), [1, 2])
         return after(parts)
 
-    run = heavy.run(cluster=client)
+    return heavy
+
+
+def test_cluster_as_a_resource_in_a_flow(client):
+    spec = df.clusters.Local(n_workers=1, threads_per_worker=1, processes=False)
+    run = one_step_on(spec).run(cluster=client)
     assert run.result() == [11, 12]
     cleanup_state = next(s for n, s in run.states.items() if n.endswith(".cleanup"))
     assert cleanup_state.is_completed()

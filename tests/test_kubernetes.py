@@ -16,21 +16,14 @@ import dask
 import pytest
 from conftest import SHUTDOWN_TIMES as TIMINGS
 from conftest import TESTS, dask_env
-from test_clusters import small
+from test_clusters import one_step_on, small
 
 import daskflow as df
 from daskflow import cli
 from daskflow.clusters.base import records
 from daskflow.clusters.kube import bounded_kube_cluster
 
-pytestmark = [
-    pytest.mark.timeout(180),
-    # See the kube fixture: a kubeconfig file kr8s leaves open when KubeCluster
-    # cancels its status watcher mid-read (upstream); nothing else is ignored.
-    pytest.mark.filterwarnings(r"ignore:unclosed file .*kubeconfig:ResourceWarning"),
-    pytest.mark.filterwarnings(r"ignore:Exception ignored in. <_io.\w+ name='[^']*kubeconfig'"
-                               ":pytest.PytestUnraisableExceptionWarning"),
-]
+pytestmark = pytest.mark.timeout(180)
 
 
 def spec_of(kube, name):
@@ -164,8 +157,10 @@ def test_kubernetes_cluster_ends_with_its_driver(kube, tmp_path, mode, sig):
         if driver.poll() is None:
             driver.kill()
             driver.wait()
-    if sig == signal.SIGKILL:
-        assert cli.main(["clusters", "close", info["name"]]) == 0  # the record: already gone
+    if sig == signal.SIGKILL:  # the record stays (nothing ran in the driver), marked gone
+        (rec,) = [r for r in records.all() if r["name"] == info["name"]]
+        assert cli.status(rec) == "gone"
+        assert cli.main(["clusters", "close", info["name"]]) == 0
 
 
 def test_cli_deletes_a_leftover_kubernetes_cluster(kube, tmp_path, capsys):
@@ -175,9 +170,37 @@ def test_cli_deletes_a_leftover_kubernetes_cluster(kube, tmp_path, capsys):
     time.sleep(1)
     assert info["name"] in kube.daskclusters()  # its lease has ten minutes to run
     assert cli.main(["clusters", "list"]) == 0
-    assert info["name"] in capsys.readouterr().out
+    line = next(x for x in capsys.readouterr().out.splitlines() if info["name"] in x)
+    assert "kubernetes" in line and "orphaned" in line
     start = time.monotonic()
     assert cli.main(["clusters", "close", info["name"]]) == 0
     assert "DaskCluster deleted" in capsys.readouterr().out
     assert kube.wait_until_empty(30) is not None
     TIMINGS["Kubernetes (emulated), daskflow clusters close"] = time.monotonic() - start
+
+
+def test_shipped_profile_runs_a_flow(kube):
+    """cluster="kubernetes": the profile shipped in clusters/profiles.yaml
+    (with one worker pod instead of four, for two cores)."""
+    with dask.config.set({"daskflow.profile-dirs": [os.path.join(os.path.dirname(TESTS), "clusters")]}):
+        shipped = df.clusters.profiles()["kubernetes"]
+    assert shipped["kind"] == "kubernetes"
+    with dask.config.set({"daskflow.clusters.kubernetes": {**shipped, "n-workers": 1}}):
+        assert small(3, cluster="kubernetes") == 4
+    assert kube.wait_until_empty(30) is not None
+
+
+def test_a_kubernetes_cluster_as_a_resource_in_a_flow(kube):
+    """The Prefect 1 "temporary cluster for one step" pattern: the flow runs
+    on a LocalCluster whose worker starts (and ends) a DaskCluster for the
+    block's tasks.  The spec travels to that worker with its arguments; the
+    worker needs Kubernetes credentials of its own (here its KUBECONFIG)."""
+    spec = df.clusters.Kubernetes(n_workers=1, scheduler_service_type="LoadBalancer")
+    driver_cluster = df.clusters.Local(n_workers=1, threads_per_worker=2, dashboard_address=None,
+                                       env={"KUBECONFIG": kube.kubeconfig,
+                                            "PYTHONPATH": dask_env()["PYTHONPATH"]})
+    run = one_step_on(spec).run(cluster=driver_cluster)
+    assert run.result() == [11, 12]
+    assert kube.daskclusters() == []  # deleted when the block's tasks were done
+    assert run.states["use_cluster[1]"].is_completed()
+    assert kube.wait_until_empty(30) is not None

@@ -44,6 +44,12 @@ class _BoundedKubeCluster(KubeCluster):
             raise
 
     async def _start(self) -> None:
+        import kr8s
+
+        # One kr8s client for this loop, made before KubeCluster's start and
+        # its status watcher both ask for one at once (each would make its own
+        # and one would leak), and held here (kr8s's registry is weak).
+        self._kr8s = await kr8s.asyncio.api()
         try:
             await asyncio.wait_for(super()._start(), self._deadline)
         except asyncio.TimeoutError:
@@ -79,22 +85,26 @@ class _BoundedKubeCluster(KubeCluster):
         self.shutdown_on_close = False  # deleted above, or not ours to delete
 
     async def _close_api_sessions(self) -> None:
-        await close_api_sessions()  # this loop ends with the failed start
+        await close_api_sessions(*self._held())  # this loop ends with the failed start
+
+    def _held(self) -> list[Any]:
+        return [self._kr8s] if getattr(self, "_kr8s", None) is not None else []
 
     async def _close(self, timeout: float = 3600) -> None:
         try:
             await super()._close(timeout=timeout)
         finally:
-            await close_api_sessions()  # the cluster's loop ends with it
+            await close_api_sessions(*self._held())  # the cluster's loop ends with it
 
 
-async def close_api_sessions() -> None:
+async def close_api_sessions(*held: Any) -> None:
     """kr8s keeps one HTTP client per thread and event loop and never closes
-    it; close this loop's before the loop ends, rather than leak its sockets."""
+    it; close this loop's (and those ``held``) before the loop ends, rather
+    than leak their sockets."""
     from kr8s._api import Api
 
     key = f"{threading.get_ident()}.{id(asyncio.get_running_loop())}"
-    for api in list(Api._instances.get(key, {}).values()):
+    for api in {*held, *Api._instances.get(key, {}).values()}:
         session = getattr(api, "_session", None)
         if session is not None:
             with contextlib.suppress(Exception):
@@ -105,19 +115,30 @@ def bounded_kube_cluster(deadline: float, **kwargs: Any) -> KubeCluster:
     return _BoundedKubeCluster(deadline=deadline, **kwargs)
 
 
-def delete_daskcluster(name: str, namespace: str | None) -> bool:
-    """Delete a DaskCluster by name (``daskflow clusters close``); False if it is gone."""
+def _on_daskcluster(name: str, namespace: str | None, delete: bool) -> bool:
+    """Whether the DaskCluster exists (and, if ``delete``, delete it)."""
     import kr8s
     from dask_kubernetes.operator._objects import DaskCluster
 
-    async def delete() -> bool:
+    async def go() -> bool:
+        held = await kr8s.asyncio.api()  # held: kr8s's registry of clients is weak
         try:
-            cluster = await DaskCluster.get(name, namespace=namespace)
-            await cluster.delete()
+            cluster = await DaskCluster.get(name, namespace=namespace, api=held)
+            if delete:
+                await cluster.delete()
             return True
         except kr8s.NotFoundError:
             return False
         finally:
-            await close_api_sessions()
+            await close_api_sessions(held)
 
-    return asyncio.run(delete())
+    return asyncio.run(go())
+
+
+def daskcluster_exists(name: str, namespace: str | None) -> bool:
+    return _on_daskcluster(name, namespace, delete=False)
+
+
+def delete_daskcluster(name: str, namespace: str | None) -> bool:
+    """Delete a DaskCluster by name (``daskflow clusters close``); False if it is gone."""
+    return _on_daskcluster(name, namespace, delete=True)

@@ -4,25 +4,13 @@ as told (normal, raise, or waits inside a flow run to be signalled)."""
 import json
 import os
 import sys
-import time
 
 import daskflow as df
 
-
-@df.task
-def linger(seconds):
-    end = time.time() + seconds
-    while time.time() < end:
-        time.sleep(0.05)
-    return seconds
-
-
-@df.flow
-def long_flow(seconds: float):
-    return linger(seconds)
-
-
 if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from common_tasks import long_flow
+
     mode, out = sys.argv[1], sys.argv[2]
     if len(sys.argv) > 3:  # attach to an existing scheduler instead of starting one
         spec = df.clusters.Address(sys.argv[3])
