@@ -140,6 +140,14 @@ def kube(kube_emulator, monkeypatch):
         yield kube_emulator
     kube_emulator.delete_all()
     assert kube_emulator.wait_until_empty(60) is not None, "the emulated cluster was left with pods"
+    # A leak fails the test that made it, with one upstream exception: every
+    # ``await kr8s.asyncio.api()`` re-reads the kubeconfig (anyio.open_file),
+    # and KubeCluster cancels its status watcher when its start ends; a
+    # watcher cancelled mid-read drops that file unclosed.  Only that file's
+    # warning is ignored (here and in test_kubernetes' marks).
     import gc
+    import warnings
 
-    gc.collect()  # a leaked kr8s client or file fails the test that leaked it
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"unclosed file .*kubeconfig", category=ResourceWarning)
+        gc.collect()

@@ -311,7 +311,14 @@ def test_missing_provider_says_how_to_install(spec, module, extra, cleanup, monk
 def test_real_kubernetes_cluster():  # pragma: no cover - opt-in
     if not os.environ.get("KUBECONFIG"):
         pytest.skip("set KUBECONFIG to run against a real Kubernetes cluster")
-    assert small(1, cluster=df.clusters.Kubernetes(n_workers=1)) == 2
+    from daskflow.clusters.kube import daskcluster_exists
+
+    spec = df.clusters.Kubernetes(n_workers=1)
+    assert small(1, cluster=spec) == 2
+    deadline = time.monotonic() + 120
+    while daskcluster_exists(spec.name, spec.kwargs.get("namespace")):
+        assert time.monotonic() < deadline, f"DaskCluster {spec.name} was not deleted"
+        time.sleep(1)
 
 
 @pytest.mark.coiled
