@@ -52,17 +52,15 @@ class _BoundedKubeCluster(KubeCluster):
         self._kr8s = await kr8s.asyncio.api()
         try:
             await asyncio.wait_for(super()._start(), self._deadline)
-        except asyncio.TimeoutError:
+        except BaseException as err:
             await self._abandon()
-            await self._close_api_sessions()
-            raise ClusterError(
-                f"Kubernetes cluster {self.name!r} was not up within {self._deadline:g}s; its "
-                "DaskCluster was deleted. Check the pods' events (kubectl describe pod -l "
-                f"dask.org/cluster-name={self.name}) or raise daskflow.lifecycle.startup-timeout"
-            ) from None
-        except BaseException:
-            await self._abandon()
-            await self._close_api_sessions()
+            await close_api_sessions(*self._held())  # this loop ends with the failed start
+            if isinstance(err, asyncio.TimeoutError):
+                raise ClusterError(
+                    f"Kubernetes cluster {self.name!r} was not up within {self._deadline:g}s; its "
+                    "DaskCluster was deleted. Check the pods' events (kubectl describe pod -l "
+                    f"dask.org/cluster-name={self.name}) or raise daskflow.lifecycle.startup-timeout"
+                ) from None
             raise
 
     async def _create_cluster(self) -> None:
@@ -79,13 +77,10 @@ class _BoundedKubeCluster(KubeCluster):
 
     async def _abandon(self) -> None:
         """Delete the DaskCluster this start created; never one it found."""
-        if self._created and bool(getattr(self, "shutdown_on_close", False)):
+        if self._created and getattr(self, "shutdown_on_close", False):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._close(), 30)
         self.shutdown_on_close = False  # deleted above, or not ours to delete
-
-    async def _close_api_sessions(self) -> None:
-        await close_api_sessions(*self._held())  # this loop ends with the failed start
 
     def _held(self) -> list[Any]:
         return [self._kr8s] if getattr(self, "_kr8s", None) is not None else []

@@ -42,6 +42,7 @@ class Lease(SchedulerPlugin):
         if action not in ("close", "idle"):
             raise ValueError(f"lease action must be 'close' or 'idle', not {action!r}")
         self.action = action
+        self._declared = False
         self.owner = owner
         self.duration = float(duration)
         self.idle = idle
@@ -101,7 +102,7 @@ class Lease(SchedulerPlugin):
             await asyncio.sleep(interval)
             why = self.expired()
             if why and self.action == "idle":
-                if not getattr(self, "_declared", False):
+                if not self._declared:
                     logger.warning("daskflow lease ended, declaring the scheduler idle: %s", why)
                     self._declared = True
                 self._declare_idle()

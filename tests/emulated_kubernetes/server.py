@@ -285,7 +285,8 @@ class Store:
         if kind == "Service":
             spec = obj.setdefault("spec", {})
             spec.setdefault("type", "ClusterIP")
-            spec.setdefault("clusterIP", f"10.96.{len(self.bucket('', 'services')) % 250}.{1 + len(self.log) % 250}")
+            # Never routed: cluster DNS answers with pod addresses (no kube-proxy).
+            spec.setdefault("clusterIP", f"10.96.0.{1 + len(self.bucket('', 'services')) % 250}")
             obj.setdefault("status", {"loadBalancer": {}})
         if kind == "Pod":
             obj.setdefault("status", {"phase": "Pending", "conditions": []})
@@ -912,9 +913,9 @@ def start_operator(workdir: str, api_url: str, kubeconfig: str) -> subprocess.Po
     env.update({"KUBECONFIG": kubeconfig, MARKER: api_url,
                 "PYTHONPATH": os.pathsep.join(p for p in (PODENV, env.get("PYTHONPATH", "")) if p)})
     log = open(os.path.join(workdir, "operator.log"), "ab")  # noqa: SIM115 - owned by the child
+    # --standalone: one operator, no peering objects to emulate.
     argv = [sys.executable, "-m", "kopf", "run", "--standalone", "--all-namespaces",
-            "--liveness", "http://127.0.0.1:0/healthz", "-m", "dask_kubernetes.operator.controller"]
-    argv = [a for a in argv if a not in ("--liveness", "http://127.0.0.1:0/healthz")]
+            "-m", "dask_kubernetes.operator.controller"]
     proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, cwd=workdir, start_new_session=True)
     log.close()
