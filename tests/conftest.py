@@ -108,12 +108,23 @@ def on(request):
 
 @pytest.fixture(scope="session", autouse=True)
 def cluster_records(tmp_path_factory):
-    """Keep records of started clusters out of the user's home during tests."""
+    """Keep records of started clusters out of the user's home, and Dask's
+    scratch space (and its lock files) out of /tmp, during tests; every dask
+    process the tests start inherits the setting."""
     import dask
 
     path = str(tmp_path_factory.mktemp("state"))
-    with dask.config.set({"daskflow.lifecycle.state-dir": path}):
-        yield path
+    scratch = str(tmp_path_factory.mktemp("scratch"))
+    previous = os.environ.get("DASK_TEMPORARY_DIRECTORY")
+    os.environ["DASK_TEMPORARY_DIRECTORY"] = scratch
+    try:
+        with dask.config.set({"daskflow.lifecycle.state-dir": path, "temporary-directory": scratch}):
+            yield path
+    finally:
+        if previous is None:
+            os.environ.pop("DASK_TEMPORARY_DIRECTORY", None)
+        else:
+            os.environ["DASK_TEMPORARY_DIRECTORY"] = previous
 
 
 @pytest.fixture(scope="session")
