@@ -24,9 +24,11 @@ from daskflow.exceptions import (
     MappingError,
     MissingContextError,
     ParameterError,
+    RemoteTaskError,
     ResourceError,
     ResultNotAvailable,
     TaskTimeoutError,
+    UnpicklableResultError,
 )
 from daskflow.flow import Flow, flow
 from daskflow.flowrun import FlowRun
@@ -58,6 +60,7 @@ __all__ = [
     "MappingError",
     "MissingContextError",
     "ParameterError",
+    "RemoteTaskError",
     "ResourceError",
     "ResultNotAvailable",
     "SKIP",
@@ -65,6 +68,7 @@ __all__ = [
     "StateType",
     "Task",
     "TaskTimeoutError",
+    "UnpicklableResultError",
     "all_failed",
     "all_finished",
     "all_successful",

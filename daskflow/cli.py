@@ -34,7 +34,7 @@ def _alive(pid: int | None) -> bool:
 
 def _reachable(address: str) -> bool:
     from daskflow.exceptions import ClusterError
-    from daskflow.runner import probe
+    from daskflow.clusters.address import probe
 
     try:
         probe(address, 2.0)

@@ -11,10 +11,14 @@
     ├── ResultNotAvailable      asking a state for a result that stayed on the cluster
     ├── TaskTimeoutError        a task attempt ran longer than its timeout
     ├── ResourceError           a resource whose cleanup could not be run
-    └── FlowRunError            a flow run ended without a state for a task (crash)
+    ├── FlowRunError            a flow run ended without a state for a task (crash)
+    ├── UnpicklableResultError  a task result that Dask had to move could not be pickled
+    └── RemoteTaskError         stands in for a task's exception that cannot travel
 
 Errors raised by the user's own tasks are not wrapped: ``run.result()``
-re-raises the task's exception itself.
+re-raises the task's exception itself, unless it cannot be pickled or
+unpickled, in which case a ``RemoteTaskError`` carries its type name,
+message and traceback text.
 """
 
 from __future__ import annotations
@@ -58,3 +62,24 @@ class ResourceError(DaskflowError):
 
 class FlowRunError(DaskflowError):
     """A flow run ended abnormally (a worker crash, a cancelled run)."""
+
+
+class UnpicklableResultError(DaskflowError):
+    """A task's result could not be serialized when Dask had to move it."""
+
+
+class RemoteTaskError(DaskflowError):
+    """A task's exception that could not be pickled or unpickled, described.
+
+    ``type_name``, ``message`` and ``remote_traceback`` are those of the
+    original exception.
+    """
+
+    def __init__(self, type_name: str, message: str, remote_traceback: str | None = None) -> None:
+        super().__init__(type_name, message, remote_traceback)
+        self.type_name = type_name
+        self.message = message
+        self.remote_traceback = remote_traceback
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.message} (the original exception could not travel)"

@@ -15,13 +15,11 @@ import typing
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from daskflow import runner, signals
-from daskflow.build import Builder, Node, Ref, current_builder
+from daskflow import runner
+from daskflow.build import Builder, Ref, current_builder
 from daskflow.exceptions import FlowDefinitionError, ParameterError
-from daskflow.flowrun import FlowRun, flow_state
-from daskflow.graph import Compiler, as_keys, new_token, no_gc
-from daskflow.states import State, StateType
-from daskflow.taskrun import RunInfo
+from daskflow.flowrun import FlowRun
+from daskflow.graph import no_gc
 
 R = TypeVar("R")
 
@@ -114,21 +112,39 @@ class Flow(Generic[R]):
 
     def run(self, *args: Any, cluster: Any = None, scatter: bool | None = None,
             **kwargs: Any) -> FlowRun:
-        """Run the flow and return its :class:`FlowRun`; never raises for task errors.
+        """Run the flow and return its finished :class:`FlowRun`; never raises
+        for task errors (a cluster that cannot be used, a lost scheduler, or
+        Ctrl-C do raise).
 
         ``cluster=`` says where (see :func:`daskflow.runner.open_backend`);
         ``scatter=False`` keeps large constants in the graph for this run.
         """
+        return self._engine("run", args, kwargs, cluster, scatter).run()
+
+    def submit(self, *args: Any, cluster: Any = None, scatter: bool | None = None,
+               **kwargs: Any) -> FlowRun:
+        """Start the flow and return its live :class:`FlowRun` at once.
+
+        The run goes on in a background thread; ``run.wait()``,
+        ``run.done()``, ``run.result()`` and ``run.cancel()`` follow it and
+        ``run.states`` / ``run.state`` show where it is.  Parameters are
+        checked and the body is built before this returns, so those errors
+        raise here.
+        """
+        return self._engine("submit", args, kwargs, cluster, scatter).submit()
+
+    def _engine(self, how: str, args: tuple, kwargs: dict, cluster: Any,
+                scatter: bool | None) -> runner.Engine:
         if current_builder() is not None:
             raise FlowDefinitionError(
-                f"{self.name}.run() was called inside a flow body; call {self.name}(...) "
+                f"{self.name}.{how}() was called inside a flow body; call {self.name}(...) "
                 "to nest it instead")
         cluster = self.cluster if cluster is None else cluster
         runner.check_cluster(cluster)
         params = self.bind(*args, **kwargs)
         builder, returned = self.build(params)
-        return _execute(self.name, params, builder, returned, cluster,
-                        self.scatter if scatter is None else scatter)
+        return runner.Engine(self.name, params, builder, returned, cluster,
+                             self.scatter if scatter is None else scatter)
 
     def visualize(self, *args: Any, filename: str | None = None, format: str | None = None,
                   **kwargs: Any) -> Any:
@@ -136,7 +152,7 @@ class Flow(Generic[R]):
         from daskflow.visualize import to_graphviz
 
         builder, returned = self.build(self.bind(*args, **kwargs))
-        return to_graphviz(self.name, builder.nodes, _returned_nodes(returned),
+        return to_graphviz(self.name, builder.nodes, runner._returned_nodes(returned),
                            filename=filename, format=format)
 
     def __repr__(self) -> str:
@@ -148,176 +164,6 @@ def flow(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     if fn is None:
         return lambda f: Flow(f, **options)
     return Flow(fn, **options)
-
-
-# -- execution ------------------------------------------------------------------
-
-
-def _execute(name: str, params: dict[str, Any], builder: Builder, returned: Any,
-             cluster: Any, scatter: bool = True) -> FlowRun:
-
-    run_id = new_token()
-    run = RunInfo(name, run_id, _context_parameters(params))
-    compiler = Compiler(builder.nodes, run, token=run_id)
-    returned_nodes = _returned_nodes(returned)
-    runner.setup_logging()
-    log = runner.flow_logger(name, run_id)
-    with runner.open_backend(cluster) as backend:
-        start = runner.now()
-        log.info("run %s started on %s (%d nodes)", run_id, backend.description,
-                 len(builder.nodes))
-        try:
-            compiler.check_pickle = not isinstance(backend, runner.SyncBackend)
-            if scatter:
-                _scatter(builder, compiler, backend, log)
-
-            def keep() -> set[Any]:
-                held = compiler.needed_later()
-                for node in returned_nodes:
-                    held.update(as_keys(compiler.keys.get(node.index)))
-                return held
-
-            try:
-                backend.run_stages(compiler, keep)
-            except BaseException:
-                ended = backend.cancel(run_id)
-                backend.pop_states(run_id)
-                log.warning("run %s interrupted; its tasks were cancelled and %d open "
-                            "resource(s) cleaned up", run_id, len(ended))
-                raise
-            raw = backend.pop_states(run_id)
-            returned_keys = [k for n in returned_nodes for k in as_keys(compiler.keys.get(n.index))]
-            gathered = backend.gather(returned_keys)
-            errors = backend.errors()
-        finally:
-            backend.release()
-        description = backend.description
-    flow_run = _assemble(name, run_id, params, compiler, builder, raw, returned, gathered,
-                         errors, start, description)
-    log.info("%s", flow_run.summary().splitlines()[0])
-    return flow_run
-
-
-def _scatter(builder: Builder, compiler: Compiler, backend: Any,
-             log: logging.LoggerAdapter) -> None:
-    """Scatter the large constants of the build and point the compiler at their keys."""
-    from daskflow import config, scatter
-
-    found = scatter.plan(builder.nodes, config.bytes_setting("scatter.threshold"))
-    if not found:
-        return
-    keys = backend.scatter(found.objects, bool(config.get("scatter.broadcast")))
-    if keys:
-        compiler.scattered = found.keys_by_id(keys)
-        log.debug("scattered %s", found.describe())
-
-
-def _assemble(name: str, run_id: str, params: dict[str, Any], compiler: Compiler,
-              builder: Builder, raw: dict[Any, State], returned: Any,
-              gathered: dict[Any, State], errors: dict[Any, BaseException],
-              start: float, description: str) -> FlowRun:
-    crash = next(iter(errors.values()), None)
-    states: dict[str, State] = {}
-    missing: list[State] = []
-    for key in compiler.state_keys:
-        state = raw.get(key)
-        if state is None:
-            label = _label(compiler, key)
-            state = State(StateType.CRASHED, task_name=label, exception=crash,
-                          message=f"no state was recorded: {crash!r}" if crash else
-                          "no state was recorded (the worker running it was lost)")
-            missing.append(state)
-        states[state.task_name] = state
-    reference = [raw.get(k) or states[_label(compiler, k)]
-                 for n in _reference_nodes(builder.nodes, _returned_nodes(returned))
-                 for k in as_keys(compiler.keys.get(n.index))]
-    final = flow_state(reference, missing, list(states.values()))
-    final.start = start
-    final.end = runner.now()
-    value, error = None, None
-    if final.is_completed():
-        value = _substitute(returned, compiler, gathered)
-    else:
-        error = final.exception
-        if error is None:
-            from daskflow.exceptions import FlowRunError
-
-            error = FlowRunError(f"flow run {name!r} {final.name}: {final.message}")
-    return FlowRun(name, run_id, params, final, states, value, error, description)
-
-
-def _label(compiler: Compiler, key: Any) -> str:
-    if isinstance(key, tuple):
-        return f"{compiler.name_of(key[0])}[{key[1]}]"
-    return compiler.name_of(key)
-
-
-def _returned_nodes(returned: Any) -> list[Node]:
-    found: dict[int, Node] = {}
-
-    def walk(v: Any) -> None:
-        if isinstance(v, Ref):
-            found[v.node.index] = v.node
-        elif isinstance(v, (list, tuple, set, frozenset)):
-            for x in v:
-                walk(x)
-        elif isinstance(v, dict):
-            for x in v.values():
-                walk(x)
-
-    walk(returned)
-    return list(found.values())
-
-
-def _reference_nodes(nodes: list[Node], returned: list[Node]) -> list[Node]:
-    """The nodes whose states decide the flow's state.
-
-    The returned nodes if the flow returns refs; otherwise the terminal task
-    nodes, where a terminal ``always_run`` task (a cleanup step) also brings
-    in its upstream nodes, so that a cleanup that ran does not hide a failure.
-    Resource cleanups always count: a resource that failed to end fails the run.
-    """
-    cleanups = [n for n in nodes if n.kind == "cleanup"]
-    if returned:
-        return returned + cleanups
-    stack = [n for n in nodes if n.downstream == 0 and n.kind in ("task", "cleanup")]
-    seen: dict[int, Node] = {}
-    while stack:
-        node = stack.pop()
-        if node.index in seen:
-            continue
-        seen[node.index] = node
-        if node.task.trigger is signals.all_finished:
-            stack.extend(node.upstream + node.wait_for)
-    return sorted(seen.values(), key=lambda n: n.index)
-
-
-def _substitute(value: Any, compiler: Compiler, gathered: dict[Any, State]) -> Any:
-    if isinstance(value, Ref):
-        keys = compiler.keys[value.node.index]
-        if isinstance(keys, list):
-            return [gathered[k].result() for k in keys]
-        return gathered[keys].result()
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return type(value)(_substitute(v, compiler, gathered) for v in value)
-    if isinstance(value, dict):
-        return {k: _substitute(v, compiler, gathered) for k, v in value.items()}
-    return value
-
-
-def _context_parameters(params: dict[str, Any]) -> dict[str, Any]:
-    """The parameters shipped with every task for ``df.context().parameters``."""
-    from dask.sizeof import sizeof
-    from dask.utils import format_bytes
-
-    from daskflow import config
-
-    limit = config.bytes_setting("context.max-parameter-size")
-    out: dict[str, Any] = {}
-    for k, v in params.items():
-        size = sizeof(v)
-        out[k] = v if size <= limit else f"<{type(v).__name__} of {format_bytes(size)}, not shipped>"
-    return out
 
 
 # -- type hints -------------------------------------------------------------------

@@ -1,8 +1,9 @@
-"""The record of one flow run: its final state, task states and value."""
+"""A flow run: live while it goes, then its final state, task states and value."""
 
 from __future__ import annotations
 
 import html
+import threading
 from collections import Counter
 from typing import Any
 
@@ -11,44 +12,91 @@ from daskflow.states import State, StateType
 
 
 class FlowRun:
-    """What ``flow.run(...)`` returns; it never raises for task errors.
+    """One run of a flow: live while it runs, its record once it ended.
+
+    ``flow.run(...)`` returns it finished and never raises for task errors;
+    ``flow.submit(...)`` returns it at once while the run goes on in a
+    background thread.
 
     Attributes
     ----------
     flow_name, run_id, parameters
     state : State
-        The flow run's final state.
+        The flow run's state: Pending, Running, then final.
     states : dict[str, State]
         Every task run by name (``"name"`` or ``"name[i]"`` for a map), as
-        result-free summaries.
+        result-free summaries; live while the run goes (Pending until a task
+        run ends).
+    cluster : str
+        Where it ran.
     """
 
-    def __init__(self, flow_name: str, run_id: str, parameters: dict[str, Any],
-                 state: State, states: dict[str, State], value: Any,
-                 error: BaseException | None, cluster: str) -> None:
+    def __init__(self, flow_name: str, run_id: str, parameters: dict[str, Any]) -> None:
         self.flow_name = flow_name
         self.run_id = run_id
         self.parameters = parameters
-        self.state = state
-        self.states = states
-        self._value = value
-        self._error = error
-        self.cluster = cluster
+        self.state = State(StateType.PENDING)
+        self.cluster = ""
+        self._final: dict[str, State] | None = None
+        self._live: Any = None  # () -> dict[str, State] while running
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._done = threading.Event()
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- live view ---------------------------------------------------------------
+    @property
+    def states(self) -> dict[str, State]:
+        if self._final is not None:
+            return self._final
+        return self._live() if self._live is not None else {}
+
+    def done(self) -> bool:
+        """Whether the run has ended."""
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> State | None:
+        """Wait until the run ends; its final state, or None if ``timeout`` passed first."""
+        if not self._done.wait(timeout):
+            return None
+        if self._thread is not None:
+            self._thread.join()
+        return self.state
+
+    def cancel(self, timeout: float | None = 60) -> bool:
+        """Cancel the run: its tasks are cancelled and the cleanups of the
+        resources it set up run.  Returns whether the run was still going;
+        waits up to ``timeout`` seconds for it to end."""
+        if self.done():
+            return False
+        self._cancel.set()
+        self.wait(timeout)
+        return True
 
     def result(self) -> Any:
-        """The flow's return value; raises the failing task's error if it failed."""
+        """The flow's return value (waiting for the run to end); raises the
+        failing task's error if it failed."""
+        self.wait()
         if self._error is not None:
             raise self._error
         if not self.state.is_completed():
             raise FlowRunError(f"flow run {self.flow_name!r} is {self.state.name}: {self.state.message}")
         return self._value
 
+    # -- set by the runner -----------------------------------------------------------
+    def _finish(self, state: State, states: dict[str, State], value: Any,
+                error: BaseException | None) -> None:
+        self.state, self._final, self._value, self._error = state, states, value, error
+        self._live = None
+        self._done.set()
+
     @property
     def duration(self) -> float | None:
         return self.state.duration
 
     def counts(self) -> dict[str, int]:
-        """How many task runs ended in each state name."""
+        """How many task runs are in each state name."""
         return dict(Counter(s.name for s in self.states.values()))
 
     def summary(self) -> str:
@@ -71,11 +119,12 @@ class FlowRun:
         return f"<FlowRun {self.flow_name!r} {self.state.name} tasks={len(self.states)}>"
 
     def _repr_html_(self) -> str:
+        states = self.states
         rows = "".join(
             f"<tr><td>{html.escape(n)}</td><td>{html.escape(s.name)}</td>"
             f"<td>{html.escape(s.message)}</td></tr>"
-            for n, s in list(self.states.items())[:200])
-        more = "" if len(self.states) <= 200 else f"<p>... {len(self.states) - 200} more</p>"
+            for n, s in list(states.items())[:200])
+        more = "" if len(states) <= 200 else f"<p>... {len(states) - 200} more</p>"
         return (f"<div><b>Flow run {html.escape(self.flow_name)}</b> "
                 f"<code>{self.state.name}</code> {html.escape(self.state.message)}"
                 f"<table><tr><th>task</th><th>state</th><th>message</th></tr>{rows}</table>"

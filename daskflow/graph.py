@@ -38,18 +38,8 @@ from dask._task_spec import TaskRef
 
 from daskflow.build import Node, Ref, mapped_values
 from daskflow.exceptions import MappingError
-from daskflow.taskrun import (
-    Call,
-    DataSlot,
-    RunInfo,
-    Slot,
-    SlotItem,
-    SlotList,
-    TaskSpec,
-    done,
-    length_of,
-    run_task,
-)
+from daskflow.specs import Call, DataSlot, RunInfo, Slot, SlotItem, SlotList, TaskSpec
+from daskflow.taskrun import done, length_of, run_task
 
 _EMPTY: frozenset[int] = frozenset()
 
@@ -89,10 +79,9 @@ def no_gc() -> Iterator[None]:
 
 def _check_picklable(spec: TaskSpec, node: Node) -> None:
     from daskflow.exceptions import FlowDefinitionError
-    from daskflow.taskrun import _spec_blob
 
     try:
-        _spec_blob(spec)
+        spec.blob()
     except Exception as err:
         raise FlowDefinitionError(
             f"task {node.name!r} cannot be sent to the workers: {err}. Its function (and what "

@@ -1,43 +1,58 @@
 """Execute a compiled flow: the only module that talks to a ``Client``.
 
-A run goes: resolve ``cluster=`` into a backend (:func:`open_backend`),
-compile the first stage and submit it with **one** ``Client.get`` call
-(one ``update_graph`` on the scheduler), then, only if the flow maps over
-results whose length is known at run time, wait for those lengths (tiny
-integers, the only values pulled before the end) and submit the next stages
-with the earlier keys as dependencies.
+A run (:class:`Engine`) goes: resolve ``cluster=`` into a backend
+(:func:`open_backend`), compile the first stage and submit it with **one**
+``Client.get`` call (one ``update_graph`` on the scheduler), then, only if
+the flow maps over results whose length is known at run time, wait for
+those lengths (tiny integers, the only values pulled before the end) and
+submit the next stages with the earlier keys as dependencies.  The same
+stage loop drives both backends: :class:`DistributedBackend` and, for
+``cluster="sync"``, :class:`SyncBackend` (``dask.get`` in this process).
+
+Where states live: each task run's result-free state reaches the driver as
+it ends, through the scheduler (:mod:`daskflow.events`); the run's
+:class:`~daskflow.flowrun.FlowRun` shows them live.  At the end only the
+flow's returned keys are gathered; nothing is asked of the workers.
 
 The driver holds futures only for what it still needs: the graph's sinks
 (every task leads to one, so they tell when the run is done), the keys that
-deferred stages depend on, and the flow's returned keys.  Intermediate
-results are released by Dask as usual.
+deferred stages depend on, the flow's returned keys and the run's
+parameters key.  Intermediate results are released by Dask as usual.
 
-At the end one ``Client.run`` pops the result-free state summaries from the
-workers' registries, the returned keys are gathered, and every future is
-released.  ``cluster="sync"`` runs the same stages with ``dask.get`` in this
-process.
+Every wait is bounded: the driver waits in slices, and between slices
+checks that the run was not cancelled and that the scheduler still answers
+(``daskflow.run.scheduler-timeout``); a closed connection fails the run at
+once with ``ClusterError``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import copy
 import logging
+import pickle
 import sys
+import threading
 import time
-import weakref
 from collections.abc import Iterator
 from typing import Any
 
 import dask
 from dask._task_spec import DataNode, Task
 
-from daskflow import config
-from daskflow.exceptions import ClusterError
-from daskflow.graph import Compiler
-from daskflow.states import State
-from daskflow.taskrun import LOG_TOPIC, pop_run_states
+from daskflow import config, events
+from daskflow.exceptions import ClusterError, FlowDefinitionError, FlowRunError
+from daskflow.flowrun import FlowRun, flow_state
+from daskflow.graph import Compiler, as_keys, new_token
+from daskflow.specs import INLINE_PARAMETERS, RunInfo
+from daskflow.states import State, StateType
 
 logger = logging.getLogger("daskflow.run")
+
+
+class RunCancelled(FlowRunError):
+    """Raised inside the engine when ``FlowRun.cancel()`` was called."""
 
 
 # -- backends ------------------------------------------------------------------
@@ -47,31 +62,36 @@ class SyncBackend:
     """Runs stages in this process with Dask's synchronous scheduler."""
 
     description = "sync (in-process)"
+    owner = None
 
     def __init__(self) -> None:
         self.values: dict[Any, Any] = {}
+        self.engine: Engine | None = None
 
-    def run_stages(self, compiler: Compiler, keep: Any) -> None:
-        while True:
-            dsk = compiler.stage()
-            if not dsk:
-                break
-            needed = set().union(*(t.dependencies for t in dsk.values())) - dsk.keys()
-            graph: dict[Any, Any] = {k: DataNode(k, self.values[k]) for k in needed}
-            graph.update(dsk)
-            keys = list(dsk)
-            self.values.update(zip(keys, dask.get(graph, keys)))
-            for key in compiler.length_keys:
-                if key in dsk:
-                    compiler.set_length(key, self.values[key])
-            if compiler.finished:
-                break
+    def submit(self, dsk: dict[Any, Task], keep: set[Any],
+               resources: dict[Any, dict[str, float]] | None = None) -> None:
+        if not dsk:
+            return
+        needed = set().union(*(t.dependencies for t in dsk.values())) - dsk.keys()
+        graph: dict[Any, Any] = {k: DataNode(k, self.values[k]) for k in needed}
+        graph.update(dsk)
+        keys = list(dsk)
+        check = self.engine.check if self.engine is not None else (lambda: None)
+
+        def pretask(key: Any, dsk: Any, state: Any) -> None:
+            check()
+
+        self.values.update(zip(keys, dask.get(graph, keys, callbacks=[(None, None, pretask,
+                                                                         None, None)])))
+
+    def wait_lengths(self, keys: list[Any]) -> dict[Any, tuple[int, str]]:
+        return {k: self.values[k] for k in keys}
+
+    def wait_all(self) -> None:
+        pass
 
     def scatter(self, objects: list[Any], broadcast: bool) -> list[Any]:
         return []  # in process, nothing to move
-
-    def pop_states(self, run_id: str) -> dict[Any, State]:
-        return pop_run_states(run_id)
 
     def gather(self, keys: list[Any]) -> dict[Any, State]:
         return {k: self.values[k] for k in keys if k in self.values}
@@ -92,12 +112,22 @@ class DistributedBackend:
     """Runs stages on a ``distributed.Client``."""
 
     def __init__(self, client: Any) -> None:
+        from daskflow.states import register_serialization
+
+        register_serialization()
         self.client = client
+        self.owner = client.id
+        self.address = client.scheduler.address
         self.futures: dict[Any, Any] = {}
         self.scattered: list[Any] = []
         self.sinks: set[Any] = set()
+        self.lost = False  # the scheduler is gone: talk to it no more
         self.description = _describe_client(client)
-        _subscribe_logs(client)
+        self.engine: Engine | None = None
+        self.timeout = config.seconds_setting("run.scheduler-timeout")
+        self._last_answer = time.monotonic()
+        self._ping: Any = None
+        events.attach(client)
 
     def scatter(self, objects: list[Any], broadcast: bool) -> list[Any]:
         """Scatter objects once for this run; their keys stay held until release()."""
@@ -119,40 +149,78 @@ class DistributedBackend:
                 from daskflow.taskrun import ResourcesByKey
 
                 annotation = ResourcesByKey({k: resources[k] for k in dsk if k in resources})
-            self.futures.update(zip(new, self.client.get(dsk, new, sync=False,
-                                                         resources=annotation)))
+            try:
+                futures = self.client.get(dsk, new, sync=False, resources=annotation)
+            except (TypeError, pickle.PicklingError, AttributeError) as err:
+                raise _unpicklable_argument(dsk, err) from err
+            self.futures.update(zip(new, futures))
         for key in [k for k in self.futures if k not in want]:
             self.futures.pop(key).release()
 
-    def wait(self, futures: list[Any], return_when: str = "ALL_COMPLETED") -> Any:
-        """``distributed.wait`` through this backend's client, not the default one."""
-        from distributed.client import _wait
-
-        return self.client.sync(_wait, futures, timeout=None, return_when=return_when)
-
-    def run_stages(self, compiler: Compiler, keep: Any) -> None:
-        dsk = compiler.stage()
-        self.submit(dsk, keep(), compiler.resources)
-        pending = {k: self.futures[k] for k in compiler.length_keys if k in dsk}
-        while pending:
-            done, _ = self.wait(list(pending.values()), return_when="FIRST_COMPLETED")
-            for fut in done:
-                pending.pop(fut.key)
+    def wait_lengths(self, keys: list[Any]) -> dict[Any, tuple[int, str]]:
+        futures = [self.futures[k] for k in keys]
+        self._wait(futures, "FIRST_COMPLETED")
+        out = {}
+        for fut in futures:
+            if fut.done():
                 self.sinks.discard(fut.key)
-                compiler.set_length(fut.key, _length_result(fut))
-            dsk = compiler.stage()
-            self.submit(dsk, keep() | set(pending), compiler.resources)
-            pending.update({k: self.futures[k] for k in compiler.length_keys if k in dsk})
-        self.wait(list(self.futures.values()))
+                out[fut.key] = _length_result(fut)
+        return out
 
-    def pop_states(self, run_id: str) -> dict[Any, State]:
-        merged: dict[Any, State] = {}
-        for states in self.client.run(pop_run_states, run_id).values():
-            for key, state in states.items():
-                old = merged.get(key)
-                if old is None or (state.end or 0) >= (old.end or 0):
-                    merged[key] = state
-        return merged
+    def wait_all(self) -> None:
+        self._wait(list(self.futures.values()), "ALL_COMPLETED")
+
+    def _wait(self, futures: list[Any], return_when: str) -> None:
+        """``distributed.wait`` in slices; between them, check cancel and the scheduler."""
+        from distributed import wait
+
+        pending = [f for f in futures if not f.done()]
+        while pending:
+            if self.engine is not None:
+                self.engine.check()
+            try:
+                with self.client.as_current():
+                    wait(pending, timeout=_slice(len(pending)), return_when=return_when)
+            except (TimeoutError, asyncio.TimeoutError):
+                self.check_scheduler()
+                pending = [f for f in pending if not f.done()]
+                continue
+            break
+        self.check_scheduler(after_wait=True, futures=futures)
+
+    def check_scheduler(self, after_wait: bool = False, futures: list[Any] = ()) -> None:
+        """Raise ClusterError if the scheduler is gone or has stopped answering."""
+        status = self.client.status
+        lost = status != "running" or any(f.status == "cancelled" for f in futures)
+        if lost:
+            self.lost = True
+            raise ClusterError(
+                f"lost the connection to the Dask scheduler at {self.address} while the run "
+                f"was waiting on it (client {status}); the scheduler died or the network "
+                "failed. The run's tasks are gone with it")
+        if after_wait:
+            return
+        now = time.monotonic()
+        ping = self._ping
+        if ping is not None and ping.done():
+            self._ping = None
+            if ping.exception() is None:
+                self._last_answer = now
+            elif isinstance(ping.exception(), OSError):
+                self.lost = True
+                raise ClusterError(f"the Dask scheduler at {self.address} cannot be reached: "
+                                   f"{ping.exception()!r}") from ping.exception()
+        silent = now - self._last_answer
+        if silent > self.timeout:
+            self.lost = True
+            raise ClusterError(
+                f"the Dask scheduler at {self.address} has not answered for {silent:.0f}s "
+                "(it is stopped, hung or overloaded); raise daskflow.run.scheduler-timeout "
+                f"(now {self.timeout:g}s) if it is only slow")
+        if self._ping is None and silent >= min(5.0, self.timeout / 3):
+            self._ping = asyncio.run_coroutine_threadsafe(
+                asyncio.wait_for(self.client.scheduler.identity(), self.timeout),
+                self.client.loop.asyncio_loop)
 
     def gather(self, keys: list[Any]) -> dict[Any, State]:
         futs = {k: self.futures[k] for k in keys if k in self.futures}
@@ -165,15 +233,27 @@ class DistributedBackend:
         """Cancel the run's futures, then end the resources it had set up."""
         from daskflow.resources import finish_run
 
+        if self.lost:
+            return []
         if self.futures:
             self.client.cancel(list(self.futures.values()))
-        return [k for done in self.client.run(finish_run, run_id).values() for k in done]
+        answers = self.client.run(finish_run, run_id, on_error="return")
+        return [k for done in answers.values() if isinstance(done, list) for k in done]
 
     def release(self) -> None:
         for fut in [*self.futures.values(), *self.scattered]:
-            fut.release()
+            with contextlib.suppress(Exception):  # a lost scheduler: nothing to release
+                fut.release()
         self.futures.clear()
         self.scattered = []
+        if self._ping is not None:
+            self._ping.cancel()
+
+
+def _slice(pending: int) -> float:
+    """How long one wait slice lasts: short for few futures, longer for many
+    (each slice re-arms a waiter per future)."""
+    return min(5.0, max(0.5, pending / 4000))
 
 
 def _length_result(fut: Any) -> tuple[int, str]:
@@ -181,6 +261,328 @@ def _length_result(fut: Any) -> tuple[int, str]:
         return fut.result()
     except Exception as err:  # a crashed length task: the map cannot expand
         return -1, f"the length of the mapped result could not be computed: {err!r}"
+
+
+def _unpicklable_argument(dsk: dict[Any, Task], err: BaseException) -> BaseException:
+    """Name the task and argument that made a graph unpicklable (else ``err``)."""
+    import cloudpickle
+
+    from daskflow.specs import Call
+
+    for task in dsk.values():
+        call = next((a for a in getattr(task, "args", ()) if isinstance(a, Call)), None)
+        if call is None:
+            continue
+        for pos, value in [*enumerate(call.args), *call.kwargs.items()]:
+            try:
+                cloudpickle.dumps(value)
+            except Exception as bad:
+                what = f"argument {pos}" if isinstance(pos, int) else f"argument {pos!r}"
+                return FlowDefinitionError(
+                    f"task {call.display_name!r}: {what} (a {type(value).__name__}) cannot be "
+                    f"sent to the workers: {bad}. Create such an object inside the task (or "
+                    "in a resource) and pass something picklable instead")
+    return err
+
+
+# -- the engine ------------------------------------------------------------------
+
+
+class Engine:
+    """One flow run, from its build to its final state."""
+
+    def __init__(self, name: str, params: dict[str, Any], builder: Any, returned: Any,
+                 cluster: Any, scatter: bool = True) -> None:
+        self.name = name
+        self.params = params
+        self.builder = builder
+        self.returned = returned
+        self.cluster = cluster
+        self.scatter = scatter
+        self.run_id = new_token()
+        self.flow_run = FlowRun(name, self.run_id, params)
+        self.compiler: Compiler | None = None
+        self.log = flow_logger(name, self.run_id)
+
+    # -- how it is started ---------------------------------------------------------
+    def run(self) -> FlowRun:
+        """Run in this thread; KeyboardInterrupt and cluster errors propagate."""
+        self.execute()
+        return self.flow_run
+
+    def submit(self) -> FlowRun:
+        """Run in a background thread and return the live FlowRun at once."""
+        thread = threading.Thread(target=self._execute_quietly, daemon=True,
+                                  name=f"daskflow-run-{self.name}-{self.run_id}")
+        self.flow_run._thread = thread
+        thread.start()
+        return self.flow_run
+
+    def _execute_quietly(self) -> None:
+        try:
+            self.execute()
+        except BaseException:  # already recorded on the FlowRun by execute()
+            pass
+
+    def check(self) -> None:
+        """Raise RunCancelled if the run was cancelled (called between waits)."""
+        if self.flow_run._cancel.is_set():
+            raise RunCancelled(f"flow run {self.name!r} ({self.run_id}) was cancelled")
+
+    # -- the run ---------------------------------------------------------------------
+    def execute(self) -> None:
+        setup_logging()
+        monitor = events.monitor(self.run_id)
+        start = now()
+        try:
+            with open_backend(self.cluster) as backend:
+                backend.engine = self
+                self.flow_run.cluster = backend.description
+                try:
+                    self._run_on(backend, monitor, start)
+                finally:
+                    backend.release()
+        except BaseException as err:
+            if not self.flow_run.done():
+                self._crash(err, monitor, start)
+            raise
+        finally:
+            events.forget(self.run_id)
+
+    def _run_on(self, backend: Any, monitor: events.RunMonitor, start: float) -> None:
+        run = self._run_info(backend)
+        compiler = self.compiler = Compiler(self.builder.nodes, run, token=self.run_id)
+        compiler.check_pickle = not isinstance(backend, SyncBackend)
+        self.flow_run._live = lambda: self._labelled(monitor.snapshot(), pending=True)
+        self.flow_run.state = State(StateType.RUNNING, start=start)
+        self.log.info("run %s started on %s (%d nodes)", self.run_id, backend.description,
+                      len(self.builder.nodes))
+        try:
+            if self.scatter:
+                self._scatter(backend)
+            self._stages(backend, run)
+        except BaseException as err:
+            self._interrupted(backend, err, monitor, start)
+            if isinstance(err, RunCancelled):
+                return
+            raise
+        returned_keys = [k for n in _returned_nodes(self.returned)
+                         for k in as_keys(compiler.keys.get(n.index))]
+        gathered = backend.gather(returned_keys)
+        self._assemble(monitor.snapshot(), gathered, backend.errors(), start)
+
+    def _run_info(self, backend: Any) -> RunInfo:
+        params = _context_parameters(self.params)
+        if backend.owner is None or len(pickle.dumps(params)) <= INLINE_PARAMETERS:
+            return RunInfo(self.name, self.run_id, backend.owner, params)
+        self._params = (f"params-{self.name}-{self.run_id}", params)
+        return RunInfo(self.name, self.run_id, backend.owner, None, self._params[0])
+
+    def _stages(self, backend: Any, run: RunInfo) -> None:
+        """The stage loop, shared by both backends."""
+        compiler = self.compiler
+        assert compiler is not None
+        returned_nodes = _returned_nodes(self.returned)
+        held: set[Any] = set()
+        dsk: dict[Any, Any] = {}
+        if run.params_key is not None:
+            dsk[run.params_key] = DataNode(run.params_key, self._params[1])
+            held.add(run.params_key)
+
+        def keep() -> set[Any]:
+            kept = compiler.needed_later() | held
+            for node in returned_nodes:
+                kept.update(as_keys(compiler.keys.get(node.index)))
+            return kept
+
+        dsk.update(compiler.stage())
+        backend.submit(dsk, keep(), compiler.resources)
+        pending = [k for k in compiler.length_keys if k in dsk]
+        while pending:
+            for key, length in backend.wait_lengths(pending).items():
+                compiler.set_length(key, length)
+                pending.remove(key)
+            dsk = compiler.stage()
+            backend.submit(dsk, keep() | set(pending), compiler.resources)
+            pending += [k for k in compiler.length_keys if k in dsk]
+        backend.wait_all()
+
+    def _scatter(self, backend: Any) -> None:
+        """Scatter the large constants of the build and point the compiler at their keys."""
+        from daskflow import scatter
+
+        found = scatter.plan(self.builder.nodes, config.bytes_setting("scatter.threshold"))
+        if not found:
+            return
+        keys = backend.scatter(found.objects, bool(config.get("scatter.broadcast")))
+        if keys:
+            assert self.compiler is not None
+            self.compiler.scattered = found.keys_by_id(keys)
+            self.log.debug("scattered %s", found.describe())
+
+    def _interrupted(self, backend: Any, err: BaseException, monitor: events.RunMonitor,
+                     start: float) -> None:
+        """Cancel what runs, end the resources the run set up, record the end."""
+        ended: list[str] = []
+        try:
+            ended = backend.cancel(self.run_id)
+        except Exception as cleanup_error:  # never hide the real error behind this one
+            self.log.warning("could not cancel run %s cleanly: %r", self.run_id, cleanup_error)
+        if isinstance(err, RunCancelled):
+            what, state_type = "cancelled", StateType.CANCELLED
+        elif isinstance(err, ClusterError):
+            what, state_type = "lost its scheduler", StateType.CRASHED
+        else:
+            what, state_type = "interrupted", StateType.CANCELLED
+        self.log.warning("run %s %s; its tasks were cancelled and %d open resource(s) "
+                         "cleaned up", self.run_id, what, len(ended))
+        self._end_without_value(state_type, err, monitor, start)
+
+    def _crash(self, err: BaseException, monitor: events.RunMonitor, start: float) -> None:
+        self._end_without_value(StateType.CRASHED, err, monitor, start)
+
+    def _end_without_value(self, state_type: StateType, err: BaseException,
+                           monitor: events.RunMonitor, start: float) -> None:
+        final = State(state_type, message=f"{type(err).__name__}: {err}", exception=err,
+                      start=start)
+        states = self._labelled(monitor.snapshot(), pending=True, cancelled=True)
+        error = err if isinstance(err, Exception) else FlowRunError(final.message)
+        self.flow_run._finish(final, states, None, error)
+
+    def _labelled(self, raw: dict[Any, State], pending: bool = False,
+                  cancelled: bool = False) -> dict[str, State]:
+        """States by task run name; tasks without one are Pending (or Cancelled)."""
+        compiler = self.compiler
+        if compiler is None:
+            return {}
+        out: dict[str, State] = {}
+        for key in list(compiler.state_keys):
+            label = _label(compiler, key)
+            state = raw.get(key)
+            if state is None:
+                if not pending:
+                    continue
+                state = State(StateType.CANCELLED if cancelled else StateType.PENDING)
+            state.task_name = label
+            state.map_index = key[1] if isinstance(key, tuple) else None
+            out[label] = state
+        return out
+
+    def _assemble(self, raw: dict[Any, State], gathered: dict[Any, State],
+                  errors: dict[Any, BaseException], start: float) -> None:
+        compiler = self.compiler
+        assert compiler is not None
+        gathered = {k: s for k, s in gathered.items() if isinstance(s, State)}
+        for key, state in gathered.items():  # a returned result that could not travel
+            if state.is_failed() and not (raw.get(key) and raw[key].is_failed()):
+                raw[key] = state.summary()
+        crash = next(iter(errors.values()), None)
+        states = self._labelled(raw)
+        missing: list[State] = []
+        for key in compiler.state_keys:
+            label = _label(compiler, key)
+            if label not in states:
+                state = State(StateType.CRASHED, task_name=label, exception=crash,
+                              map_index=key[1] if isinstance(key, tuple) else None,
+                              message=f"no state was recorded: {crash!r}" if crash else
+                              "no state was recorded (the worker running it was lost)")
+                missing.append(state)
+                states[label] = state
+        returned_nodes = _returned_nodes(self.returned)
+        reference = [states[_label(compiler, k)]
+                     for n in _reference_nodes(self.builder.nodes, returned_nodes)
+                     for k in as_keys(compiler.keys.get(n.index))]
+        final = flow_state(reference, missing, list(states.values()))
+        final.start = start
+        final.end = now()
+        value, error = None, None
+        if final.is_completed():
+            value = _substitute(self.returned, compiler, gathered)
+        else:
+            error = final.exception
+            if error is None:
+                error = FlowRunError(f"flow run {self.name!r} {final.name}: {final.message}")
+        self.flow_run._finish(final, states, value, error)
+        self.log.info("%s", self.flow_run.summary().splitlines()[0])
+
+
+def _label(compiler: Compiler, key: Any) -> str:
+    if isinstance(key, tuple):
+        return f"{compiler.name_of(key[0])}[{key[1]}]"
+    return compiler.name_of(key)
+
+
+def _returned_nodes(returned: Any) -> list[Any]:
+    from daskflow.build import Ref
+
+    found: dict[int, Any] = {}
+
+    def walk(v: Any) -> None:
+        if isinstance(v, Ref):
+            found[v.node.index] = v.node
+        elif isinstance(v, (list, tuple, set, frozenset)):
+            for x in v:
+                walk(x)
+        elif isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+
+    walk(returned)
+    return list(found.values())
+
+
+def _reference_nodes(nodes: list[Any], returned: list[Any]) -> list[Any]:
+    """The nodes whose states decide the flow's state.
+
+    The returned nodes if the flow returns refs; otherwise the terminal task
+    nodes, where a terminal ``always_run`` task (a cleanup step) also brings
+    in its upstream nodes, so that a cleanup that ran does not hide a failure.
+    Resource cleanups always count: a resource that failed to end fails the run.
+    """
+    from daskflow import signals
+
+    cleanups = [n for n in nodes if n.kind == "cleanup"]
+    if returned:
+        return returned + cleanups
+    stack = [n for n in nodes if n.downstream == 0 and n.kind in ("task", "cleanup")]
+    seen: dict[int, Any] = {}
+    while stack:
+        node = stack.pop()
+        if node.index in seen:
+            continue
+        seen[node.index] = node
+        if node.task.trigger is signals.all_finished:
+            stack.extend(node.upstream + node.wait_for)
+    return sorted(seen.values(), key=lambda n: n.index)
+
+
+def _substitute(value: Any, compiler: Compiler, gathered: dict[Any, State]) -> Any:
+    from daskflow.build import Ref
+
+    if isinstance(value, Ref):
+        keys = compiler.keys[value.node.index]
+        if isinstance(keys, list):
+            return [gathered[k].result() for k in keys]
+        return gathered[keys].result()
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return type(value)(_substitute(v, compiler, gathered) for v in value)
+    if isinstance(value, dict):
+        return {k: _substitute(v, compiler, gathered) for k, v in value.items()}
+    return value
+
+
+def _context_parameters(params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters tasks see in ``df.context().parameters``; larger than
+    ``daskflow.context.max-parameter-size``, a placeholder naming the size."""
+    from dask.sizeof import sizeof
+    from dask.utils import format_bytes
+
+    limit = config.bytes_setting("context.max-parameter-size")
+    out: dict[str, Any] = {}
+    for k, v in params.items():
+        size = sizeof(v)
+        out[k] = v if size <= limit else f"<{type(v).__name__} of {format_bytes(size)}, not shipped>"
+    return out
 
 
 # -- cluster= ------------------------------------------------------------------
@@ -222,29 +624,47 @@ def open_backend(cluster: Any) -> Iterator[Any]:
     if isinstance(cluster, Client):
         yield DistributedBackend(cluster)
     elif isinstance(cluster, Cluster):
-        with Client(cluster, set_as_default=False) as client:
-            yield DistributedBackend(client)
+        with Client(cluster, set_as_default=False) as client, _owned(client) as backend:
+            yield backend
     elif hasattr(cluster, "__daskflow_open__"):
-        with cluster.__daskflow_open__() as client:
-            yield DistributedBackend(client)
+        # A spec describes a cluster; each run opens one of its own, so a spec
+        # (a flow's default, or one reused by the user) serves any number of runs.
+        with _fresh(cluster).__daskflow_open__() as client, _owned(client) as backend:
+            yield backend
     elif isinstance(cluster, str):
         if not _looks_like_address(cluster):
             from daskflow.clusters import from_profile
 
-            with from_profile(cluster).__daskflow_open__() as client:
-                yield DistributedBackend(client)
+            spec = from_profile(cluster)
         else:
             from daskflow.clusters import Address
 
-            with Address(cluster) as client:
-                yield DistributedBackend(client)
+            spec = Address(cluster)
+        with spec.__daskflow_open__() as client, _owned(client) as backend:
+            yield backend
     else:
         client = _default_client()
         if client is not None:
             yield DistributedBackend(client)
         else:
-            with _temporary_local_cluster() as client:
-                yield DistributedBackend(client)
+            with _temporary_local_cluster() as client, _owned(client) as backend:
+                yield backend
+
+
+@contextlib.contextmanager
+def _owned(client: Any) -> Iterator[DistributedBackend]:
+    """A backend on a client this run opened: unsubscribed before it closes."""
+    backend = DistributedBackend(client)
+    try:
+        yield backend
+    finally:
+        if not backend.lost:
+            events.detach(client)
+
+
+def _fresh(spec: Any) -> Any:
+    """A NEW copy of a spec (its configuration only), whatever state it is in."""
+    return copy.copy(spec) if hasattr(spec, "__getstate__") else spec
 
 
 def _default_client() -> Any:
@@ -254,25 +674,6 @@ def _default_client() -> Any:
         return default_client()
     except ValueError:
         return None
-
-
-def probe(address: str, timeout: float) -> None:
-    """Fail fast, with the address in the message, if nothing listens there."""
-    import socket
-
-    from distributed.comm import parse_address
-    from distributed.comm.addressing import parse_host_port
-
-    scheme, loc = parse_address(address)
-    if scheme not in ("tcp", "tls"):
-        return
-    host, port = parse_host_port(loc)
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-    except OSError as err:
-        raise ClusterError(
-            f"could not connect to the Dask scheduler at {address!r}: {err}; check that "
-            "it is running and reachable from here") from None
 
 
 @contextlib.contextmanager
@@ -293,20 +694,6 @@ def _describe_client(client: Any) -> str:
 
 
 # -- logs -----------------------------------------------------------------------
-
-_subscribed: weakref.WeakSet = weakref.WeakSet()
-
-
-def _on_log_event(event: tuple[float, dict]) -> None:
-    _, msg = event
-    logging.getLogger("daskflow.task").handle(logging.makeLogRecord(msg))
-
-
-def _subscribe_logs(client: Any) -> None:
-    """Re-emit task log records forwarded by workers on the driver, once per client."""
-    if client not in _subscribed and not getattr(client, "asynchronous", False):
-        client.subscribe_topic(LOG_TOPIC, _on_log_event)
-        _subscribed.add(client)
 
 
 def setup_logging() -> None:

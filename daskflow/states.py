@@ -58,7 +58,7 @@ class State:
     """
 
     __slots__ = ("type", "name", "message", "_result", "exception", "traceback",
-                 "attempts", "start", "end", "task_name", "map_index", "worker")
+                 "attempts", "start", "end", "task_name", "map_index", "worker", "_origin")
 
     def __init__(
         self,
@@ -88,6 +88,7 @@ class State:
         self.task_name = task_name
         self.map_index = map_index
         self.worker = worker
+        self._origin: Any = None  # (RunInfo, key) of the task run, on a worker
 
     # -- predicates -------------------------------------------------------
     def is_completed(self) -> bool:
@@ -178,6 +179,89 @@ def _register_sizeof() -> None:
     def _sizeof_state(state: State) -> int:
         result = state._result
         return 120 + (0 if result is _NO_RESULT else sizeof(result))
+
+
+_serialization_registered = False
+
+
+def register_serialization() -> None:
+    """Teach distributed how to serialize states (once per process).
+
+    Called by the runner before it talks to a cluster and by the task
+    wrapper on a worker, so that ``import daskflow`` does not import
+    distributed.
+
+    Dask serializes a state (to move it between workers, to the client, or
+    to disk) with these, so that a result that cannot be pickled fails its task
+    clearly instead of breaking the transfer (which hangs the flow).
+
+    The result goes through distributed's own ``serialize`` (so numpy and
+    pandas keep their zero-copy paths); the rest of the state is pickled.
+    """
+    global _serialization_registered
+    if _serialization_registered:
+        return
+    _serialization_registered = True
+    from distributed.protocol import dask_deserialize, dask_serialize, deserialize, serialize
+
+    @dask_serialize.register(State)
+    def _serialize_state(state: State) -> tuple[dict, list]:
+        header: dict[str, Any] = {}
+        frames: list = []
+        if state._result is not _NO_RESULT:
+            try:
+                header["result"], frames = serialize(state._result, on_error="raise")
+            except Exception as err:
+                state = _not_serializable(state, err)
+        return header, [_dumps(state.summary()), *frames]
+
+    @dask_deserialize.register(State)
+    def _deserialize_state(header: dict, frames: list) -> State:
+        import pickle
+
+        state = pickle.loads(frames[0])
+        if "result" in header:
+            try:
+                state._result = deserialize(header["result"], frames[1:])
+            except Exception as err:
+                state = _not_serializable(state, err, "unpickled in this process")
+        return state
+
+
+def _dumps(obj: Any) -> bytes:
+    import pickle
+
+    try:
+        return pickle.dumps(obj, protocol=5)
+    except Exception:  # e.g. an exception class defined in a notebook
+        import cloudpickle
+
+        return cloudpickle.dumps(obj, protocol=5)
+
+
+def _not_serializable(state: State, err: BaseException, what: str = "pickled") -> State:
+    """The Failed state that stands for a result that cannot travel; its
+    corrected summary is also sent to the run's driver."""
+    from daskflow.exceptions import UnpicklableResultError
+
+    task = state.task_name or "a task"
+    type_name = type(state._result).__name__ if state._result is not _NO_RESULT else "result"
+    error = UnpicklableResultError(
+        f"the result of task {task!r} (a {type_name}) could not be {what} when Dask had to "
+        f"move it between processes: {type(err).__name__}: {err}. Return something "
+        "picklable, or keep such an object inside one task (or a resource) and return "
+        "what it computes")
+    failed = State(StateType.FAILED, message=str(error), exception=error,
+                   attempts=state.attempts, start=state.start, end=state.end,
+                   task_name=state.task_name, map_index=state.map_index, worker=state.worker)
+    if state._origin is not None:
+        from daskflow import events
+
+        run, key = state._origin
+        worker = events.worker_at(state.worker)
+        if worker is not None:
+            events.emit(worker, run, state_msg=events.encode_state(key, failed))
+    return failed
 
 
 _register_sizeof()

@@ -9,168 +9,29 @@ arguments, runs the attempts (retries with delays, ``retry_on``, ``SKIP``,
 never tears the Dask graph down, and downstream wrappers decide for
 themselves.
 
-Each finished task also leaves a result-free summary of its state in a
-registry local to its worker process, keyed by run id.  The driver pops a
-run's summaries with one ``Client.run`` call at the end, so reading
-``run.states`` never moves task results.
+Each finished task's result-free summary is sent to the run's driver as it
+ends (:mod:`daskflow.events`), so reading ``run.states`` never moves task
+results and nothing about a run stays in a worker process.
+
+What a task's code raises never escapes the wrapper: ``SystemExit``,
+``KeyboardInterrupt`` and ``GeneratorExit`` end the task Failed like any
+exception (on a worker they would otherwise take the worker process down).
 """
 
 from __future__ import annotations
 
-import collections
 import contextvars
 import ctypes
 import logging
-import pickle
 import threading
 import time
 import traceback
 from typing import Any
 
-from daskflow import signals
-from daskflow.exceptions import MissingContextError, TaskTimeoutError
+from daskflow import events, signals, states
+from daskflow.exceptions import MissingContextError, RemoteTaskError, TaskTimeoutError
+from daskflow.specs import Call, DataSlot, Slot, SlotItem, SlotList, run_parameters
 from daskflow.states import _NO_RESULT, State, StateType
-
-# -- what the compiler puts in the graph -------------------------------------
-
-
-class RunInfo:
-    """What every task of one flow run shares."""
-
-    __slots__ = ("flow_name", "run_id", "parameters")
-
-    def __reduce__(self) -> Any:
-        return (RunInfo, (self.flow_name, self.run_id, self.parameters))
-
-    def __init__(self, flow_name: str, run_id: str, parameters: dict[str, Any]) -> None:
-        self.flow_name = flow_name
-        self.run_id = run_id
-        self.parameters = parameters
-
-
-class TaskSpec:
-    """The options of one task, shared by all its Dask tasks in a run."""
-
-    __slots__ = ("task", "fn", "kind", "retries", "retry_delays", "retry_on", "trigger",
-                 "skip_on_upstream_skip", "tags", "timeout", "run")
-
-    def __init__(self, task: Any, kind: str, run: RunInfo) -> None:
-        self.task = task
-        self.fn = task.fn
-        self.kind = kind
-        self.retries = task.retries
-        self.retry_delays = task.retry_delays
-        self.retry_on = task.retry_on
-        self.trigger = task.trigger
-        self.skip_on_upstream_skip = task.skip_on_upstream_skip
-        self.tags = task.tags
-        self.timeout = task.timeout
-        self.run = run
-
-    def __reduce__(self) -> Any:
-        return (_load_spec, (_spec_blob(self),))
-
-
-_spec_cache: dict[bytes, TaskSpec] = {}
-_blobs: dict[int, tuple[TaskSpec, bytes]] = {}
-
-
-def _spec_blob(spec: TaskSpec) -> bytes:
-    """The spec pickled once (cloudpickle, so local functions work too)."""
-    cached = _blobs.get(id(spec))
-    if cached is not None and cached[0] is spec:
-        return cached[1]
-    import cloudpickle
-
-    blob = cloudpickle.dumps((spec.task, spec.kind, spec.run), protocol=5)
-    if len(_blobs) > 4096:
-        _blobs.clear()
-    _blobs[id(spec)] = (spec, blob)
-    return blob
-
-
-def _load_spec(blob: bytes) -> TaskSpec:
-    """Unpickle a spec once per process: every task of a node ships the same bytes."""
-    spec = _spec_cache.get(blob)
-    if spec is None:
-        import pickle
-
-        if len(_spec_cache) > 4096:
-            _spec_cache.clear()
-        spec = _spec_cache[blob] = TaskSpec(*pickle.loads(blob))
-    return spec
-
-
-class Call:
-    """One Dask task: its spec, node name, key, map index and argument template."""
-
-    __slots__ = ("spec", "name", "key", "index", "args", "kwargs", "subst", "allowed", "ndata")
-
-    def __init__(self, spec: TaskSpec, name: str, key: Any, index: int | None, args: tuple,
-                 kwargs: dict, subst: bool, allowed: frozenset[int], ndata: int = 0) -> None:
-        self.spec = spec
-        self.name = name
-        self.key = key
-        self.index = index
-        self.args = args
-        self.kwargs = kwargs
-        self.subst = subst
-        self.allowed = allowed
-        self.ndata = ndata  # the last `ndata` inputs are scattered data, not states
-
-    def __reduce__(self) -> Any:
-        return (Call, (self.spec, self.name, self.key, self.index, self.args, self.kwargs,
-                       self.subst, self.allowed, self.ndata))
-
-    def __dask_tokenize__(self) -> Any:
-        # Keys are unique per run and per task, so they identify a call; this
-        # spares Client.get from tokenizing every call by pickling it.
-        return ("daskflow.Call", self.key)
-
-    @property
-    def display_name(self) -> str:
-        name = self.name
-        return name if self.index is None else f"{name}[{self.index}]"
-
-
-class Slot:
-    """Placeholder for the value of upstream state number ``i``."""
-
-    __slots__ = ("i",)
-
-    def __init__(self, i: int) -> None:
-        self.i = i
-
-    def __repr__(self) -> str:
-        return f"Slot({self.i})"
-
-
-class SlotItem:
-    """Placeholder for element ``j`` of the value of upstream state ``i``."""
-
-    __slots__ = ("i", "j")
-
-    def __init__(self, i: int, j: int) -> None:
-        self.i, self.j = i, j
-
-
-class DataSlot:
-    """Placeholder for scattered data input number ``j`` (a value, not a state)."""
-
-    __slots__ = ("j",)
-
-    def __init__(self, j: int) -> None:
-        self.j = j
-
-
-class SlotList:
-    """Placeholder for the list of values of a whole map."""
-
-    __slots__ = ("items",)
-
-    def __init__(self, items: tuple) -> None:
-        self.items = items
-
 
 def _value(state: State) -> Any:
     if state.type is StateType.COMPLETED or state.type is StateType.SKIPPED:
@@ -213,7 +74,8 @@ class TaskRunContext:
     map_index = property(lambda self: self._call.index, doc="Index in a map, else None.")
     flow_name = property(lambda self: self._call.spec.run.flow_name)
     flow_run_id = property(lambda self: self._call.spec.run.run_id)
-    parameters = property(lambda self: dict(self._call.spec.run.parameters))
+    parameters = property(lambda self: run_parameters(self._call.spec.run),
+                          doc="The flow run's parameters.")
     tags = property(lambda self: self._call.spec.tags)
     key = property(lambda self: self._call.key, doc="The Dask key of this task.")
 
@@ -243,24 +105,24 @@ def context() -> TaskRunContext:
 
 # -- logging ---------------------------------------------------------------------
 
-LOG_TOPIC = "daskflow-log"
 _log_lock = threading.Lock()
 
 
 class _ForwardHandler(logging.Handler):
-    """Sends a worker's task log records to the driver as Dask events."""
+    """Sends a worker's task log records to the run's driver (and only there)."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             worker = _current_worker()
-            if worker is None:  # a thread of the worker process outside a task
+            ctx = _context.get()
+            if worker is None or ctx is None:  # outside a task
                 return
             msg = {k: v for k, v in record.__dict__.items()
                    if isinstance(v, (str, int, float, bool, type(None)))}
             msg["msg"] = record.getMessage()
             msg["args"] = None
             msg["name"] = "daskflow.task"
-            worker.log_event(LOG_TOPIC, msg)
+            events.emit(worker, ctx._call.spec.run, log_msg=msg)
         except Exception:  # pragma: no cover - logging must never break a task
             self.handleError(record)
 
@@ -314,50 +176,23 @@ def _current_worker() -> Any:
         return None
 
 
-# -- the per-process registry of finished states -----------------------------
-
-_states: dict[str, dict[Any, State]] = {}
-_collected: collections.deque[str] = collections.deque(maxlen=1024)  # runs already popped
-_touched: dict[str, float] = {}  # run id -> when one of its tasks last finished here
-
-
-def _forget_abandoned(now: float) -> None:
-    """Drop the states of runs with no activity here for ``daskflow.run.state-ttl``:
-    their driver died before collecting them."""
-    from daskflow import config
-
-    ttl = config.seconds_setting("run.state-ttl")
-    for run_id, last in list(_touched.items()):
-        if now - last > ttl:
-            _states.pop(run_id, None)
-            _touched.pop(run_id, None)
-
-
-def pop_run_states(run_id: str) -> dict[Any, State]:
-    """Take the state summaries this process holds for a run (for Client.run).
-
-    A task of an interrupted run may still finish afterwards; it must not
-    leave a state behind for a run nobody will collect again.
-    """
-    _collected.append(run_id)
-    _touched.pop(run_id, None)
-    return _states.pop(run_id, {})
+# -- where a finished state goes ----------------------------------------------------
 
 
 def _finish(call: Call, state: State) -> State:
+    """Label a final state and send its summary to the run's driver."""
     state.task_name = call.display_name
     state.map_index = call.index
+    run = call.spec.run
     worker = _current_worker()
-    if worker is not None:
-        state.worker = worker.address
-    run_states = _states.get(call.spec.run.run_id)
-    if run_states is None:
-        if call.spec.run.run_id in _collected:
-            return state
-        _forget_abandoned(time.time())
-        run_states = _states.setdefault(call.spec.run.run_id, {})
-    run_states[call.key] = state.summary()
-    _touched[call.spec.run.run_id] = state.end or 0.0
+    if worker is None:
+        events.local_state(run.run_id, call.key, state.summary())
+        return state
+    state.worker = worker.address
+    state._origin = (run, call.key)
+    if not states._serialization_registered:
+        states.register_serialization()
+    events.emit(worker, run, state_msg=events.encode_state(call.key, state))
     return state
 
 
@@ -405,11 +240,21 @@ def run_task(call: Call, *upstream: State) -> State:
             decided.start = start
             return _finish(call, decided)
     if call.subst:
-        args = _subst(call.args, upstream, data)
-        kwargs = _subst(call.kwargs, upstream, data)
+        try:
+            args = _subst(call.args, upstream, data)
+            kwargs = _subst(call.kwargs, upstream, data)
+        except Exception as err:  # e.g. element i of an upstream result that has no [i]
+            return _finish(call, _failed(err, 0, start, f"could not build the arguments of "
+                                         f"{call.display_name!r}: {type(err).__name__}: {err}"))
     else:
         args, kwargs = call.args, call.kwargs
     return _finish(call, _attempts(call, args, kwargs, start))
+
+
+# Raised by a task's code, these must not reach Dask: a worker thread that
+# raises them takes its worker process down (and Dask retries the task on
+# the next worker, until KilledWorker).
+_PROCESS_EXITS = (SystemExit, KeyboardInterrupt, GeneratorExit)
 
 
 def _attempts(call: Call, args: tuple, kwargs: dict, start: float) -> State:
@@ -429,6 +274,12 @@ def _attempts(call: Call, args: tuple, kwargs: dict, start: float) -> State:
                          attempts=attempt, start=start)
         except signals.FAIL as sig:
             return _failed(sig, attempt, start, sig.message or "FAIL signal raised")
+        except _PROCESS_EXITS as err:
+            if isinstance(err, KeyboardInterrupt) and _current_worker() is None:
+                raise  # in process this is the user's Ctrl-C: it interrupts the run
+            return _failed(err, attempt, start,
+                           f"the task raised {type(err).__name__}({_args(err)}); it ends the "
+                           "task, never the worker process")
         except Exception as err:
             retryable = spec.retry_on is None or isinstance(err, spec.retry_on)
             if attempt > spec.retries or not retryable:
@@ -441,13 +292,17 @@ def _attempts(call: Call, args: tuple, kwargs: dict, start: float) -> State:
 
 
 def _failed(err: BaseException, attempt: int, start: float, message: str) -> State:
+    """A Failed state whose exception can travel: one that does not survive
+    pickling and unpickling is replaced by a RemoteTaskError describing it."""
     tb = "".join(traceback.format_exception(type(err), err, err.__traceback__))
-    try:
-        pickle.dumps(err)
-    except Exception:
-        err = RuntimeError(f"{type(err).__name__}: {err} (the exception could not be pickled)")
+    if _current_worker() is not None and events.dump_exception(err) is None:
+        err = RemoteTaskError(type(err).__name__, str(err), tb)
     return State(StateType.FAILED, message=message, exception=err, traceback=tb,
                  attempts=attempt, start=start)
+
+
+def _args(err: BaseException) -> str:
+    return ", ".join(map(repr, err.args))
 
 
 def _log_retry(call: Call, attempt: int, err: BaseException, delay: float) -> None:

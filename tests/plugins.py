@@ -35,7 +35,7 @@ def scheduler_keys(dask_scheduler):
 
 
 def worker_keys(dask_worker):
-    from daskflow import taskrun
+    from daskflow import events, specs
 
-    return {"data": len(dask_worker.data), "states": sum(map(len, taskrun._states.values())),
-            "left": {run: [str(k) for k in keys][:3] for run, keys in taskrun._states.items()}}
+    return {"data": len(dask_worker.data), "specs": len(specs._spec_cache.entries),
+            "pending": sum(map(len, events._pending.values()))}

@@ -21,7 +21,8 @@ def test_all_is_sorted_and_complete():
         assert hasattr(df, name), name
     public = {n for n in dir(df) if not n.startswith("_")} - {
         "build", "config", "exceptions", "flow", "flowrun", "graph", "resources", "runner",
-        "signals", "states", "task", "taskrun", "visualize", "annotations", "cli", "scatter"}
+        "signals", "states", "task", "taskrun", "visualize", "annotations", "cli", "scatter",
+        "events", "specs", "scheduler_plugin"}
     assert public <= set(df.__all__) | {"flow", "task"}
 
 

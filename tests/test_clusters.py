@@ -60,7 +60,9 @@ def test_local_as_context_manager(cleanup):
 def test_local_as_cluster_value(cleanup):
     spec = df.clusters.Local(n_workers=1, threads_per_worker=1)
     assert small(2, cluster=spec) == 3
-    assert spec.state is df.clusters.Lifecycle.CLOSED
+    assert small(3, cluster=spec) == 4  # each run opens (and closes) a cluster of its own
+    assert spec.state is df.clusters.Lifecycle.NEW  # the spec only describes it
+    assert records.all() == []
 
 
 def test_flow_default_cluster_spec(cleanup):
@@ -69,6 +71,7 @@ def test_flow_default_cluster_spec(cleanup):
         return add(1, 1)
 
     assert pinned() == 2
+    assert pinned() == 2  # a spec given as a flow default serves every run
 
 
 @df.task

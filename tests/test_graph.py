@@ -9,7 +9,7 @@ from dask.utils import key_split
 
 from daskflow.build import Builder
 from daskflow.graph import Compiler
-from daskflow.taskrun import RunInfo
+from daskflow.specs import RunInfo
 
 
 def compile_body(body):

@@ -294,20 +294,3 @@ def test_a_task_the_workers_cannot_load_crashes_the_run_with_its_error(client):
             run.result()
     finally:
         del sys.modules["only_in_the_driver"]
-
-
-def test_states_of_an_abandoned_run_are_dropped_after_the_ttl():
-    from daskflow import taskrun
-    from daskflow.states import State, StateType
-
-    taskrun._states["abandoned"] = {"k": State(StateType.COMPLETED)}
-    taskrun._touched["abandoned"] = time.time() - 10
-    with dask.config.set({"daskflow.run.state-ttl": "5s"}):
-        taskrun._forget_abandoned(time.time())
-    assert "abandoned" not in taskrun._states and "abandoned" not in taskrun._touched
-    taskrun._states["recent"] = {"k": State(StateType.COMPLETED)}
-    taskrun._touched["recent"] = time.time()
-    with dask.config.set({"daskflow.run.state-ttl": "5s"}):
-        taskrun._forget_abandoned(time.time())
-    assert "recent" in taskrun._states
-    taskrun.pop_run_states("recent")

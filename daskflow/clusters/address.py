@@ -33,8 +33,6 @@ class Address(ClusterSpec):
     def _create(self) -> tuple[Any, Any]:
         from distributed import Client
 
-        from daskflow.runner import probe
-
         timeout = config.seconds_setting("connect-timeout", self.timeout)
         probe(self.address, timeout)
         try:
@@ -46,3 +44,22 @@ class Address(ClusterSpec):
 
     def describe(self) -> str:
         return f"scheduler at {self.address}"
+
+
+def probe(address: str, timeout: float) -> None:
+    """Fail fast, with the address in the message, if nothing listens there."""
+    import socket
+
+    from distributed.comm import parse_address
+    from distributed.comm.addressing import parse_host_port
+
+    scheme, loc = parse_address(address)
+    if scheme not in ("tcp", "tls"):
+        return
+    host, port = parse_host_port(loc)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as err:
+        raise ClusterError(
+            f"could not connect to the Dask scheduler at {address!r}: {err}; check that "
+            "it is running and reachable from here") from None
