@@ -131,8 +131,13 @@ class DistributedBackend:
 
     def scatter(self, objects: list[Any], broadcast: bool) -> list[Any]:
         """Scatter objects once for this run; their keys stay held until release()."""
-        self.scattered = self.client.scatter(objects, hash=False, broadcast=broadcast)
-        return [f.key for f in self.scattered]
+        futures = self.client.scatter(objects, hash=False, broadcast=broadcast)
+        self.scattered.extend(futures)
+        return [f.key for f in futures]
+
+    def scatter_named(self, key: str, value: Any) -> None:
+        """Put one value in worker memory under ``key``, held until release()."""
+        self.scattered.extend(self.client.scatter({key: value}, hash=False).values())
 
     def submit(self, dsk: dict[Any, Task], keep: set[Any],
                resources: dict[Any, dict[str, float]] | None = None) -> None:
@@ -185,6 +190,9 @@ class DistributedBackend:
                 self.check_scheduler()
                 pending = [f for f in pending if not f.done()]
                 continue
+            except Exception:  # e.g. FuturesCancelledError: the connection was lost
+                self.check_scheduler(after_wait=True, futures=pending)
+                raise
             break
         self.check_scheduler(after_wait=True, futures=futures)
 
@@ -383,19 +391,16 @@ class Engine:
         compiler = self.compiler
         assert compiler is not None
         returned_nodes = _returned_nodes(self.returned)
-        held: set[Any] = set()
-        dsk: dict[Any, Any] = {}
-        if run.params_key is not None:
-            dsk[run.params_key] = DataNode(run.params_key, self._params[1])
-            held.add(run.params_key)
+        if run.params_key is not None:  # in worker memory before any task asks for it
+            backend.scatter_named(run.params_key, self._params[1])
 
         def keep() -> set[Any]:
-            kept = compiler.needed_later() | held
+            kept = compiler.needed_later()
             for node in returned_nodes:
                 kept.update(as_keys(compiler.keys.get(node.index)))
             return kept
 
-        dsk.update(compiler.stage())
+        dsk = compiler.stage()
         backend.submit(dsk, keep(), compiler.resources)
         pending = [k for k in compiler.length_keys if k in dsk]
         while pending:

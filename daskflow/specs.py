@@ -219,13 +219,14 @@ local_parameters: dict[str, dict[str, Any]] = {}  # params key -> parameters, in
 def _fetch_parameters(key: str) -> dict[str, Any]:
     if key in local_parameters:
         return local_parameters[key]
-    from distributed import Future, get_client, get_worker
+    from distributed import get_worker
+    from distributed.utils import sync
 
-    try:
-        data = get_worker().data
-        if key in data:
-            return data[key]
-    except ValueError:
-        pass
-    client = get_client()
-    return client.gather(Future(key, client=client))
+    worker = get_worker()
+    if key in worker.data:
+        return worker.data[key]
+    # One request to the scheduler, which fetches it from the worker holding it.
+    response = sync(worker.loop, worker.scheduler.gather, keys=[key], callback_timeout=60)
+    if response.get("status") != "OK":
+        raise RuntimeError(f"the parameters of this run ({key}) could not be fetched: {response}")
+    return response["data"][key]

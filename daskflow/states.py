@@ -9,6 +9,7 @@ so that reading states never pulls data to the driver.
 from __future__ import annotations
 
 import enum
+import sys
 import time
 from typing import Any
 
@@ -265,3 +266,5 @@ def _not_serializable(state: State, err: BaseException, what: str = "pickled") -
 
 
 _register_sizeof()
+if "distributed" in sys.modules:  # a worker (or a driver already using distributed)
+    register_serialization()
