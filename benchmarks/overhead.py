@@ -1,7 +1,8 @@
 """Per-task overhead: daskflow vs raw Dask futures vs dask.delayed, side by side.
 
 W1: a map of a trivial task over N inputs, then a sum.  W2: a chain of 200
-trivial tasks.  Every system runs in this one process against the same
+trivial tasks.  ONE: a one-task flow against ``client.submit(f).result()``;
+EMPTY: a flow with no task against a no-op ``submit().result()``.  Every system runs in this one process against the same
 LocalCluster (2 workers x 1 thread), started before timing; runs alternate
 between systems so that drift on a noisy machine hits all of them alike.
 Medians, min-max and the ratio to raw futures are printed, then the time to
@@ -24,8 +25,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import workloads  # noqa: E402
 
-CASES = [("w1", 1000, 5), ("w1", 5000, 3), ("w1", 20000, 2), ("w2", 200, 5)]
-QUICK = [("w1", 1000, 3), ("w1", 5000, 2), ("w2", 200, 3)]
+CASES = [("one", 1, 200), ("empty", 1, 200), ("w1", 1000, 5), ("w1", 5000, 3),
+         ("w1", 20000, 3), ("w2", 200, 5)]
+QUICK = [("one", 1, 50), ("empty", 1, 50), ("w1", 1000, 3), ("w1", 5000, 2), ("w2", 200, 3)]
 
 
 def measure(client, cases):
@@ -41,7 +43,7 @@ def measure(client, cases):
                 times[name].append(time.perf_counter() - start)
                 assert value == workloads.EXPECTED[workload](n), (name, value)
         base = statistics.median(times["dask futures"])
-        tasks = n + 1 if workload == "w1" else n
+        tasks = n + 1 if workload == "w1" else max(n, 1)
         for name, ts in times.items():
             med = statistics.median(ts)
             rows.append({"workload": workload, "n": n, "system": name, "median_s": med,
@@ -53,7 +55,7 @@ def measure(client, cases):
 def compile_times():
     """Build and compile 100k-task flows with no cluster."""
     from daskflow.graph import Compiler
-    from daskflow.taskrun import RunInfo
+    from daskflow.specs import RunInfo
 
     out = {}
     for label, flow, n in (("map-reduce 100k", workloads.w1_flow, 100_000),
@@ -63,7 +65,7 @@ def compile_times():
             start = time.perf_counter()
             builder, _ = flow.build(flow.bind(n))
             built = time.perf_counter()
-            dsk = Compiler(builder.nodes, RunInfo(flow.name, "bench", {})).stage()
+            dsk = Compiler(builder.nodes, RunInfo(flow.name, "bench")).stage()
             done = time.perf_counter()
             assert len(dsk) >= n
             best_build = min(best_build, built - start)

@@ -15,6 +15,10 @@ def total(xs):
     return sum(xs)
 
 
+def noop():
+    return None
+
+
 # -- daskflow ----------------------------------------------------------------------
 inc_t = df.task(inc, name="inc")
 total_t = df.task(total, name="total")
@@ -38,6 +42,19 @@ def empty_flow():
     return None
 
 
+@df.flow
+def one_flow():
+    return inc_t(1)
+
+
+def one_daskflow(client, n):
+    return one_flow(cluster=client)
+
+
+def empty_daskflow(client, n):
+    return empty_flow(cluster=client)
+
+
 def w1_daskflow(client, n):
     return w1_flow(n, cluster=client)
 
@@ -47,6 +64,14 @@ def w2_daskflow(client, n):
 
 
 # -- raw Dask futures ----------------------------------------------------------------
+def one_futures(client, n):
+    return client.submit(inc, 1, pure=False).result()
+
+
+def empty_futures(client, n):
+    return client.submit(noop, pure=False).result()
+
+
 def w1_futures(client, n):
     futures = client.map(inc, range(n), pure=False)
     return client.submit(total, futures, pure=False).result()
@@ -60,6 +85,14 @@ def w2_futures(client, n):
 
 
 # -- dask.delayed -------------------------------------------------------------------------
+def one_delayed(client, n):
+    return dask.delayed(inc, pure=False)(1).compute(scheduler=client)
+
+
+def empty_delayed(client, n):
+    return dask.delayed(noop, pure=False)().compute(scheduler=client)
+
+
 def w1_delayed(client, n):
     parts = [dask.delayed(inc, pure=False)(i) for i in range(n)]
     return dask.delayed(total, pure=False)(parts).compute(scheduler=client)
@@ -72,11 +105,15 @@ def w2_delayed(client, n):
     return x.compute(scheduler=client)
 
 
-EXPECTED = {"w1": lambda n: sum(range(1, n + 1)), "w2": lambda n: n}
+EXPECTED = {"w1": lambda n: sum(range(1, n + 1)), "w2": lambda n: n,
+            "one": lambda n: 2, "empty": lambda n: None}
 SYSTEMS = {
-    "daskflow": {"w1": w1_daskflow, "w2": w2_daskflow},
-    "dask futures": {"w1": w1_futures, "w2": w2_futures},
-    "dask.delayed": {"w1": w1_delayed, "w2": w2_delayed},
+    "daskflow": {"w1": w1_daskflow, "w2": w2_daskflow, "one": one_daskflow,
+                 "empty": empty_daskflow},
+    "dask futures": {"w1": w1_futures, "w2": w2_futures, "one": one_futures,
+                     "empty": empty_futures},
+    "dask.delayed": {"w1": w1_delayed, "w2": w2_delayed, "one": one_delayed,
+                     "empty": empty_delayed},
 }
 
 
@@ -110,6 +147,3 @@ def w3_in_graph(client, arr):
 
 W3 = {"dask scatter": w3_scatter, "dask in-graph": w3_in_graph, "daskflow": w3_daskflow}
 
-
-def noop():
-    return None

@@ -1,15 +1,17 @@
 """Task states and log records, streamed from the workers to the run's driver.
 
 When a task run ends on a worker, its result-free state summary is queued in
-that worker process and sent to the scheduler on the worker's next event-loop
-turn, over the worker's own batched stream (``Worker.batched_send``).  The
+that worker process and sent to the scheduler over the worker's own batched
+stream (``Worker.batched_send``), by a worker plugin
+(:class:`daskflow.scheduler_plugin.RunEventsFlush`) as the task leaves
+``executing``: in the same batch as the task's ``task-finished`` message and
+just before it, so it costs no extra round of the stream's batching.  The
 scheduler hands it to :class:`daskflow.scheduler_plugin.RunEvents`, which forwards
 it to the one client that owns the run (``Scheduler.report(..., client=)``),
 as a ``daskflow-run-events`` event of that client.  Log records from
 ``df.get_run_logger()`` take the same path.
 
-Why this order matters: the state is queued *before* the worker learns that
-the task's function returned, so it reaches the scheduler before the
+Why this order matters: the state reaches the scheduler before the
 ``task-finished`` message on the same stream, and reaches the driver before
 the driver can see the task (or anything downstream of it) as done.  When the
 driver's futures are done, every state of the run is already on the driver:
@@ -113,8 +115,17 @@ _pending_lock = threading.Lock()
 _workers: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
 
 
-def emit(worker: Any, run: Any, state_msg: dict | None = None, log_msg: dict | None = None) -> None:
-    """Queue a state or a log record of ``run`` for the scheduler (any thread)."""
+_flush_on_transition: weakref.WeakSet = weakref.WeakSet()  # workers with RunEventsFlush
+
+
+def emit(worker: Any, run: Any, state_msg: dict | None = None, log_msg: dict | None = None,
+         at_transition: bool = False) -> None:
+    """Queue a state or a log record of ``run`` for the scheduler (any thread).
+
+    A task's own final state (``at_transition``) is sent by the worker plugin
+    in the same batch as the task's ``task-finished`` message, right before
+    it; anything else on the worker's next event-loop turn.
+    """
     item = (run.owner, run.run_id, state_msg, log_msg)
     with _pending_lock:
         queue = _pending.get(worker)
@@ -123,7 +134,14 @@ def emit(worker: Any, run: Any, state_msg: dict | None = None, log_msg: dict | N
             return
         _pending[worker] = [item]
         _workers[worker.address] = worker
-    worker.loop.add_callback(_flush, worker)
+    if not (at_transition and worker in _flush_on_transition):
+        worker.loop.add_callback(_flush, worker)
+
+
+def flush(worker: Any) -> None:
+    """Send what is queued (in the worker's event-loop thread)."""
+    if worker in _pending:
+        _flush(worker)
 
 
 def worker_at(address: str | None) -> Any:
@@ -215,10 +233,11 @@ def attach(client: Any) -> None:
     with _attach_lock:
         if client in _attached:
             return
-        from daskflow.scheduler_plugin import RunEvents
+        from daskflow.scheduler_plugin import RunEvents, RunEventsFlush
 
         try:
             client.register_plugin(RunEvents(), name=RunEvents.name)
+            client.register_plugin(RunEventsFlush(), name=RunEventsFlush.name)
         except Exception as err:
             raise ClusterError(
                 f"could not install daskflow's plugin on the scheduler at "

@@ -35,6 +35,7 @@ import pickle
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -691,11 +692,19 @@ def _temporary_local_cluster() -> Iterator[Any]:
         yield client
 
 
+_descriptions: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
 def _describe_client(client: Any) -> str:
-    cluster = getattr(client, "cluster", None)
-    name = type(cluster).__name__ if cluster is not None else "scheduler"
-    link = getattr(client, "dashboard_link", None)
-    return f"{name} at {client.scheduler.address}" + (f" (dashboard {link})" if link else "")
+    """'<cluster class> at <address> (dashboard <link>)', once per client."""
+    text = _descriptions.get(client)
+    if text is None:
+        cluster = getattr(client, "cluster", None)
+        name = type(cluster).__name__ if cluster is not None else "scheduler"
+        link = getattr(client, "dashboard_link", None)
+        text = f"{name} at {client.scheduler.address}" + (f" (dashboard {link})" if link else "")
+        _descriptions[client] = text
+    return text
 
 
 # -- logs -----------------------------------------------------------------------

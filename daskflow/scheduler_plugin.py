@@ -1,12 +1,15 @@
-"""The scheduler side of :mod:`daskflow.events` (imported on the scheduler)."""
+"""The cluster side of :mod:`daskflow.events`: a scheduler plugin that
+forwards each run's events to its driver, and a worker plugin that sends a
+task's state in the same batch as the task's ``task-finished`` message."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from distributed.diagnostics.plugin import SchedulerPlugin
+from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 
+from daskflow import events
 from daskflow.events import OP, TOPIC
 
 
@@ -45,3 +48,29 @@ def _add_stream_handler(scheduler: Any, op: str, handler: Any) -> None:
     """Register a handler for a worker stream message (as distributed's own
     scheduler extensions do); tested in test_runstate so an upstream change fails loudly."""
     scheduler.stream_handlers[op] = handler
+
+
+class RunEventsFlush(WorkerPlugin):
+    """Worker plugin: flush a finished task's state as the task leaves
+    ``executing``.
+
+    ``WorkerPlugin.transition`` runs before the worker sends the messages of
+    that transition, so the state goes out in the same batch as
+    ``task-finished`` and just before it (sent on its own, it would hold the
+    ``task-finished`` back by the stream's 2 ms batching interval).
+    """
+
+    name = "daskflow-run-events-flush"
+    idempotent = True
+
+    def setup(self, worker: Any) -> None:
+        self.worker = worker
+        events._flush_on_transition.add(worker)
+
+    def teardown(self, worker: Any) -> None:
+        events._flush_on_transition.discard(worker)
+        events.flush(worker)
+
+    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
+        if start in ("executing", "long-running"):
+            events.flush(self.worker)

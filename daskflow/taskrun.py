@@ -192,7 +192,7 @@ def _finish(call: Call, state: State) -> State:
     state._origin = (run, call.key)
     if not states._serialization_registered:
         states.register_serialization()
-    events.emit(worker, run, state_msg=events.encode_state(call.key, state))
+    events.emit(worker, run, state_msg=events.encode_state(call.key, state), at_transition=True)
     return state
 
 
