@@ -33,8 +33,8 @@ def _alive(pid: int | None) -> bool:
 
 
 def _reachable(address: str) -> bool:
-    from daskflow.exceptions import ClusterError
     from daskflow.clusters.address import probe
+    from daskflow.exceptions import ClusterError
 
     try:
         probe(address, 2.0)

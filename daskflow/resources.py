@@ -26,9 +26,9 @@ from typing import Any
 
 from daskflow.build import Ref, current_builder
 from daskflow.exceptions import FlowDefinitionError, ResourceError
+from daskflow.specs import Call
 from daskflow.states import State, StateType
 from daskflow.task import Task
-from daskflow.specs import Call
 from daskflow.taskrun import _current_worker, _finish, context
 
 _open: dict[Any, Callable[[], None]] = {}  # setup key -> finisher, in this process

@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import dask
@@ -197,7 +197,7 @@ class DistributedBackend:
             break
         self.check_scheduler(after_wait=True, futures=futures)
 
-    def check_scheduler(self, after_wait: bool = False, futures: list[Any] = ()) -> None:
+    def check_scheduler(self, after_wait: bool = False, futures: Sequence[Any] = ()) -> None:
         """Raise ClusterError if the scheduler is gone or has stopped answering."""
         status = self.client.status
         lost = status != "running" or any(f.status == "cancelled" for f in futures)

@@ -194,7 +194,7 @@ def run_parameters(run: RunInfo) -> dict[str, Any]:
 
     Inline ones come with the spec; otherwise they are fetched once per
     process from the run's parameters key (which the driver holds while the
-    run lasts), or from the driver's own registry for in-process runs.
+    run lasts); in-process runs always carry them inline.
     """
     if run.parameters is not None:
         return dict(run.parameters)
@@ -213,20 +213,19 @@ def run_parameters(run: RunInfo) -> dict[str, Any]:
 
 _params: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
 _params_lock = threading.Lock()
-local_parameters: dict[str, dict[str, Any]] = {}  # params key -> parameters, in-process runs
 
 
 def _fetch_parameters(key: str) -> dict[str, Any]:
-    if key in local_parameters:
-        return local_parameters[key]
     from distributed import get_worker
     from distributed.utils import sync
 
     worker = get_worker()
     if key in worker.data:
-        return worker.data[key]
+        params: dict[str, Any] = worker.data[key]  # type: ignore[assignment]
+        return params
     # One request to the scheduler, which fetches it from the worker holding it.
     response = sync(worker.loop, worker.scheduler.gather, keys=[key], callback_timeout=60)
     if response.get("status") != "OK":
         raise RuntimeError(f"the parameters of this run ({key}) could not be fetched: {response}")
-    return response["data"][key]
+    params = response["data"][key]
+    return params

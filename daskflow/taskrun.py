@@ -30,8 +30,9 @@ from typing import Any
 
 from daskflow import events, signals, states
 from daskflow.exceptions import MissingContextError, RemoteTaskError, TaskTimeoutError
-from daskflow.specs import Call, DataSlot, Slot, SlotItem, SlotList, run_parameters
+from daskflow.specs import Call, DataSlot, Slot, SlotItem, SlotList, TaskSpec, run_parameters
 from daskflow.states import _NO_RESULT, State, StateType
+
 
 def _value(state: State) -> Any:
     if state.type is StateType.COMPLETED or state.type is StateType.SKIPPED:
@@ -184,8 +185,8 @@ def _finish(call: Call, state: State) -> State:
     state.task_name = call.display_name
     state.map_index = call.index
     run = call.spec.run
-    worker = _current_worker()
-    if worker is None:
+    worker = _current_worker() if run.owner is not None else None
+    if worker is None:  # an in-process run (even one started inside a Dask task)
         events.local_state(run.run_id, call.key, state.summary())
         return state
     state.worker = worker.address

@@ -620,3 +620,17 @@ def test_scheduler_stream_handlers_still_take_plugins(client):
 
     simple(cluster=client)
     assert client.run_on_scheduler(check)
+
+
+@df.task
+def runs_a_flow_in_process(n):
+    return simple(n, cluster="sync")  # a whole flow on "sync" inside a Dask task
+
+
+@df.flow
+def flow_in_a_task():
+    return runs_a_flow_in_process(4)
+
+
+def test_a_sync_flow_inside_a_dask_task_keeps_its_states(client):
+    assert flow_in_a_task(cluster=client) == [0, 1, 4, 9]
