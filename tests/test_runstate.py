@@ -534,24 +534,44 @@ def long_with_resource(where: str):
     return out
 
 
-@pytest.mark.parametrize("on", ["sync", "distributed"])
-def test_cancel_a_submitted_run_ends_its_resources(on, tmp_path, request):
-    cluster = "sync" if on == "sync" else request.getfixturevalue("client")
-    if on == "sync":
-        # in process the gate blocks the run's thread: cancel takes effect between tasks
-        (tmp_path / "go").write_text("")
-    run = long_with_resource.submit(str(tmp_path), cluster=cluster)
-    if on == "distributed":
-        wait_for(lambda: (tmp_path / "gate-worker").exists(), what="gate to start")
-    assert run.cancel(timeout=30) in (True, False)
-    run.wait(30)
-    if on == "distributed":
-        assert run.state.is_cancelled(), run.summary()
-        assert (tmp_path / "cleaned").read_text() == "yes"
-        with pytest.raises(df.FlowRunError, match="cancelled"):
-            run.result()
-        (tmp_path / "go").write_text("")  # let the orphaned gate task end
-    assert run.done()
+def test_cancel_a_submitted_run_ends_its_resources(client, tmp_path):
+    run = long_with_resource.submit(str(tmp_path), cluster=client)
+    wait_for(lambda: (tmp_path / "gate-worker").exists(), what="gate to start")
+    assert run.cancel(timeout=30) is True
+    assert run.done() and run.state.is_cancelled(), run.summary()
+    assert (tmp_path / "cleaned").read_text() == "yes"
+    assert run.states["gate"].is_cancelled()
+    with pytest.raises(df.FlowRunError, match="cancelled"):
+        run.result()
+    assert run.cancel() is False  # already over
+    (tmp_path / "go").write_text("")  # let the orphaned gate task end
+
+
+@df.task
+def step(where):
+    open(os.path.join(where, "started"), "w").close()
+    deadline = time.time() + 60
+    while not os.path.exists(os.path.join(where, "go")) and time.time() < deadline:
+        time.sleep(0.02)
+    return 1
+
+
+@df.flow
+def two_steps(where: str):
+    with marked(where) as w:
+        out = square(step(w))
+    return out
+
+
+def test_cancel_on_sync_takes_effect_before_the_next_task(tmp_path):
+    run = two_steps.submit(str(tmp_path), cluster="sync")
+    wait_for(lambda: (tmp_path / "started").exists(), what="the first step")
+    assert run.cancel(timeout=0.1) is True  # the step in progress cannot be interrupted
+    (tmp_path / "go").write_text("")
+    assert run.wait(30).is_cancelled()
+    assert run.states["step"].is_completed()
+    assert run.states["square"].is_cancelled()  # never started
+    assert (tmp_path / "cleaned").read_text() == "yes"
 
 
 # -- memory stays flat ------------------------------------------------------------------
