@@ -255,8 +255,8 @@ class DistributedBackend:
                 fut.release()
         self.futures.clear()
         self.scattered = []
-        if self._ping is not None:
-            self._ping.cancel()
+        # A ping still under way is left to finish (it is bounded by its own
+        # timeout): cancelling it mid-connect would leak its socket.
 
 
 def _slice(pending: int) -> float:

@@ -406,6 +406,8 @@ def waits(where: str):
 def test_lost_scheduler_is_a_cluster_error_within_the_setting(processes, tmp_path, how):
     scheduler = processes.start_scheduler()
     processes.start_worker("--no-nanny")
+    with Client(processes.address, set_as_default=False) as c:
+        c.wait_for_workers(1, timeout=60)
     with dask.config.set({"daskflow.run.scheduler-timeout": "3s"}):
         thread, box = _run_in_thread(lambda: waits.run(str(tmp_path), cluster=processes.address))
         wait_for(lambda: (tmp_path / "gate-worker").exists(), what="the task to start")
