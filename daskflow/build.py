@@ -62,6 +62,34 @@ class Ref:
     def __reduce__(self):
         raise self._misuse("Pickled")
 
+    # Comparing or formatting a ref would silently give a wrong answer
+    # (`ref == 12` is False, f"{ref}" is "<Ref ...>"): refuse, as `if ref:` does.
+    def __eq__(self, other: Any) -> bool:  # type: ignore[override]
+        raise self._misuse("Compared (==)")
+
+    def __ne__(self, other: Any) -> bool:  # type: ignore[override]
+        raise self._misuse("Compared (!=)")
+
+    def __lt__(self, other: Any) -> bool:
+        raise self._misuse("Compared (<)")
+
+    def __le__(self, other: Any) -> bool:
+        raise self._misuse("Compared (<=)")
+
+    def __gt__(self, other: Any) -> bool:
+        raise self._misuse("Compared (>)")
+
+    def __ge__(self, other: Any) -> bool:
+        raise self._misuse("Compared (>=)")
+
+    __hash__ = object.__hash__
+
+    def __str__(self) -> str:
+        raise self._misuse("Turned into a string (str())")
+
+    def __format__(self, spec: str) -> str:
+        raise self._misuse("Formatted (an f-string or format())")
+
     def __repr__(self) -> str:
         kind = " (map)" if self.node.mapped is not None else ""
         return f"<Ref {self.node.name}{kind}>"
@@ -153,7 +181,8 @@ class Builder:
         self.nodes: list[Node] = []
         self._names: dict[str, int] = {}
         self._prefix: list[str] = []
-        self._blocks: list[list[Node]] = []  # open resource blocks: [setup, members...]
+        self._blocks: list[_Block] = []  # open resource blocks, innermost last
+        self._flows: list[Any] = []  # flows being built, outermost first
 
     # -- activation -------------------------------------------------------
     def __enter__(self) -> Builder:
@@ -199,12 +228,18 @@ class Builder:
             node.args = tuple(_scan(a, found, allowed) for a in args)
             node.kwargs = {k: _scan(v, found, allowed) for k, v in kwargs.items()}
         node.upstream = tuple(found.values())
+        node.wait_for = _wait_nodes(wait_for, node, allowed)
         node.allowed = frozenset(allowed)
-        node.wait_for = _wait_nodes(wait_for, node)
         if self._blocks:
-            node.setups = tuple(block[0] for block in self._blocks)
+            # As in Prefect 1, a task waits for the setup of its resource only
+            # when nothing else in the block comes before it; the others follow
+            # the setup through their upstream tasks, and their triggers see
+            # only those tasks.
+            deps = [d.index for d in node.upstream + node.wait_for]
+            node.setups = tuple(b.setup for b in self._blocks
+                                if not any(i in b.indexes for i in deps))
             for block in self._blocks:
-                block.append(node)
+                block.add(node)
         for dep in node.upstream + node.wait_for:
             dep.downstream += 1
         self.nodes.append(node)
@@ -212,16 +247,45 @@ class Builder:
 
     def open_block(self, setup_ref: Ref) -> None:
         """Start a resource block whose setup node is ``setup_ref``."""
-        self._blocks.append([setup_ref.node])
+        self._blocks.append(_Block(setup_ref.node))
 
     def close_block(self, cleanup_task: Task, setup_ref: Ref) -> Ref:
         """End the innermost resource block with a cleanup node."""
         block = self._blocks.pop()
-        if block[0] is not setup_ref.node:
+        if block.setup is not setup_ref.node:
             raise FlowDefinitionError("resource blocks must be closed in reverse order")
         ref = self.add(cleanup_task, (setup_ref,), {}, kind="cleanup")
-        ref.node.members = tuple(block[1:])
+        ref.node.members = tuple(block.members)
         return ref
+
+    # -- nesting flows ------------------------------------------------------------
+    def enter_flow(self, flow: Any) -> None:
+        """Record that ``flow``'s body is being built; a flow may not call itself."""
+        if any(f is flow for f in self._flows):
+            chain = " -> ".join(f.name for f in [*self._flows, flow])
+            raise FlowDefinitionError(
+                f"flow {flow.name!r} calls itself ({chain}); a flow body is built once, "
+                "before anything runs, so recursion never ends. Loop in the body, or "
+                "map a task over the items instead")
+        self._flows.append(flow)
+
+    def exit_flow(self) -> None:
+        self._flows.pop()
+
+
+class _Block:
+    """An open resource block: its setup node and the nodes created inside it."""
+
+    __slots__ = ("setup", "members", "indexes")
+
+    def __init__(self, setup: Node) -> None:
+        self.setup = setup
+        self.members: list[Node] = []
+        self.indexes: set[int] = set()
+
+    def add(self, node: Node) -> None:
+        self.members.append(node)
+        self.indexes.add(node.index)
 
 
 class _Prefix:
@@ -235,7 +299,9 @@ class _Prefix:
         self.builder._prefix.pop()
 
 
-def _wait_nodes(wait_for: Iterable[Any] | None, node: Node) -> tuple[Node, ...]:
+def _wait_nodes(wait_for: Iterable[Any] | None, node: Node, allowed: set[int]) -> tuple[Node, ...]:
+    """The nodes of ``wait_for=``; ``df.allow_failure(x)`` there lets the task
+    run after ``x`` failed (recorded in ``allowed``)."""
     if wait_for is None:
         return ()
     if isinstance(wait_for, (Ref, allow_failure)):
@@ -244,6 +310,7 @@ def _wait_nodes(wait_for: Iterable[Any] | None, node: Node) -> tuple[Node, ...]:
     for item in wait_for:
         if isinstance(item, allow_failure):
             item = item.ref
+            allowed.add(item.node.index)
         if not isinstance(item, Ref):
             raise FlowDefinitionError(
                 f"wait_for of {node.name!r} takes results of task calls, got {item!r}"
@@ -310,3 +377,38 @@ def _static_length(node: Node) -> int | None:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) < 40 else text[:37] + "..."
+
+
+_PLAIN = (int, float, str, bytes, bool, type(None), Ref)
+
+
+def check_built(builder: Builder) -> None:
+    """Catch, at the end of the build, arguments that were closed by then.
+
+    A ``with`` block of an ordinary context manager (an open file,
+    ``contextlib.closing(sqlite3.connect(...))``) ends while the flow body is
+    built, before any task runs, so a task would receive a closed object.
+    """
+    for node in builder.nodes:
+        for pos, value in [*enumerate(node.args), *node.kwargs.items()]:
+            items = value if type(value) in (list, tuple) else (value,)
+            for item in items:
+                if type(item) not in _PLAIN and _is_closed(item):
+                    what = f"argument {pos}" if isinstance(pos, int) else f"argument {pos!r}"
+                    raise FlowDefinitionError(
+                        f"task {node.name!r} got a closed {type(item).__name__} as {what}: "
+                        "a `with` block in a flow body ends while the flow is built, before "
+                        "any task runs. Open it inside the task, or make it a resource "
+                        "(@df.resource), whose cleanup runs after the tasks of its block")
+
+
+def _is_closed(obj: Any) -> bool:
+    closed = getattr(obj, "closed", None)
+    if closed is True:  # files, sockets' file objects, many connections
+        return True
+    if type(obj).__module__ == "sqlite3" and type(obj).__name__ == "Connection":
+        try:
+            obj.total_changes  # noqa: B018 - raises on a closed connection
+        except Exception:
+            return True
+    return False

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from daskflow import runner
-from daskflow.build import Builder, Ref, current_builder
+from daskflow.build import Builder, Ref, check_built, current_builder
 from daskflow.exceptions import FlowDefinitionError, ParameterError
 from daskflow.flowrun import FlowRun
 from daskflow.graph import no_gc
@@ -92,7 +92,10 @@ class Flow(Generic[R]):
     def build(self, params: dict[str, Any]) -> tuple[Builder, Any]:
         """Run the body once with a builder active; return it and the body's return value."""
         with no_gc(), Builder(self.name) as builder:
+            builder.enter_flow(self)
             returned = self.fn(**params)
+            builder.exit_flow()
+        check_built(builder)
         return builder, returned
 
     # -- running ------------------------------------------------------------------
@@ -105,8 +108,12 @@ class Flow(Generic[R]):
                     f"flow {self.name!r} is called inside another flow, so it shares that "
                     "flow's cluster; remove cluster= from the nested call")
             params = self.bind(*args, **kwargs)
-            with builder.nested(self.name):
-                return self.fn(**params)
+            builder.enter_flow(self)
+            try:
+                with builder.nested(self.name):
+                    return self.fn(**params)
+            finally:
+                builder.exit_flow()
         return self.run(*args, cluster=cluster, scatter=scatter, **kwargs).result()
 
     def run(self, *args: Any, cluster: Any = None, scatter: bool | None = None,

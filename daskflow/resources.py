@@ -35,22 +35,33 @@ _open: dict[Any, Callable[[], None]] = {}  # setup key -> finisher, in this proc
 _lock = threading.Lock()
 
 
-class ResourceCall:
-    """One use of a resource: a context manager in and out of flow bodies."""
+Opener = Callable[..., tuple[Any, Callable[[], None]]]
 
-    def __init__(self, name: str, opener: Callable[[], tuple[Any, Callable[[], None]]]) -> None:
+
+class ResourceCall:
+    """One use of a resource: a context manager in and out of flow bodies.
+
+    ``opener(*args, **kwargs)`` opens it and returns ``(value, finisher)``.
+    Inside a flow body the arguments may be task results: the setup is a task
+    whose arguments they are, so it receives their values.
+    """
+
+    def __init__(self, name: str, opener: Opener, args: tuple = (),
+                 kwargs: dict[str, Any] | None = None) -> None:
         self.name = name
         self._opener = opener
+        self._args = args
+        self._kwargs = kwargs or {}
         self._ref: Ref | None = None
         self._finish: Callable[[], None] | None = None
 
     def __enter__(self) -> Any:
         builder = current_builder()
         if builder is None:
-            value, self._finish = self._opener()
+            value, self._finish = self._opener(*self._args, **self._kwargs)
             return value
         setup = Task(functools.partial(_setup, self._opener), name=self.name)
-        self._ref = builder.add(setup, (), {}, kind="setup")
+        self._ref = builder.add(setup, self._args, self._kwargs, kind="setup")
         builder.open_block(self._ref)
         return self._ref
 
@@ -68,9 +79,9 @@ class ResourceCall:
         self._ref = None
 
 
-def _setup(opener: Callable[[], tuple[Any, Callable[[], None]]]) -> Any:
+def _setup(opener: Opener, *args: Any, **kwargs: Any) -> Any:
     """The setup task: open the resource and keep its finisher in this process."""
-    value, finish = opener()
+    value, finish = opener(*args, **kwargs)
     with _lock:
         _open[context().key] = finish
     return value
@@ -169,13 +180,16 @@ def resource(fn: Callable[..., Generator[Any, None, None]]) -> Callable[..., Res
 
     @functools.wraps(fn)
     def make(*args: Any, **kwargs: Any) -> ResourceCall:
-        def opener() -> tuple[Any, Callable[[], None]]:
-            gen = fn(*args, **kwargs)
-            value = next(gen)
-            return value, functools.partial(_close_generator, gen, name)
-        return ResourceCall(name, opener)
+        return ResourceCall(name, functools.partial(_open_generator, fn, name), args, kwargs)
 
     return make
+
+
+def _open_generator(fn: Callable[..., Generator[Any, None, None]], name: str, *args: Any,
+                    **kwargs: Any) -> tuple[Any, Callable[[], None]]:
+    gen = fn(*args, **kwargs)
+    value = next(gen)
+    return value, functools.partial(_close_generator, gen, name)
 
 
 def _close_generator(gen: Generator[Any, None, None], name: str) -> None:
@@ -192,11 +206,14 @@ def resource_manager(cls: type) -> Callable[..., ResourceCall]:
 
     @functools.wraps(cls, updated=())
     def make(*args: Any, **kwargs: Any) -> ResourceCall:
-        manager = cls(*args, **kwargs)
-
-        def opener() -> tuple[Any, Callable[[], None]]:
-            value = manager.setup()
-            return value, functools.partial(manager.cleanup, value)
-        return ResourceCall(cls.__name__, opener)
+        return ResourceCall(cls.__name__, functools.partial(_open_manager, cls), args, kwargs)
 
     return make
+
+
+def _open_manager(cls: type, *args: Any, **kwargs: Any) -> tuple[Any, Callable[[], None]]:
+    """Prefect 1's order: the manager is made with the (resolved) arguments,
+    then ``setup()``; ``cleanup(resource)`` is the finisher."""
+    manager = cls(*args, **kwargs)
+    value = manager.setup()
+    return value, functools.partial(manager.cleanup, value)

@@ -244,8 +244,10 @@ class DistributedBackend:
 
         if self.lost:
             return []
-        if self.futures:
-            self.client.cancel(list(self.futures.values()))
+        # Releasing the run's futures cancels what nobody else wants.  (Not
+        # Client.cancel: distributed asserts, and drops our connection, when a
+        # cancelled key has a dependent that no client holds.)
+        self.release()
         answers = self.client.run(finish_run, run_id, on_error="return")
         return [k for done in answers.values() if isinstance(done, list) for k in done]
 
@@ -543,11 +545,12 @@ def _reference_nodes(nodes: list[Any], returned: list[Any]) -> list[Any]:
     The returned nodes if the flow returns refs; otherwise the terminal task
     nodes, where a terminal ``always_run`` task (a cleanup step) also brings
     in its upstream nodes, so that a cleanup that ran does not hide a failure.
-    Resource cleanups always count: a resource that failed to end fails the run.
+    Resource setups and cleanups always count: a resource that failed to
+    start or to end fails the run.
     """
     from daskflow import signals
 
-    cleanups = [n for n in nodes if n.kind == "cleanup"]
+    cleanups = [n for n in nodes if n.kind in ("setup", "cleanup")]
     if returned:
         return returned + cleanups
     stack = [n for n in nodes if n.downstream == 0 and n.kind in ("task", "cleanup")]
@@ -559,6 +562,8 @@ def _reference_nodes(nodes: list[Any], returned: list[Any]) -> list[Any]:
         seen[node.index] = node
         if node.task.trigger is signals.all_finished:
             stack.extend(node.upstream + node.wait_for)
+    for node in cleanups:
+        seen.setdefault(node.index, node)
     return sorted(seen.values(), key=lambda n: n.index)
 
 

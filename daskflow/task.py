@@ -7,6 +7,7 @@ a node with the builder and returns a lazy :class:`~daskflow.build.Ref`.
 from __future__ import annotations
 
 import functools
+import inspect
 import numbers
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -81,12 +82,14 @@ class Task(Generic[R]):
         self.trigger = _check_trigger(self.name, trigger)
         self.skip_on_upstream_skip = bool(skip_on_upstream_skip)
         self.tags = frozenset(tags)
-        if timeout is not None and not (isinstance(timeout, numbers.Real) and timeout > 0):
+        if timeout is not None and not (isinstance(timeout, numbers.Real)
+                                        and not isinstance(timeout, bool) and timeout > 0):
             raise FlowDefinitionError(
                 f"timeout of task {self.name!r} must be a positive number of seconds, got {timeout!r}"
             )
         self.timeout = timeout
         self.resources = dict(resources) if resources else None
+        self._signature = _signature(fn)
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
 
     def with_options(self, **options: Any) -> Task[R]:
@@ -101,7 +104,21 @@ class Task(Generic[R]):
         builder = current_builder()
         if builder is None:
             return self.fn(*args, **kwargs)
+        self._check_arguments(args, kwargs)
         return builder.add(self, args, kwargs, wait_for=wait_for)
+
+    def _check_arguments(self, args: tuple, kwargs: dict[str, Any], how: str = "") -> None:
+        """At build time: the call must fit the function's signature."""
+        sig = self._signature
+        if sig is None or (not kwargs and len(args) == sig[1]):  # the common, cheap case
+            return
+        try:
+            sig[0].bind(*args, **kwargs)
+        except TypeError as err:
+            names = ", ".join(sig[0].parameters) or "none"
+            raise FlowDefinitionError(
+                f"task {self.name!r}{how} cannot be called like this: {err}; its parameters "
+                f"are: {names}") from None
 
     def map(self, *args: Any, wait_for: Iterable[Any] | None = None, **kwargs: Any) -> Ref:
         """Call the task once per element of the mapped arguments (inside a flow).
@@ -116,6 +133,7 @@ class Task(Generic[R]):
                 f"{self.name}.map() works inside a flow body; outside one call "
                 f"[{self.name}(x) for x in xs] instead"
             )
+        self._check_arguments(args, kwargs, " (in .map)")
         return builder.add(self, args, kwargs, wait_for=wait_for, map_over=True)
 
     def __reduce__(self) -> Any:
@@ -154,10 +172,28 @@ def _check_retries(name: str, retries: Any) -> int:
     return retries
 
 
-def _check_delays(name: str, delay: Any) -> tuple[float, ...]:
-    delays = [delay] if isinstance(delay, numbers.Real) else delay
+def _signature(fn: Callable[..., Any]) -> tuple[inspect.Signature, int] | None:
+    """The signature, and the number of positional parameters when a plain
+    positional call of exactly that many arguments always binds (else -1)."""
     try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins have none
+        return None
+    params = list(sig.parameters.values())
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    simple = all(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_KEYWORD)
+                 or p.default is not p.empty for p in params)
+    return sig, (len(positional) if simple else -1)
+
+
+def _check_delays(name: str, delay: Any) -> tuple[float, ...]:
+    delays = [delay] if isinstance(delay, numbers.Real) and not isinstance(delay, bool) else delay
+    try:
+        if isinstance(delays, (str, bytes)):
+            raise TypeError("a string is not a number of seconds")
         out = tuple(float(d) for d in delays)
+        if any(isinstance(d, (str, bytes, bool)) for d in delays):
+            raise TypeError("not a number")
     except (TypeError, ValueError):
         out = ()
     if not out or any(d < 0 for d in out):
@@ -171,11 +207,17 @@ def _check_delays(name: str, delay: Any) -> tuple[float, ...]:
 def _check_retry_on(name: str, retry_on: Any) -> tuple[type[BaseException], ...] | None:
     if retry_on is None:
         return None
-    types = retry_on if isinstance(retry_on, tuple) else (retry_on,)
-    if not all(isinstance(t, type) and issubclass(t, BaseException) for t in types):
+    if isinstance(retry_on, type):
+        types: tuple = (retry_on,)
+    else:
+        try:
+            types = tuple(retry_on)
+        except TypeError:
+            types = (retry_on,)
+    if not types or not all(isinstance(t, type) and issubclass(t, BaseException) for t in types):
         raise FlowDefinitionError(
-            f"retry_on of task {name!r} must be an exception type or a tuple of them, got {retry_on!r}"
-        )
+            f"retry_on of task {name!r} must be an exception type or an iterable of them "
+            f"(a tuple, list or set), got {retry_on!r}")
     return types
 
 

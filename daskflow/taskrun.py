@@ -41,12 +41,31 @@ def _value(state: State) -> Any:
     return state.exception
 
 
+_SEQUENCES = (list, tuple, range, str, bytes)
+_as_lists: dict[int, tuple[Any, list]] = {}  # id -> (collection, its items), a few at most
+_as_lists_lock = threading.Lock()
+
+
+def _item(value: Any, j: int) -> Any:
+    """Element ``j`` of a mapped-over result, in iteration order: a set or a
+    dict (its keys) has no ``[j]``, so it is listed once per process."""
+    if isinstance(value, _SEQUENCES):
+        return value[j]
+    with _as_lists_lock:
+        hit = _as_lists.get(id(value))
+        if hit is None or hit[0] is not value:
+            if len(_as_lists) >= 8:
+                _as_lists.clear()
+            hit = _as_lists[id(value)] = (value, list(value))
+    return hit[1][j]
+
+
 def _subst(v: Any, states: tuple[State, ...], data: tuple = ()) -> Any:
     t = type(v)
     if t is Slot:
         return _value(states[v.i])
     if t is SlotItem:
-        return _value(states[v.i])[v.j]
+        return _item(_value(states[v.i]), v.j)
     if t is DataSlot:
         return data[v.j]
     if t is SlotList:
@@ -398,8 +417,9 @@ def length_of(state: State) -> tuple[int, str]:
     try:
         return len(value), ""
     except TypeError:
-        return -2, (f"cannot map over the result of {state.task_name!r}: "
-                    f"{type(value).__name__} has no len()")
+        return -2, (f"cannot map over the result of {state.task_name!r}: an object of type "
+                    f"{type(value).__name__} is not a collection (it has no len()); return a "
+                    "list, tuple, set or dict from that task")
 
 
 def done(state: State) -> State:

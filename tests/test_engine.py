@@ -417,7 +417,7 @@ def test_mapping_over_non_sequence_fails_the_map(on):
 
     run = f.run(cluster=on)
     assert run.states["inc-2"].name == "MappingFailed"
-    with pytest.raises(df.MappingError, match="int has no len"):
+    with pytest.raises(df.MappingError, match="type int is not a collection.*return a list"):
         run.result()
 
 
