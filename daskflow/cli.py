@@ -55,8 +55,16 @@ def status(record: dict[str, Any]) -> str:
     return "running" if any(map(_alive, record.get("worker_pids", []))) else "gone"
 
 
+def _safe_status(record: dict[str, Any]) -> str:
+    """The status, or why it could not be checked (one bad record never hides the others)."""
+    try:
+        return status(record)
+    except Exception as err:
+        return f"unknown ({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''})"
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    rows = [{**r, "status": status(r)} for r in records.all()]
+    rows = [{**r, "status": _safe_status(r)} for r in records.all()]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -65,8 +73,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     width = max(len(r["name"]) for r in rows)
     for r in rows:
-        print(f"{r['name']:<{width}}  {r['kind']:<10}  {r['status']:<8}  {r['address']}  "
-              f"driver pid {r.get('driver_pid')}")
+        print(f"{r['name']:<{width}}  {r.get('kind', '?'):<10}  {r['status']:<8}  "
+              f"{r.get('address')}  driver pid {r.get('driver_pid')}")
     return 0
 
 

@@ -10,10 +10,40 @@ for leaked threads, processes and Client instances.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+
+# Nothing a test does may touch the developer's home directory: the session,
+# and every process it starts, gets a home of its own (before dask is
+# imported, so dask's config folders are inside it too).  Records of started
+# clusters, cluster profiles and dask's config all resolve in there.
+REAL_HOME = os.path.expanduser("~")
+SESSION_HOME = tempfile.mkdtemp(prefix="daskflow-tests-home-")
+os.environ["HOME"] = SESSION_HOME
+_WATCHED = [os.path.join(REAL_HOME, p) for p in
+            (".local/state/daskflow", ".config/daskflow", ".config/dask")]
+
+
+def _home_snapshot() -> dict[str, list]:
+    out = {}
+    for root in _WATCHED:
+        entries = []
+        for dirpath, _dirs, files in os.walk(root):
+            for name in files:
+                path = os.path.join(dirpath, name)
+                try:
+                    entries.append((path, os.stat(path).st_mtime_ns))
+                except OSError:
+                    pass
+        out[root] = sorted(entries)
+    return out
+
+
+_HOME_BEFORE = _home_snapshot()
 
 import pytest
 from distributed import Client
@@ -23,7 +53,31 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 SHUTDOWN_TIMES: dict[str, float] = {}  # filled by the shutdown tests, shown in the summary
 
 
+def pytest_configure(config):
+    """A base temporary folder of this run's own: two test sessions on one
+    machine (two clones, say) never share pytest's /tmp/pytest-of-<user>."""
+    if not config.option.basetemp:
+        config.option.basetemp = tempfile.mkdtemp(prefix="daskflow-pytest-")
+        config._daskflow_basetemp = config.option.basetemp
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _home_snapshot() != _HOME_BEFORE:
+        session.config._daskflow_home_touched = True
+        session.exitstatus = 1
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(SESSION_HOME, ignore_errors=True)
+    base = getattr(config, "_daskflow_basetemp", None)
+    if base:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def pytest_terminal_summary(terminalreporter):
+    if getattr(terminalreporter.config, "_daskflow_home_touched", False):
+        terminalreporter.section("home directory touched", red=True)
+        terminalreporter.write_line(f"the tests wrote under {REAL_HOME}: {_WATCHED}")
     if SHUTDOWN_TIMES:
         terminalreporter.section("measured shutdown times")
         for label, seconds in SHUTDOWN_TIMES.items():
@@ -115,16 +169,19 @@ def cluster_records(tmp_path_factory):
 
     path = str(tmp_path_factory.mktemp("state"))
     scratch = str(tmp_path_factory.mktemp("scratch"))
-    previous = os.environ.get("DASK_TEMPORARY_DIRECTORY")
-    os.environ["DASK_TEMPORARY_DIRECTORY"] = scratch
+    # As environment variables too, so that dask.config.refresh() keeps them.
+    env = {"DASK_TEMPORARY_DIRECTORY": scratch, "DASK_DASKFLOW__LIFECYCLE__STATE_DIR": path}
+    previous = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
         with dask.config.set({"daskflow.lifecycle.state-dir": path, "temporary-directory": scratch}):
             yield path
     finally:
-        if previous is None:
-            os.environ.pop("DASK_TEMPORARY_DIRECTORY", None)
-        else:
-            os.environ["DASK_TEMPORARY_DIRECTORY"] = previous
+        for k, v in previous.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @pytest.fixture(scope="session")

@@ -127,3 +127,36 @@ def test_visualize_draws_the_flow(tmp_path):
         out = tmp_path / "flow.png"
         pictured.visualize(n=2, filename=str(out))
         assert out.exists() and out.stat().st_size > 0
+
+
+def test_tests_never_touch_the_home_directory(monkeypatch, tmp_path):
+    """The session runs with a home of its own (conftest), so even code that
+    drops the test settings (dask.config.refresh) writes nowhere real."""
+    from conftest import REAL_HOME, SESSION_HOME
+
+    import dask
+
+    from daskflow.clusters.base import records
+
+    assert os.path.expanduser("~") == SESSION_HOME != REAL_HOME
+    with dask.config.set({"daskflow.lifecycle.state-dir": "~/.local/state/daskflow/clusters"}):
+        assert records.directory().startswith(SESSION_HOME)  # the default lands in the session's home
+    dask.config.refresh()  # as test_config_schema does: the session's settings survive it
+    assert not records.directory().startswith(SESSION_HOME)  # the session's own state dir
+    assert "scratch" in dask.config.get("temporary-directory")
+
+
+def test_profiles_are_found_from_any_folder(monkeypatch, tmp_path):
+    from conftest import SESSION_HOME
+
+    folder = os.path.join(SESSION_HOME, ".config", "daskflow", "clusters")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "mine.yaml"), "w") as f:
+        f.write("daskflow:\n  clusters:\n    tiny-local: {kind: local, n-workers: 1}\n")
+    monkeypatch.chdir(tmp_path)  # not the repository
+    try:
+        assert isinstance(df.clusters.from_profile("tiny-local"), df.clusters.Local)
+        with pytest.raises(df.ClusterError, match=r"Did you mean 'tiny-local'\?.*looked in"):
+            df.clusters.from_profile("tiny-locl")
+    finally:
+        os.remove(os.path.join(folder, "mine.yaml"))

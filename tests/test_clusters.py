@@ -340,3 +340,69 @@ def test_a_lease_shorter_than_the_heartbeat_holds_while_the_driver_lives(cleanup
         assert client.run_on_scheduler(
             lambda dask_scheduler: dask_scheduler.plugins["daskflow-lease"].expired()) == ""
         assert client.submit(sum, [1, 2]).result() == 3
+
+
+NO_GUARD = """
+import daskflow as df
+
+@df.task
+def inc(x):
+    return x + 1
+
+@df.flow
+def f():
+    return inc(1)
+
+print("result", f())
+"""
+
+
+def test_script_without_main_guard_gets_one_clear_line(tmp_path):
+    script = tmp_path / "noguard.py"
+    script.write_text(NO_GUARD)
+    env = {**dask_env(), "DASK_DASKFLOW__LOCAL__N_WORKERS": "1"}
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    first = proc.stderr.strip().splitlines()[0]
+    assert first.startswith("daskflow: a script that runs flows") and '__name__ == "__main__"' in first
+    assert 'under `if __name__ == "__main__":`' in proc.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"n_workers": "two"}, r"Local\(n_workers='two'\): n_workers must be a whole number"),
+    ({"threads_per_worker": 1.5}, "threads_per_worker must be a whole number"),
+])
+def test_local_rejects_bad_sizes_at_once(kwargs, match):
+    with pytest.raises(df.ClusterError, match=match):
+        df.clusters.Local(**kwargs)
+
+
+def test_tls_address_without_security_says_what_to_pass():
+    with pytest.raises(df.ClusterError, match=r"tls:// scheduler needs security=.*Security"):
+        df.clusters.Address("tls://10.0.0.5:8786")
+
+
+def test_clusters_list_survives_a_record_it_cannot_check(cluster_records, monkeypatch, capsys):
+    import json
+
+    from daskflow import cli
+
+    monkeypatch.setenv("KUBECONFIG", os.path.join(cluster_records, "no-such-kubeconfig"))
+    bad = {"name": "daskflow-kubernetes-deadbeef", "kind": "kubernetes", "address": "tcp://x:1",
+           "driver_pid": 1, "namespace": "default"}
+    plain = {"name": "daskflow-local-deadbeef", "kind": "local", "address": "tcp://127.0.0.1:9",
+             "driver_pid": 999999999, "worker_pids": []}
+    paths = []
+    for record in (bad, plain):
+        paths.append(os.path.join(cluster_records, f"{record['name']}.json"))
+        with open(paths[-1], "w") as f:
+            json.dump(record, f)
+    try:
+        assert cli.main(["clusters", "list"]) == 0
+        out = capsys.readouterr().out
+        assert "daskflow-kubernetes-deadbeef" in out and "unknown (" in out
+        assert "daskflow-local-deadbeef" in out and "gone" in out
+    finally:
+        for p in paths:
+            os.remove(p)

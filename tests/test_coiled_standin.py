@@ -49,8 +49,25 @@ def processes(standin, name):
     return [rec["scheduler_pid"], *rec["worker_pids"]]
 
 
+def test_importing_coiled_through_daskflow_leaves_dask_config_alone(monkeypatch):
+    import copy
+
+    from daskflow.clusters.providers import preserved_dask_config
+
+    monkeypatch.syspath_prepend(STANDINS)
+    monkeypatch.delitem(sys.modules, "coiled", raising=False)
+    before = copy.deepcopy(dask.config.config)
+    try:
+        with preserved_dask_config():
+            import coiled  # noqa: F401 - the stand-in, which changes dask's config as coiled does
+            assert dask.config.get("distributed.scheduler.no-workers-timeout") == "10 minutes"
+        assert dask.config.config == before  # the nested key is back as it was
+    finally:
+        dask.config.config.clear()
+        dask.config.config.update(before)
+
+
 def test_temporary_coiled_cluster_is_shut_down(coiled):
-    before = dask.config.get("distributed.scheduler.no-workers-timeout")
     spec = df.clusters.Coiled(n_workers=1)
     with spec as client:
         assert client.submit(sum, [1, 2]).result() == 3
@@ -58,8 +75,6 @@ def test_temporary_coiled_cluster_is_shut_down(coiled):
         assert spec.name.startswith("daskflow-coiled-")
     assert gone(pids, 20) is not None
     assert spec.name not in coiled.list_clusters()
-    # importing coiled changed dask's global config; daskflow undid it
-    assert dask.config.get("distributed.scheduler.no-workers-timeout") == before
 
 
 def test_flow_on_a_temporary_coiled_cluster(coiled):

@@ -30,10 +30,18 @@ __all__ = ["Address", "ClusterSpec", "Coiled", "Kubernetes", "Lifecycle", "Local
            "from_profile", "profiles"]
 
 
+def profile_dirs() -> list[str]:
+    """Where profile YAML files are looked for: ``daskflow.profile-dirs``
+    (``~`` expanded; relative paths from the current directory)."""
+    return [os.path.abspath(os.path.expanduser(d)) for d in config.get("profile-dirs") or []]
+
+
 def profiles() -> dict[str, dict[str, Any]]:
-    """Every profile: dask.config's, then YAML files in ``daskflow.profile-dirs``."""
+    """Every profile: dask.config's (which already holds ``~/.config/dask``,
+    ``DASK_CONFIG`` and ``DASK_DASKFLOW__CLUSTERS__...``), then YAML files in
+    :func:`profile_dirs`."""
     found = dict(config.get("clusters") or {})
-    dirs = [os.path.expanduser(d) for d in config.get("profile-dirs") or []]
+    dirs = profile_dirs()
     extra = dask.config.collect(paths=[d for d in dirs if os.path.isdir(d)], env={})
     for name, profile in ((extra.get("daskflow") or {}).get("clusters") or {}).items():
         found.setdefault(name, profile)
@@ -42,12 +50,18 @@ def profiles() -> dict[str, dict[str, Any]]:
 
 def from_profile(name: str) -> ClusterSpec:
     """The cluster spec configured as ``daskflow.clusters.<name>``."""
+    import difflib
+
     known = profiles()
     if name not in known:
+        close = difflib.get_close_matches(name, list(known), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ClusterError(
             f"cluster={name!r} is neither an address (like 'tcp://host:8786'), 'sync', "
-            f"nor a configured profile (daskflow.clusters.{name}); profiles: "
-            f"{', '.join(sorted(known)) or 'none configured'}")
+            f"nor a configured profile (daskflow.clusters.{name}).{hint} Profiles found: "
+            f"{', '.join(sorted(known)) or 'none'}; looked in dask.config (its YAML folders "
+            f"{', '.join(dask.config.paths)}) and in {', '.join(profile_dirs()) or 'no folder'}"
+            " (daskflow.profile-dirs)")
     profile = dict(known[name])
     kind = profile.pop("kind", None)
     if kind not in KINDS:

@@ -25,6 +25,12 @@ class Address(ClusterSpec):
             raise ClusterError(
                 f"Address({address!r}): expected a scheduler address such as "
                 "'tcp://10.0.0.5:8786' or 'tls://scheduler:8786'")
+        if address.startswith("tls://") and security is None:
+            raise ClusterError(
+                f"Address({address!r}): a tls:// scheduler needs security=, for example "
+                "distributed.security.Security(tls_ca_file=..., tls_client_cert=..., "
+                "tls_client_key=..., require_encryption=True) or Security.temporary() "
+                "for a test cluster")
         super().__init__(name=name or address, startup_timeout=None)
         self.address = address
         self.security = security

@@ -230,7 +230,12 @@ def _within(timeout: float, create: Any, destroy: Any, name: str) -> tuple[Any, 
             "Raise daskflow.lifecycle.startup-timeout (or startup_timeout=) if it needs longer")
     if "error" in box:
         err = box["error"]
-        raise ClusterError(f"cluster {name!r} failed to start: {err}") from err
+        hint = ""
+        if "__mp_main__" in repr(err) or "Nanny failed to start" in repr(err):
+            from daskflow.clusters.local import MAIN_GUARD_HINT
+
+            hint = f". If this is a script: {MAIN_GUARD_HINT}"
+        raise ClusterError(f"cluster {name!r} failed to start: {err}{hint}") from err
     return box["made"]
 
 

@@ -9,6 +9,7 @@ import os
 from typing import Any
 
 from daskflow.clusters.base import ClusterSpec
+from daskflow.exceptions import ClusterError
 
 
 class Local(ClusterSpec):
@@ -28,6 +29,13 @@ class Local(ClusterSpec):
     def __init__(self, *, name: str | None = None, startup_timeout: float | str | None = None,
                  lease: float | str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, startup_timeout=startup_timeout, lease=lease)
+        for key in ("n_workers", "threads_per_worker"):
+            value = kwargs.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                      or value < 0):
+                raise ClusterError(
+                    f"Local({key}={value!r}): {key} must be a whole number >= 0 "
+                    f"(for example {key}=2), or left out for distributed's default")
         self.kwargs = kwargs
         self.shared = False  # set when other processes must reach it (a flow resource)
 
@@ -46,6 +54,10 @@ class Local(ClusterSpec):
             cluster.close()
             raise
         return client, cluster
+
+    def start(self) -> Any:
+        _refuse_in_spawned_main(self.kwargs)
+        return super().start()
 
     def _destroy(self, client: Any, cluster: Any) -> None:
         if client is not None:
@@ -69,3 +81,25 @@ class Local(ClusterSpec):
 async def _close_workers(cluster: Any, timeout: float) -> None:
     await asyncio.gather(*(w.close(timeout=timeout) for w in list(cluster.workers.values())),
                          return_exceptions=True)
+
+
+MAIN_GUARD_HINT = (
+    "a script that runs flows on the default (process-based) local cluster must do it "
+    "under `if __name__ == \"__main__\":`, because each worker process imports the "
+    "script again. Put the flow calls there (tasks and flows stay at module level), or "
+    "pass cluster='sync' or df.clusters.Local(processes=False)")
+
+
+def _refuse_in_spawned_main(kwargs: dict[str, Any]) -> None:
+    """A new worker process re-imports the user's script while it boots: a
+    flow run there, at module level, would start processes while booting.
+
+    ``_inheriting`` is multiprocessing's own flag for exactly that moment (it
+    is what its "bootstrapping phase" error checks); tested by
+    test_script_without_main_guard_gets_one_clear_line.
+    """
+    if kwargs.get("processes", True) and getattr(multiprocessing.current_process(),
+                                                 "_inheriting", False):
+        # This process is a worker that cannot boot: one line, and exit; the
+        # driver's own error says the same.
+        raise SystemExit(f"daskflow: {MAIN_GUARD_HINT}")

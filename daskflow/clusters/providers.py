@@ -9,6 +9,8 @@ the cluster.
 
 from __future__ import annotations
 
+import copy
+
 import contextlib
 from typing import Any
 
@@ -31,7 +33,7 @@ def _need(module: str, extra: str) -> Any:
 def preserved_dask_config() -> Any:
     """Undo changes an import makes to dask's global config (coiled sets
     ``distributed.scheduler.no-workers-timeout`` when imported)."""
-    saved = dask.config.config.copy()
+    saved = copy.deepcopy(dask.config.config)  # nested keys too
     try:
         yield
     finally:
