@@ -45,9 +45,9 @@ def _home_snapshot() -> dict[str, list]:
 
 _HOME_BEFORE = _home_snapshot()
 
-import pytest
-from distributed import Client
-from distributed.utils_test import cleanup, loop, loop_in_thread  # noqa: F401 - fixtures
+import pytest  # noqa: E402 - after the home is set, before dask reads it
+from distributed import Client  # noqa: E402
+from distributed.utils_test import cleanup, loop, loop_in_thread  # noqa: F401, E402 - fixtures
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 SHUTDOWN_TIMES: dict[str, float] = {}  # filled by the shutdown tests, shown in the summary

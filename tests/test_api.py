@@ -132,9 +132,8 @@ def test_visualize_draws_the_flow(tmp_path):
 def test_tests_never_touch_the_home_directory(monkeypatch, tmp_path):
     """The session runs with a home of its own (conftest), so even code that
     drops the test settings (dask.config.refresh) writes nowhere real."""
-    from conftest import REAL_HOME, SESSION_HOME
-
     import dask
+    from conftest import REAL_HOME, SESSION_HOME
 
     from daskflow.clusters.base import records
 

@@ -9,9 +9,8 @@ the cluster.
 
 from __future__ import annotations
 
-import copy
-
 import contextlib
+import copy
 from typing import Any
 
 import dask.config
