@@ -204,7 +204,12 @@ def kube(kube_emulator, monkeypatch):
     import dask
 
     monkeypatch.setenv("KUBECONFIG", kube_emulator.kubeconfig)
-    with dask.config.set({"daskflow.lifecycle.lease": "3s", "kubernetes.scheduler-service-type": "LoadBalancer"}):
+    # resource-timeout: how long KubeCluster waits for the operator to act on
+    # its DaskCluster (60 s by default); under load (two suites at once on 2
+    # cores) the operator can take longer, which is not what these tests test.
+    with dask.config.set({"daskflow.lifecycle.lease": "3s",
+                          "kubernetes.scheduler-service-type": "LoadBalancer",
+                          "kubernetes.resource-timeout": 240}):
         yield kube_emulator
     kube_emulator.delete_all()
     assert kube_emulator.wait_until_empty(60) is not None, "the emulated cluster was left with pods"

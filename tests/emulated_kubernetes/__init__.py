@@ -89,7 +89,7 @@ class EmulatedKubernetes:
             time.sleep(0.1)
         return None
 
-    def wait_for_operator(self, timeout: float = 60) -> None:
+    def wait_for_operator(self, timeout: float = 180) -> None:
         """Wait until the Dask operator watches DaskClusters."""
         deadline = time.monotonic() + timeout
         while "daskclusters.kubernetes.dask.org" not in self.get("/emulator/watches"):
