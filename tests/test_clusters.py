@@ -335,7 +335,7 @@ def test_real_coiled_cluster():  # pragma: no cover - opt-in
 def test_a_lease_shorter_than_the_heartbeat_holds_while_the_driver_lives(cleanup):
     """distributed's client heartbeats only every 5 s: an idle but connected
     owner must keep a 1 s lease (the lease once ended live clusters)."""
-    with df.clusters.Local(n_workers=1, processes=False, dashboard_address=None, lease="1s") as client:
+    with df.clusters.Local(n_workers=1, processes=False, dashboard_address=":0", lease="1s") as client:
         time.sleep(7)  # longer than a heartbeat interval, with nothing to do
         assert client.run_on_scheduler(
             lambda dask_scheduler: dask_scheduler.plugins["daskflow-lease"].expired()) == ""

@@ -203,7 +203,7 @@ def test_a_kubernetes_cluster_as_a_resource_in_a_flow(kube):
     block's tasks.  The spec travels to that worker with its arguments; the
     worker needs Kubernetes credentials of its own (here its KUBECONFIG)."""
     spec = df.clusters.Kubernetes(n_workers=1, scheduler_service_type="LoadBalancer")
-    driver_cluster = df.clusters.Local(n_workers=1, threads_per_worker=2, dashboard_address=None,
+    driver_cluster = df.clusters.Local(n_workers=1, threads_per_worker=2, dashboard_address=":0",
                                        env={"KUBECONFIG": kube.kubeconfig,
                                             "PYTHONPATH": dask_env()["PYTHONPATH"]})
     run = one_step_on(spec).run(cluster=driver_cluster)

@@ -212,10 +212,13 @@ def test_ref_misuse_is_a_definition_error():
         branchy.run(cluster="sync")
 
 
+pair = df.task(lambda x, y: x + y, name="pair")
+
+
 def test_map_length_mismatch_found_at_build():
     @df.flow
     def mism():
-        return total(inc.map([1, 2], [1]))
+        return total(pair.map([1, 2], [1]))
 
     with pytest.raises(df.MappingError, match="different lengths"):
         mism.run(cluster="sync")

@@ -871,8 +871,11 @@ class Controllers:
             ready = [p for p in self.store.items("", "pods", svc["metadata"]["namespace"])
                      if selects(svc["spec"].get("selector"), p["metadata"].get("labels", {}))
                      and Kubelet.is_ready(p) and not p["metadata"].get("deletionTimestamp")]
+            current = svc.get("status", {}).get("loadBalancer", {}).get("ingress", [])
+            if not ready and current:
+                continue  # like a real load balancer, its address stays while a pod is unready
             ingress = [{"ip": ready[0]["status"]["podIP"]}] if ready else []
-            if svc.get("status", {}).get("loadBalancer", {}).get("ingress", []) != ingress:
+            if current != ingress:
                 self.store.update("", "services", svc, {**svc, "status": {"loadBalancer":
                                   {"ingress": ingress} if ingress else {}}}, status_only=True)
 
