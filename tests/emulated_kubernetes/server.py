@@ -13,7 +13,8 @@ the Dask operator and ``KubeCluster`` can see them:
 - a garbage collector: deleting an object deletes what it owns
   (``ownerReferences``), as Kubernetes does for a deleted DaskCluster;
 - a deployment controller (one pod per replica, owned by the deployment);
-- a "kubelet": each pod gets a loopback address of its own (127.77.x.y)
+- a "kubelet": each pod gets a loopback address of its own (127.N.x.y, with N
+  picked per emulator so that two test sessions on one machine never share one)
   and its first container runs as a real local process from this machine's
   Python environment (the emulated "image"; an unknown image never pulls).
   Dask processes are bound to the pod's address.  Readiness probes
@@ -590,6 +591,22 @@ def resolve(store: Store, host: str) -> str | None:
     return pods[0]["status"]["podIP"] if pods else None
 
 
+def _free_loopback_net() -> int:
+    """A second octet N in 127.N.0.0/16 (N >= 64) whose first pod address is free here."""
+    import socket
+
+    start = os.getpid() % 180
+    for k in range(180):
+        net = 64 + (start + k) % 180
+        with socket.socket() as probe:
+            try:
+                probe.bind((f"127.{net}.0.2", 8786))
+            except OSError:
+                continue
+        return net
+    raise RuntimeError("no free 127.N.0.0/16 loopback network for the emulated pods")
+
+
 class Kubelet:
     """Runs pods as local processes, each bound to a loopback address of its own."""
 
@@ -601,7 +618,8 @@ class Kubelet:
         self.killing: dict[str, float] = {}  # pod uid -> when SIGKILL is due
         self.next_probe: dict[str, float] = {}
         self.restart_at: dict[str, float] = {}
-        self.ips = (f"127.77.{i // 250}.{2 + i % 250}" for i in itertools.count())
+        net = _free_loopback_net()
+        self.ips = (f"127.{net}.{i // 250}.{2 + i % 250}" for i in itertools.count())
 
     @staticmethod
     def is_ready(pod: dict[str, Any]) -> bool:
