@@ -21,9 +21,14 @@ import time
 # and every process it starts, gets a home of its own (before dask is
 # imported, so dask's config folders are inside it too).  Records of started
 # clusters, cluster profiles and dask's config all resolve in there.
-REAL_HOME = os.path.expanduser("~")
-SESSION_HOME = tempfile.mkdtemp(prefix="daskflow-tests-home-")
-os.environ["HOME"] = SESSION_HOME
+# Processes the session starts (dask workers import the test modules, and so
+# this file) inherit the session's home instead of making one of their own.
+REAL_HOME = os.environ.get("DASKFLOW_TESTS_REAL_HOME") or os.path.expanduser("~")
+SESSION_HOME = os.environ.get("DASKFLOW_TESTS_HOME") or tempfile.mkdtemp(
+    prefix="daskflow-tests-home-")
+OWNS_HOME = "DASKFLOW_TESTS_HOME" not in os.environ
+os.environ.update({"HOME": SESSION_HOME, "DASKFLOW_TESTS_HOME": SESSION_HOME,
+                   "DASKFLOW_TESTS_REAL_HOME": REAL_HOME})
 _WATCHED = [os.path.join(REAL_HOME, p) for p in
             (".local/state/daskflow", ".config/daskflow", ".config/dask")]
 
@@ -43,7 +48,7 @@ def _home_snapshot() -> dict[str, list]:
     return out
 
 
-_HOME_BEFORE = _home_snapshot()
+_HOME_BEFORE = _home_snapshot() if OWNS_HOME else {}
 
 import pytest  # noqa: E402 - after the home is set, before dask reads it
 from distributed import Client  # noqa: E402
@@ -62,13 +67,14 @@ def pytest_configure(config):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if _home_snapshot() != _HOME_BEFORE:
+    if OWNS_HOME and _home_snapshot() != _HOME_BEFORE:
         session.config._daskflow_home_touched = True
         session.exitstatus = 1
 
 
 def pytest_unconfigure(config):
-    shutil.rmtree(SESSION_HOME, ignore_errors=True)
+    if OWNS_HOME:
+        shutil.rmtree(SESSION_HOME, ignore_errors=True)
     base = getattr(config, "_daskflow_basetemp", None)
     if base:
         shutil.rmtree(base, ignore_errors=True)
