@@ -51,8 +51,8 @@ def _add_stream_handler(scheduler: Any, op: str, handler: Any) -> None:
 
 
 class RunEventsFlush(WorkerPlugin):
-    """Worker plugin: flush a finished task's state as the task leaves
-    ``executing``.
+    """Worker plugin: teach the worker to (de)serialize states, and flush a
+    finished task's state as the task leaves ``executing``.
 
     ``WorkerPlugin.transition`` runs before the worker sends the messages of
     that transition, so the state goes out in the same batch as
@@ -64,6 +64,12 @@ class RunEventsFlush(WorkerPlugin):
     idempotent = True
 
     def setup(self, worker: Any) -> None:
+        from daskflow.states import register_serialization
+
+        # Every worker must be able to receive a State before it runs a task of
+        # its own (a spawned worker may have imported daskflow before
+        # distributed, through the user's script, and so skipped it at import).
+        register_serialization()
         self.worker = worker
         events._flush_on_transition.add(worker)
 

@@ -656,3 +656,41 @@ def flow_in_a_task():
 
 def test_a_sync_flow_inside_a_dask_task_keeps_its_states(client):
     assert flow_in_a_task(cluster=client) == [0, 1, 4, 9]
+
+
+SCRIPT = """
+import daskflow as df          # before distributed: spawned workers import this script first
+
+
+@df.task
+def parts(n):
+    return [list(range(i)) for i in range(n)]
+
+
+@df.task
+def size(xs):
+    return len(xs)
+
+
+@df.flow
+def sizes(n: int = 12):
+    # one root task: the other worker's first contact with daskflow is
+    # receiving that task's state
+    return df.task(sum, name="total")(size.map(parts(n)))
+
+
+if __name__ == "__main__":
+    print("result", sizes(cluster=df.clusters.Local(n_workers=2, threads_per_worker=1)))
+"""
+
+
+def test_a_script_importing_daskflow_first_runs_on_spawned_workers(tmp_path):
+    """Spawned workers import the user's script, hence daskflow, before
+    distributed: they must still (de)serialize states (the demo once hung)."""
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=dask_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "result 66" in proc.stdout
+    assert "No dispatch" not in proc.stderr
