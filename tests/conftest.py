@@ -23,10 +23,13 @@ import time
 # clusters, cluster profiles and dask's config all resolve in there.
 # Processes the session starts (dask workers import the test modules, and so
 # this file) inherit the session's home instead of making one of their own.
+# (Emulated Kubernetes pods pass on HOME but not other variables.)
+_INHERITED = os.environ.get("DASKFLOW_TESTS_HOME") or (
+    os.path.expanduser("~") if os.path.basename(os.path.expanduser("~")).startswith(
+        "daskflow-tests-home-") else None)
 REAL_HOME = os.environ.get("DASKFLOW_TESTS_REAL_HOME") or os.path.expanduser("~")
-SESSION_HOME = os.environ.get("DASKFLOW_TESTS_HOME") or tempfile.mkdtemp(
-    prefix="daskflow-tests-home-")
-OWNS_HOME = "DASKFLOW_TESTS_HOME" not in os.environ
+SESSION_HOME = _INHERITED or tempfile.mkdtemp(prefix="daskflow-tests-home-")
+OWNS_HOME = _INHERITED is None
 os.environ.update({"HOME": SESSION_HOME, "DASKFLOW_TESTS_HOME": SESSION_HOME,
                    "DASKFLOW_TESTS_REAL_HOME": REAL_HOME})
 _WATCHED = [os.path.join(REAL_HOME, p) for p in
