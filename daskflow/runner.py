@@ -308,6 +308,7 @@ class Engine:
         self.params = params
         self.builder = builder
         self.returned = returned
+        self.returned_nodes = _returned_nodes(returned)
         self.cluster = cluster
         self.scatter = scatter
         self.run_id = new_token()
@@ -355,7 +356,7 @@ class Engine:
                     backend.release()
         except BaseException as err:
             if not self.flow_run.done():
-                self._crash(err, monitor, start)
+                self._end_without_value(StateType.CRASHED, err, monitor, start)
             raise
         finally:
             events.forget(self.run_id)
@@ -364,7 +365,8 @@ class Engine:
         run = self._run_info(backend)
         compiler = self.compiler = Compiler(self.builder.nodes, run, token=self.run_id)
         compiler.check_pickle = not isinstance(backend, SyncBackend)
-        self.flow_run._live = lambda: self._labelled(monitor.snapshot(), pending=True)
+        self.flow_run._live = lambda: self._labelled(
+            monitor.snapshot(), lambda key: State(StateType.PENDING))
         self.flow_run.state = State(StateType.RUNNING, start=start)
         self.log.info("run %s started on %s (%d nodes)", self.run_id, backend.description,
                       len(self.builder.nodes))
@@ -377,7 +379,7 @@ class Engine:
             if isinstance(err, RunCancelled):
                 return
             raise
-        returned_keys = [k for n in _returned_nodes(self.returned)
+        returned_keys = [k for n in self.returned_nodes
                          for k in as_keys(compiler.keys.get(n.index))]
         gathered = backend.gather(returned_keys)
         self._assemble(monitor.snapshot(), gathered, backend.errors(), start)
@@ -393,7 +395,7 @@ class Engine:
         """The stage loop, shared by both backends."""
         compiler = self.compiler
         assert compiler is not None
-        returned_nodes = _returned_nodes(self.returned)
+        returned_nodes = self.returned_nodes
         if run.params_key is not None:  # in worker memory before any task asks for it
             backend.scatter_named(run.params_key, self._params[1])
 
@@ -446,31 +448,23 @@ class Engine:
                          "cleaned up", self.run_id, what, len(ended))
         self._end_without_value(state_type, err, monitor, start)
 
-    def _crash(self, err: BaseException, monitor: events.RunMonitor, start: float) -> None:
-        self._end_without_value(StateType.CRASHED, err, monitor, start)
-
     def _end_without_value(self, state_type: StateType, err: BaseException,
                            monitor: events.RunMonitor, start: float) -> None:
         final = State(state_type, message=f"{type(err).__name__}: {err}", exception=err,
                       start=start)
-        states = self._labelled(monitor.snapshot(), pending=True, cancelled=True)
+        states = self._labelled(monitor.snapshot(), lambda key: State(StateType.CANCELLED))
         error = err if isinstance(err, Exception) else FlowRunError(final.message)
         self.flow_run._finish(final, states, None, error)
 
-    def _labelled(self, raw: dict[Any, State], pending: bool = False,
-                  cancelled: bool = False) -> dict[str, State]:
-        """States by task run name; tasks without one are Pending (or Cancelled)."""
+    def _labelled(self, raw: dict[Any, State], fill: Any) -> dict[str, State]:
+        """States by task run name; ``fill(key)`` stands for a task without one."""
         compiler = self.compiler
         if compiler is None:
             return {}
         out: dict[str, State] = {}
         for key in list(compiler.state_keys):
             label = _label(compiler, key)
-            state = raw.get(key)
-            if state is None:
-                if not pending:
-                    continue
-                state = State(StateType.CANCELLED if cancelled else StateType.PENDING)
+            state = raw.get(key) or fill(key)
             state.task_name = label
             state.map_index = key[1] if isinstance(key, tuple) else None
             out[label] = state
@@ -485,20 +479,18 @@ class Engine:
             if state.is_failed() and not (raw.get(key) and raw[key].is_failed()):
                 raw[key] = state.summary()
         crash = next(iter(errors.values()), None)
-        states = self._labelled(raw)
         missing: list[State] = []
-        for key in compiler.state_keys:
-            label = _label(compiler, key)
-            if label not in states:
-                state = State(StateType.CRASHED, task_name=label, exception=crash,
-                              map_index=key[1] if isinstance(key, tuple) else None,
-                              message=f"no state was recorded: {crash!r}" if crash else
-                              "no state was recorded (the worker running it was lost)")
-                missing.append(state)
-                states[label] = state
-        returned_nodes = _returned_nodes(self.returned)
+
+        def crashed(key: Any) -> State:
+            state = State(StateType.CRASHED, exception=crash,
+                          message=f"no state was recorded: {crash!r}" if crash else
+                          "no state was recorded (the worker running it was lost)")
+            missing.append(state)
+            return state
+
+        states = self._labelled(raw, crashed)
         reference = [states[_label(compiler, k)]
-                     for n in _reference_nodes(self.builder.nodes, returned_nodes)
+                     for n in _reference_nodes(self.builder.nodes, self.returned_nodes)
                      for k in as_keys(compiler.keys.get(n.index))]
         final = flow_state(reference, missing, list(states.values()))
         final.start = start
