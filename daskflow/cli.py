@@ -14,22 +14,23 @@ import signal
 import sys
 from typing import Any
 
-from daskflow.clusters.base import records
+from daskflow.clusters.base import records, same_process
 
 
-def _alive(pid: int | None) -> bool:
-    """Whether a process runs (a zombie, exited but not reaped, does not)."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError, IndexError), open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    return True
+def _processes(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The processes a record owns, each a pid with its start time.
+
+    Records written before start times were kept list bare pids: those are
+    never signalled (the pid may have been reused), only reported.
+    """
+    owned = list(record.get("processes", []))
+    owned += [{"pid": pid, "create_time": None} for pid in record.get("worker_pids", [])]
+    return owned
+
+
+def _driver_alive(record: dict[str, Any]) -> bool:
+    driver = record.get("driver") or {"pid": record.get("driver_pid"), "create_time": None}
+    return same_process(driver)
 
 
 def _reachable(address: str) -> bool:
@@ -49,10 +50,16 @@ def status(record: dict[str, Any]) -> str:
 
         if not daskcluster_exists(record["name"], record.get("namespace")):
             return "gone"
-        return "running" if _alive(record.get("driver_pid")) else "orphaned"
+        return "running" if _driver_alive(record) else "orphaned"
+    if record.get("kind") == "slurm":
+        from daskflow.clusters.jobqueue import live_jobs
+
+        if not live_jobs(record.get("jobs", [])) and not _reachable(record["address"]):
+            return "gone"
+        return "running" if _driver_alive(record) else "orphaned"
     if _reachable(record["address"]):
-        return "running" if _alive(record.get("driver_pid")) else "orphaned"
-    return "running" if any(map(_alive, record.get("worker_pids", []))) else "gone"
+        return "running" if _driver_alive(record) else "orphaned"
+    return "running" if any(map(same_process, _processes(record))) else "gone"
 
 
 def _safe_status(record: dict[str, Any]) -> str:
@@ -71,9 +78,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not rows:
         print("no clusters started by daskflow are recorded")
         return 0
-    width = max(len(r["name"]) for r in rows)
+    width = max(len(r["id"]) for r in rows)
     for r in rows:
-        print(f"{r['name']:<{width}}  {r.get('kind', '?'):<10}  {r['status']:<8}  "
+        print(f"{r['id']:<{width}}  {r.get('kind', '?'):<10}  {r['status']:<8}  "
               f"{r.get('address')}  driver pid {r.get('driver_pid')}")
     return 0
 
@@ -90,7 +97,7 @@ def close_record(record: dict[str, Any]) -> str:
 
         if delete_daskcluster(record["name"], record.get("namespace")):
             how = "DaskCluster deleted"
-        records.remove(record["name"])
+        records.remove(record["id"])
         return how
     if _reachable(record["address"]):
         from distributed import Client
@@ -99,28 +106,39 @@ def close_record(record: dict[str, Any]) -> str:
                                                     set_as_default=False) as client:
             client.shutdown()
             how = "scheduler shut down"
-    for pid in record.get("worker_pids", []):
-        if _alive(pid):
+    if record.get("jobs"):
+        from daskflow.clusters.jobqueue import cancel_jobs
+
+        if cancel_jobs(record["jobs"]):
+            how = f"{how}; jobs cancelled" if how != "already gone" else "jobs cancelled"
+    skipped = []
+    for proc in _processes(record):
+        if proc.get("create_time") is None:
+            skipped.append(str(proc["pid"]))
+        elif same_process(proc):  # still that very process, not a reused pid
             with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGTERM)
+                os.kill(int(proc["pid"]), signal.SIGTERM)
                 how = "processes terminated"
-    records.remove(record["name"])
+    if skipped:
+        how += (f" (pids {', '.join(skipped)} left alone: the record has no start times "
+                "to tell them from reused pids)")
+    records.remove(record["id"])
     return how
 
 
 def cmd_close(args: argparse.Namespace) -> int:
-    known = {r["name"]: r for r in records.all()}
+    found = records.all()
     if not args.all and not args.name:
         print("say which cluster to close (a NAME from `daskflow clusters list`) or --all",
               file=sys.stderr)
         return 2
-    names = list(known) if args.all else [args.name]
-    for name in names:
-        if name not in known:
-            print(f"no recorded cluster named {name!r}; see `daskflow clusters list`",
-                  file=sys.stderr)
-            return 1
-        print(f"{name}: {close_record(known[name])}")
+    chosen = found if args.all else [r for r in found if args.name in (r["id"], r["name"])]
+    if not args.all and not chosen:
+        print(f"no recorded cluster named {args.name!r}; see `daskflow clusters list`",
+              file=sys.stderr)
+        return 1
+    for record in chosen:
+        print(f"{record['id']}: {close_record(record)}")
     return 0
 
 

@@ -18,7 +18,6 @@ from daskflow import runner
 from daskflow.build import Builder, Ref, check_built, current_builder
 from daskflow.exceptions import FlowDefinitionError, ParameterError
 from daskflow.flowrun import FlowRun
-from daskflow.graph import no_gc
 
 R = TypeVar("R")
 
@@ -91,7 +90,7 @@ class Flow(Generic[R]):
 
     def build(self, params: dict[str, Any]) -> tuple[Builder, Any]:
         """Run the body once with a builder active; return it and the body's return value."""
-        with no_gc(), Builder(self.name) as builder:
+        with Builder(self.name) as builder:
             builder.enter_flow(self)
             returned = self.fn(**params)
             builder.exit_flow()

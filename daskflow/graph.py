@@ -1,7 +1,7 @@
 """Compile a flow build into Dask graphs: pure, linear, staged where needed.
 
 A :class:`Compiler` turns the nodes of a :class:`~daskflow.build.Builder`
-into ``dask._task_spec.Task`` objects whose function is
+into ``dask.task_spec.Task`` objects whose function is
 :func:`daskflow.taskrun.run_task` and whose dependencies are the upstream
 tasks' keys.  Keys are readable: ``"<task name>-<run token><node>"`` for a
 single call and ``(that, i)`` for the i-th call of a map, so the dashboard's
@@ -33,8 +33,8 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from dask._task_spec import Task as _DaskTask
-from dask._task_spec import TaskRef
+from dask.task_spec import Task as _DaskTask
+from dask.task_spec import TaskRef
 
 from daskflow.build import Node, Ref, mapped_values
 from daskflow.exceptions import MappingError

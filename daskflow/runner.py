@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
 import pickle
 import sys
@@ -40,7 +39,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import dask
-from dask._task_spec import DataNode, Task
+from dask.task_spec import DataNode, Task
 
 from daskflow import config, events
 from daskflow.exceptions import ClusterError, FlowDefinitionError, FlowRunError
@@ -630,9 +629,9 @@ def open_backend(cluster: Any) -> Iterator[Any]:
         with Client(cluster, set_as_default=False) as client, _owned(client) as backend:
             yield backend
     elif hasattr(cluster, "__daskflow_open__"):
-        # A spec describes a cluster; each run opens one of its own, so a spec
-        # (a flow's default, or one reused by the user) serves any number of runs.
-        with _fresh(cluster).__daskflow_open__() as client, _owned(client) as backend:
+        # A spec describes a cluster; each run opens a handle of its own, so a
+        # spec (a flow's default, or one reused by the user) serves any number of runs.
+        with cluster.__daskflow_open__() as client, _owned(client) as backend:
             yield backend
     elif isinstance(cluster, str):
         if not _looks_like_address(cluster):
@@ -663,11 +662,6 @@ def _owned(client: Any) -> Iterator[DistributedBackend]:
     finally:
         if not backend.lost:
             events.detach(client)
-
-
-def _fresh(spec: Any) -> Any:
-    """A NEW copy of a spec (its configuration only), whatever state it is in."""
-    return copy.copy(spec) if hasattr(spec, "__getstate__") else spec
 
 
 def _default_client() -> Any:

@@ -47,21 +47,67 @@ def test_local_as_context_manager(cleanup):
     with spec as client:
         assert client.submit(sum, [1, 2]).result() == 3
         pids = list(client.run(os.getpid).values())
-        assert spec.state is df.clusters.Lifecycle.RUNNING
-        assert [r["name"] for r in records.all()] == [spec.name]
-        assert spec.name.startswith("daskflow-local-")
-    assert spec.state is df.clusters.Lifecycle.CLOSED
+        [record] = records.all()
+        assert record["name"].startswith("daskflow-local-")
+        assert sorted(p["pid"] for p in record["processes"]) == sorted(pids)
     assert gone(pids, 10) is not None
     assert records.all() == []
+    with spec as client:  # a spec is a description: every use opens a new cluster
+        assert client.submit(sum, [2, 2]).result() == 4
+    assert records.all() == []
+
+
+def test_a_handle_has_one_life(cleanup):
+    spec = df.clusters.Local(n_workers=1, processes=False)
+    handle = spec.open()
+    assert handle.state is df.clusters.Lifecycle.NEW
+    with handle as client:
+        assert handle.state is df.clusters.Lifecycle.RUNNING
+        assert client.submit(sum, [1, 2]).result() == 3
+        with pytest.raises(df.ClusterError, match="already running"):
+            handle.start()
+    assert handle.state is df.clusters.Lifecycle.CLOSED
+    handle.close()  # idempotent
     with pytest.raises(df.ClusterError, match="Cannot reopen"):
-        spec.start()
+        handle.start()
+
+
+def test_a_spec_is_immutable_and_pickles_as_its_description():
+    import pickle
+
+    spec = df.clusters.Local(n_workers=1, processes=False, name="mine")
+    with pytest.raises(AttributeError, match="immutable"):
+        spec.name = "other"
+    copy = pickle.loads(pickle.dumps(spec))
+    assert (copy.name, copy.kwargs) == ("mine", {"n_workers": 1, "processes": False})
+    assert copy.open().name == "mine"
+
+
+def test_a_spec_reused_for_five_runs_starts_five_clusters_and_leaves_none(cleanup):
+    spec = df.clusters.Local(n_workers=1, threads_per_worker=1)
+    seen = []
+
+    @df.task
+    def where():
+        from distributed import get_worker
+
+        return get_worker().scheduler.address, os.getpid()
+
+    @df.flow
+    def locate():
+        return where()
+
+    for _ in range(5):
+        seen.append(locate(cluster=spec))
+    assert len({address for address, _ in seen}) == 5  # five schedulers
+    assert gone([pid for _, pid in seen], 10) is not None  # and all their workers ended
+    assert records.all() == []
 
 
 def test_local_as_cluster_value(cleanup):
     spec = df.clusters.Local(n_workers=1, threads_per_worker=1)
     assert small(2, cluster=spec) == 3
     assert small(3, cluster=spec) == 4  # each run opens (and closes) a cluster of its own
-    assert spec.state is df.clusters.Lifecycle.NEW  # the spec only describes it
     assert records.all() == []
 
 
@@ -143,18 +189,19 @@ class SlowLocal(df.clusters.Local):
 
     made: list = []
 
-    def _create(self):
+    def _create(self, handle):
         time.sleep(1.5)
-        client, cluster = super()._create()
+        client, cluster = super()._create(handle)
         SlowLocal.made.append(cluster)
         return client, cluster
 
 
 def test_startup_timeout_tears_down_a_late_cluster(cleanup):
+    SlowLocal.made.clear()
     spec = SlowLocal(n_workers=1, processes=False, startup_timeout=0.3)
     start = time.monotonic()
     with pytest.raises(df.ClusterError, match="did not start within 0.3s"):
-        spec.start()
+        spec.open().start()
     assert time.monotonic() - start < 1.0
     deadline = time.monotonic() + 15
     while not (SlowLocal.made and SlowLocal.made[0].status.name == "closed"):
@@ -165,12 +212,12 @@ def test_startup_timeout_tears_down_a_late_cluster(cleanup):
             t.join(10)
 
 
-def test_unclosed_spec_warns_and_closes(cleanup):
-    spec = df.clusters.Local(n_workers=1, processes=False)
-    spec.start()
+def test_unclosed_handle_warns_and_closes(cleanup):
+    handle = df.clusters.Local(n_workers=1, processes=False).open()
+    handle.start()
     with pytest.warns(ResourceWarning, match="never closed"):
-        spec.__del__()
-    assert spec.state is df.clusters.Lifecycle.CLOSED
+        handle.__del__()
+    assert handle.state is df.clusters.Lifecycle.CLOSED
 
 
 def run_driver(mode, tmp_path, signal_to_send=None, address=None):
@@ -307,7 +354,7 @@ def test_missing_provider_says_how_to_install(spec, module, extra, cleanup, monk
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, module, None)  # import fails, as if not installed
     with pytest.raises(df.ClusterError, match=rf"pip install 'daskflow\[{extra}\]'"):
-        spec().start()
+        spec().open().start()
 
 
 @pytest.mark.kubernetes

@@ -68,7 +68,7 @@ def test_importing_coiled_through_daskflow_leaves_dask_config_alone(monkeypatch)
 
 
 def test_temporary_coiled_cluster_is_shut_down(coiled):
-    spec = df.clusters.Coiled(n_workers=1)
+    spec = df.clusters.Coiled(n_workers=1).open()
     with spec as client:
         assert client.submit(sum, [1, 2]).result() == 3
         pids = processes(coiled, spec.name)

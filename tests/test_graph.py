@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dask
+import dask.task_spec
 import pytest
 from common_tasks import inc, split, total
 from dask.utils import key_split
@@ -38,7 +39,7 @@ def test_dynamic_map_is_deferred_until_its_length_is_known():
     c.set_length(len_key, values[len_key])
     second = c.stage()
     assert c.finished
-    graph = {k: dask._task_spec.DataNode(k, v) for k, v in values.items()}
+    graph = {k: dask.task_spec.DataNode(k, v) for k, v in values.items()}
     graph.update(second)
     assert dask.get(graph, c.keys_of(ref.node)).result() == 6
 

@@ -40,12 +40,11 @@ def spec_of(kube, name):
 def test_flow_on_a_temporary_kubernetes_cluster(kube):
     spec = df.clusters.Kubernetes(n_workers=1)
     assert small(20, cluster=spec) == 21
-    assert spec.state is df.clusters.Lifecycle.NEW  # the run opened (and ended) its own
     assert kube.wait_until_empty(90) is not None
 
 
 def test_temporary_cluster_is_named_labelled_recorded_and_deleted(kube):
-    spec = df.clusters.Kubernetes(n_workers=2)
+    spec = df.clusters.Kubernetes(n_workers=2).open()
     with spec as client:
         client.wait_for_workers(2, timeout=60)
         assert client.submit(sum, [1, 2, 3]).result() == 6
@@ -83,10 +82,10 @@ def test_existing_cluster_is_used_and_never_deleted(kube, shared):
 def test_create_mode_is_really_enforced(kube, shared):
     # A temporary spec never adopts (nor, on failure, deletes) a cluster that exists.
     with pytest.raises(df.ClusterError, match="already exists"):
-        df.clusters.Kubernetes(name=shared).start()
+        df.clusters.Kubernetes(name=shared).open().start()
     # existing=True never creates one that does not.
     with pytest.raises(df.ClusterError, match="doesn't already exist"):
-        df.clusters.Kubernetes(name="nobody", existing=True).start()
+        df.clusters.Kubernetes(name="nobody", existing=True).open().start()
     time.sleep(1)
     assert kube.daskclusters() == [shared] and len(kube.running_pods()) == 2
     with pytest.raises(df.ClusterError, match="decided by daskflow"):
@@ -95,7 +94,7 @@ def test_create_mode_is_really_enforced(kube, shared):
 
 def test_startup_timeout_deletes_the_daskcluster(kube):
     spec = df.clusters.Kubernetes(n_workers=1, image="registry.invalid/no-such-image:1",
-                                  startup_timeout=4)
+                                  startup_timeout=4).open()
     start = time.monotonic()
     with pytest.raises(df.ClusterError, match="not up within 4s; its DaskCluster was deleted"):
         spec.start()
@@ -108,7 +107,7 @@ def test_idle_timeout_ends_an_idle_cluster(kube):
     """The DaskCluster's idleTimeout (from daskflow.lifecycle.idle-timeout) is
     enforced by the operator even while the driver holds the cluster."""
     with dask.config.set({"daskflow.lifecycle.idle-timeout": "4s"}):
-        spec = df.clusters.Kubernetes(n_workers=1)
+        spec = df.clusters.Kubernetes(n_workers=1).open()
         spec.start()
     try:
         assert spec_of(kube, spec.name)["spec"]["idleTimeout"] == 4

@@ -17,7 +17,7 @@ import dask.config
 
 from daskflow import config
 from daskflow.clusters.address import Address
-from daskflow.clusters.base import ClusterSpec, Lifecycle
+from daskflow.clusters.base import ClusterSpec, Handle, Lifecycle
 from daskflow.clusters.local import Local
 from daskflow.clusters.providers import Coiled, Kubernetes
 from daskflow.exceptions import ClusterError
@@ -26,7 +26,7 @@ KINDS: dict[str, type[ClusterSpec]] = {
     "local": Local, "address": Address, "kubernetes": Kubernetes, "coiled": Coiled,
 }
 
-__all__ = ["Address", "ClusterSpec", "Coiled", "Kubernetes", "Lifecycle", "Local",
+__all__ = ["Address", "ClusterSpec", "Coiled", "Handle", "Kubernetes", "Lifecycle", "Local",
            "from_profile", "profiles"]
 
 

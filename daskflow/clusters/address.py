@@ -32,15 +32,19 @@ class Address(ClusterSpec):
                 "tls_client_key=..., require_encryption=True) or Security.temporary() "
                 "for a test cluster")
         super().__init__(name=name or address, startup_timeout=None)
+        # The whole attach (handshake, then the Client) is bounded too: twice
+        # the connect timeout, so a scheduler that stops mid-way cannot hang it.
+        object.__setattr__(self, "startup_timeout", 2 * config.seconds_setting("connect-timeout", timeout) + 1)
         self.address = address
         self.security = security
         self.timeout = timeout
 
-    def _create(self) -> tuple[Any, Any]:
+    def _create(self, handle: Any) -> tuple[Any, Any]:
         from distributed import Client
 
         timeout = config.seconds_setting("connect-timeout", self.timeout)
         probe(self.address, timeout)
+        handshake(self.address, timeout, self.security)
         try:
             client = Client(self.address, security=self.security, timeout=timeout,
                             set_as_default=False)
@@ -49,7 +53,7 @@ class Address(ClusterSpec):
         return client, None
 
     def describe(self) -> str:
-        return f"scheduler at {self.address}"
+        return "scheduler"
 
 
 def probe(address: str, timeout: float) -> None:
@@ -69,3 +73,39 @@ def probe(address: str, timeout: float) -> None:
         raise ClusterError(
             f"could not connect to the Dask scheduler at {address!r}: {err}; check that "
             "it is running and reachable from here") from None
+
+
+def handshake(address: str, timeout: float, security: Any = None) -> None:
+    """Fail within ``timeout`` if what listens at ``address`` does not speak
+    Dask's protocol (a dashboard or any other server that accepts TCP and
+    then waits would otherwise hang the Client for good)."""
+    import asyncio
+
+    from distributed.comm import connect
+
+    async def go() -> None:
+        args = security.get_connection_args("client") if security is not None else {}
+        comm = await connect(address, timeout=timeout, **args)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            answer = await comm.read()
+        finally:
+            comm.abort()
+        if not isinstance(answer, dict) or answer.get("type") != "Scheduler":
+            raise ClusterError(f"{address!r} answered, but not as a Dask scheduler: {str(answer)[:200]}")
+
+    try:
+        asyncio.run(asyncio.wait_for(go(), timeout))
+    except ClusterError:
+        raise
+    except (asyncio.TimeoutError, TimeoutError):
+        raise ClusterError(
+            f"{address!r} accepts connections but did not answer Dask's handshake within "
+            f"{timeout:g}s (daskflow.connect-timeout): it does not look like a Dask scheduler. "
+            "Check the port: the scheduler listens on 8786 by default, the dashboard (8787) "
+            "is a web page, not a scheduler") from None
+    except Exception as err:
+        raise ClusterError(
+            f"{address!r} accepts connections but is not a Dask scheduler (or refused the "
+            f"handshake): {type(err).__name__}: {err}. Check the port (the scheduler's is 8786 "
+            "by default; 8787 is its dashboard) and, for tls://, the security= settings") from None

@@ -1,27 +1,39 @@
-"""The contract of a cluster spec, and the layers that guarantee its end.
+"""The contract of a cluster spec and of its handles, and the layers that
+guarantee a cluster's end.
 
-A spec says where a flow runs.  ``spec.start()`` returns a connected
-``distributed.Client``; ``spec.close()`` ends what the spec started and
-nothing else: a *temporary* spec (Local, and Kubernetes/Coiled by default)
-shuts its cluster down, an attaching spec (Address, a named Kubernetes
-cluster) only disconnects.
+A *spec* (``Local(...)``, ``Kubernetes(...)``, ...) is an immutable,
+picklable description of where a flow runs.  Every use of it opens a new
+:class:`Handle`: ``cluster=spec`` in a run, ``with spec as client:``, a
+``with spec:`` block in a flow body, or ``spec.open()`` by hand.  A spec can
+therefore serve any number of runs, one after the other or at once.
 
-A spec's life is an explicit state machine, NEW -> STARTING -> RUNNING ->
-CLOSED, and each wrong move has an exact error (a spec is not reopened once
-closed).  The end of a temporary cluster is guaranteed in layers:
+A handle is one cluster's life, an explicit state machine NEW -> STARTING ->
+RUNNING -> CLOSED with an exact error for each wrong move.  ``close()`` ends
+what the handle started and nothing else: a *temporary* spec (Local, and
+Kubernetes/Coiled/Slurm/SSH/Gateway by default) shuts its cluster down, an
+attaching one (Address, a named shared cluster) only disconnects.
 
-1. ``try/finally`` around every ``with`` and every run;
-2. a weak registry of live specs, reaped by an ``atexit`` hook, and a
-   ``ResourceWarning`` from a spec garbage-collected while running;
-3. SIGTERM is turned into an orderly exit (``SystemExit``) while a spec
-   started in the main thread is running, so the ``finally`` layers run
-   (SIGINT already raises ``KeyboardInterrupt``);
+The end of a temporary cluster is guaranteed in layers:
+
+1. ``try/finally`` around every ``with`` and every run; from the moment a
+   cluster exists, a failure or interrupt anywhere in its start (the lease,
+   the record, the join of a start thread) tears it down before re-raising;
+2. a weak registry of live handles, reaped by an ``atexit`` hook, and a
+   ``ResourceWarning`` from a handle garbage-collected while running;
+3. SIGTERM becomes an orderly exit (``SystemExit(143)``) while a handle
+   opened in the main thread runs, so the ``finally`` layers run.  It is a
+   guest's handler: installed only when the process has none of its own
+   (``daskflow.lifecycle.handle-sigterm: auto``), chained to the previous
+   one when asked to install anyway (``always``), or never (``never``);
 4. a server-side end (:mod:`daskflow.clusters.lease`, plus each provider's
-   own idle timeout), for when the driver dies without running any of that;
+   own idle timeout or walltime), for when the driver dies without running
+   any of that;
 5. a startup timeout: a cluster that is not up in time is torn down, even if
-   it comes up later, and ``ClusterError`` says so;
-6. a record on disk of every cluster started, named ``daskflow-...``, for
-   ``daskflow clusters list`` and ``daskflow clusters close``.
+   it comes up later, and ``ClusterError`` says so; a start abandoned by
+   Ctrl-C is torn down the same way;
+6. a record on disk of every cluster started, with the processes and jobs it
+   owns (pids with their start times), for ``daskflow clusters list`` and
+   ``daskflow clusters close``.
 """
 
 from __future__ import annotations
@@ -29,6 +41,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import enum
+import functools
 import json
 import logging
 import os
@@ -38,7 +51,7 @@ import time
 import uuid
 import warnings
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from daskflow import config
@@ -54,22 +67,27 @@ class Lifecycle(enum.Enum):
     CLOSED = "closed"
 
 
-_live: weakref.WeakSet[ClusterSpec] = weakref.WeakSet()
+_live: weakref.WeakSet[Handle] = weakref.WeakSet()
 
 
 @atexit.register
 def _reap() -> None:
-    """Close every spec still running when the interpreter exits."""
-    for spec in list(_live):
+    """Close every handle still running when the interpreter exits."""
+    for handle in list(_live):
         with contextlib.suppress(Exception):
-            spec.close()
+            handle.close()
 
 
 class ClusterSpec:
-    """Base of the cluster specs; subclasses implement ``_create`` and ``_destroy``."""
+    """Base of the cluster specs: an immutable description.
+
+    Subclasses implement ``_create(handle)`` and may override
+    ``_destroy(handle, client, cluster)`` and ``record_extra(handle)``.
+    """
 
     kind = "cluster"
     temporary = True
+    _entered: dict[int, list[Any]]  # per thread: what `with spec` opened, to close on exit
     # What the scheduler-side lease does when it runs out (see lease.Lease).
     lease_action = "close"
     # Extra seconds a provider's own deadline may need to clean up a late start.
@@ -77,58 +95,186 @@ class ClusterSpec:
 
     def __init__(self, *, name: str | None = None, startup_timeout: float | str | None = None,
                  lease: float | str | None = None) -> None:
-        self.name = name or f"daskflow-{self.kind}-{uuid.uuid4().hex[:8]}"
+        self.name = name
         self.startup_timeout = startup_timeout
         self.lease = lease
-        self.state = Lifecycle.NEW
-        self.client: Any = None
-        self.cluster: Any = None
-        self._lock = threading.Lock()
+        object.__setattr__(self, "_entered", {})
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Freeze an instance once the most derived ``__init__`` has run."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+
+        @functools.wraps(init)
+        def frozen_init(self: ClusterSpec, *args: Any, **kw: Any) -> None:
+            init(self, *args, **kw)
+            if type(self) is cls:
+                object.__setattr__(self, "_frozen", True)
+
+        cls.__init__ = frozen_init  # type: ignore[method-assign]
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if self.__dict__.get("_frozen"):
+            raise AttributeError(
+                f"{type(self).__name__}.{key}: a cluster spec is an immutable description; "
+                f"make a new one, e.g. df.clusters.{type(self).__name__}(..., {key}=...)")
+        object.__setattr__(self, key, value)
 
     # -- what subclasses provide ------------------------------------------------
-    def _create(self) -> tuple[Any, Any]:
+    def _create(self, handle: Handle) -> tuple[Any, Any]:
         """Start or connect; return (client, cluster or None)."""
         raise NotImplementedError
 
-    def _destroy(self, client: Any, cluster: Any) -> None:
+    def _destroy(self, handle: Handle, client: Any, cluster: Any) -> None:
         """End what ``_create`` made (close the client; shut down if temporary)."""
         if client is not None:
             client.close()
         if cluster is not None and self.temporary:
             cluster.close()
 
-    def describe(self) -> str:
-        return f"{type(self).__name__} {self.name}"
+    def preflight(self) -> None:
+        """Checks in the calling thread before anything starts."""
 
-    # -- lifecycle ------------------------------------------------------------------
+    def record_extra(self, handle: Handle) -> dict[str, Any]:
+        """Provider facts for the record (processes, jobs, namespace)."""
+        return {}
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+    def handle_name(self) -> str:
+        """The name of a new handle's cluster: ``name=``, or a fresh ``daskflow-...``."""
+        return self.name or f"daskflow-{self.kind}-{uuid.uuid4().hex[:8]}"
+
+    # -- the ways to use a spec ---------------------------------------------------
+    def open(self, *, shared: bool = False) -> Handle:
+        """A new handle on a cluster of this description (not started yet).
+
+        ``shared=True`` when other processes must reach the cluster (a flow
+        resource's tasks run on workers).
+        """
+        return Handle(self, shared=shared)
+
+    def __enter__(self) -> Any:
+        """``with spec as client:`` outside flows; a resource in a flow body."""
+        from daskflow.build import current_builder
+
+        if current_builder() is not None:
+            from daskflow.clusters.resource import cluster
+
+            entered: Any = cluster(self)
+            value = entered.__enter__()
+        else:
+            entered = self.open()
+            value = entered.__enter__()
+        self._entered.setdefault(threading.get_ident(), []).append(entered)
+        return value
+
+    def __exit__(self, *exc: Any) -> None:
+        stack = self._entered.get(threading.get_ident()) or []
+        if not stack:
+            raise ClusterError(f"{self!r} was exited without being entered in this thread")
+        entered = stack.pop()
+        if not stack:
+            self._entered.pop(threading.get_ident(), None)
+        entered.__exit__(*exc)
+
+    @contextlib.contextmanager
+    def __daskflow_open__(self) -> Iterator[Any]:
+        """What the runner uses for ``cluster=spec``: a handle of its own."""
+        with self.open() as client:
+            yield client
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A spec travels as its configuration."""
+        return {k: v for k, v in self.__dict__.items() if k != "_entered"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        object.__setattr__(self, "_entered", {})
+
+    def __repr__(self) -> str:
+        name = f" {self.name}" if self.name else ""
+        return f"<{type(self).__name__}{name}>"
+
+
+class Handle:
+    """One cluster of a spec: started once, closed once.
+
+    ``with spec.open() as client:`` is the explicit form of ``with spec as
+    client:``; ``handle.start()`` returns a connected ``distributed.Client``
+    and ``handle.close()`` is idempotent.
+    """
+
+    def __init__(self, spec: ClusterSpec, *, shared: bool = False) -> None:
+        self.spec = spec
+        self.shared = shared
+        self.name = spec.handle_name()
+        self.record_id = self.name if spec.name is None else f"{self.name}-{uuid.uuid4().hex[:6]}"
+        self.state = Lifecycle.NEW
+        self.client: Any = None
+        self.cluster: Any = None
+        self.extra: dict[str, Any] = {}  # what the provider learnt while starting
+        self._lock = threading.Lock()
+        self._sigterm: _SigtermToExit | None = None
+
+    @property
+    def temporary(self) -> bool:
+        return self.spec.temporary
+
     def start(self) -> Any:
         """Start (or connect) and return a ``distributed.Client``."""
         with self._lock:
             if self.state is Lifecycle.CLOSED:
                 raise ClusterError(
-                    f"Cannot reopen cluster spec {self.name!r} once it has been closed; "
-                    "create a new spec instead")
+                    f"Cannot reopen cluster handle {self.name!r} once it has been closed; "
+                    "use the spec again (each use opens a new handle)")
             if self.state is not Lifecycle.NEW:
-                raise ClusterError(f"cluster spec {self.name!r} is already {self.state.value}")
+                raise ClusterError(f"cluster handle {self.name!r} is already {self.state.value}")
             self.state = Lifecycle.STARTING
-        _live.add(self)
-        timeout = config.seconds_setting("lifecycle.startup-timeout", self.startup_timeout)
+        spec = self.spec
         try:
-            self.client, self.cluster = _within(timeout + self.startup_grace, self._create,
-                                                self._destroy, self.name)
-            if self.temporary:
-                self._install_lease()
-                records.write(self)
+            spec.preflight()
         except BaseException:
             self.state = Lifecycle.CLOSED
-            _live.discard(self)
+            raise
+        _live.add(self)
+        timeout = config.seconds_setting("lifecycle.startup-timeout", spec.startup_timeout)
+        try:
+            self.client, self.cluster = _within(
+                timeout + spec.startup_grace, functools.partial(spec._create, self),
+                functools.partial(spec._destroy, self), self.name)
+            # From here the cluster exists: whatever fails or interrupts below
+            # tears it down (the except clause) before re-raising.
+            if spec.temporary:
+                _install_lease(self)
+                records.write(self)
+        except BaseException:
+            self._abort()
             raise
         self.state = Lifecycle.RUNNING
-        logger.info("%s is up: %s", self.describe(), self.client.scheduler.address)
+        logger.info("%s %s is up: %s", spec.describe(), self.name, self.client.scheduler.address)
         return self.client
 
+    def _abort(self) -> None:
+        """A start that failed after (part of) the cluster was made: end it."""
+        with self._lock:
+            self.state = Lifecycle.CLOSED
+        _live.discard(self)
+        client, cluster, self.client, self.cluster = self.client, self.cluster, None, None
+        try:
+            if client is not None or cluster is not None:
+                self.spec._destroy(self, client, cluster)
+        except Exception as err:  # the original error matters more; say what is left
+            logger.warning("could not end cluster %s after its start failed: %r; "
+                           "see `daskflow clusters list`", self.name, err)
+        else:
+            records.remove(self.record_id)
+
     def close(self) -> None:
-        """End what this spec started; idempotent."""
+        """End what this handle started; idempotent."""
         with self._lock:
             if self.state in (Lifecycle.CLOSED, Lifecycle.NEW):
                 self.state = Lifecycle.CLOSED
@@ -137,75 +283,54 @@ class ClusterSpec:
         _live.discard(self)
         client, cluster, self.client, self.cluster = self.client, self.cluster, None, None
         try:
-            self._destroy(client, cluster)
+            self.spec._destroy(self, client, cluster)
         finally:
-            records.remove(self.name)
+            records.remove(self.record_id)
 
-    def _install_lease(self) -> None:
-        from daskflow.clusters.lease import Lease
-
-        duration = config.seconds_setting("lifecycle.lease", self.lease)
-        self.client.register_plugin(Lease(self.client.id, duration, action=self.lease_action),
-                                    name=Lease.name)
-
-    # -- the three ways to use a spec ----------------------------------------------
     def __enter__(self) -> Any:
-        from daskflow.build import current_builder
-
-        if current_builder() is not None:
-            return self._as_resource().__enter__()
         self.start()
-        self._sigterm = _SigtermToExit()
-        self._sigterm.__enter__()
+        if threading.current_thread() is threading.main_thread():
+            self._sigterm = _SigtermToExit()
+            self._sigterm.__enter__()
         return self.client
 
     def __exit__(self, *exc: Any) -> None:
-        from daskflow.build import current_builder
-
-        if current_builder() is not None:
-            return self._resource.__exit__(*exc)
         try:
             self.close()
         finally:
-            self._sigterm.__exit__(*exc)
-
-    @contextlib.contextmanager
-    def __daskflow_open__(self) -> Iterator[Any]:
-        """What the runner uses for ``cluster=spec``: start, yield the client, close."""
-        with self as client:
-            yield client
-
-    def _as_resource(self) -> Any:
-        from daskflow.clusters.resource import cluster_resource
-
-        self._resource = cluster_resource(self)
-        return self._resource
-
-    def __getstate__(self) -> dict[str, Any]:
-        """A spec travels as its configuration; a copy starts out NEW."""
-        skip = {"_lock", "client", "cluster", "_sigterm", "_resource", "state"}
-        return {k: v for k, v in self.__dict__.items() if k not in skip}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-        self.state = Lifecycle.NEW
-        self.client = self.cluster = None
+            if self._sigterm is not None:
+                self._sigterm.__exit__(*exc)
+                self._sigterm = None
 
     def __del__(self) -> None:
         if getattr(self, "state", None) is Lifecycle.RUNNING:
-            warnings.warn(f"cluster spec {self.name!r} was never closed; closing it now",
+            warnings.warn(f"cluster {self.name!r} was never closed; closing it now",
                           ResourceWarning, stacklevel=1)
             with contextlib.suppress(Exception):
                 self.close()
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name} {self.state.value}>"
+        return f"<Handle {type(self.spec).__name__} {self.name} {self.state.value}>"
 
 
-def _within(timeout: float, create: Any, destroy: Any, name: str) -> tuple[Any, Any]:
-    """Run ``create`` with an overall timeout; tear down a late or failed start."""
+def _install_lease(handle: Handle) -> None:
+    from daskflow.clusters.lease import Lease
+
+    duration = config.seconds_setting("lifecycle.lease", handle.spec.lease)
+    handle.client.register_plugin(Lease(handle.client.id, duration, action=handle.spec.lease_action),
+                                  name=Lease.name)
+
+
+def _within(timeout: float, create: Callable[[], tuple[Any, Any]],
+            destroy: Callable[[Any, Any], None], name: str) -> tuple[Any, Any]:
+    """Run ``create`` in a thread with an overall timeout.
+
+    A start given up on (the timeout, or Ctrl-C or any exception while
+    waiting) is torn down: now if it has finished, else by its thread the
+    moment it does.
+    """
     box: dict[str, Any] = {}
+    lock = threading.Lock()
     abandoned = threading.Event()
 
     def target() -> None:
@@ -214,20 +339,26 @@ def _within(timeout: float, create: Any, destroy: Any, name: str) -> tuple[Any, 
         except BaseException as err:
             box["error"] = err
             return
-        if abandoned.is_set():  # came up after we gave up on it: end it now
-            with contextlib.suppress(Exception):
-                destroy(*made)
-            return
-        box["made"] = made
+        with lock:
+            if not abandoned.is_set():
+                box["made"] = made
+                return
+        with contextlib.suppress(Exception):  # came up after we gave up on it: end it now
+            destroy(*made)
 
     thread = threading.Thread(target=target, name=f"start {name}", daemon=True)
     thread.start()
-    thread.join(timeout)
+    try:
+        thread.join(timeout)
+    except BaseException:  # Ctrl-C (or SIGTERM's SystemExit) while waiting
+        _abandon(lock, abandoned, box, destroy)
+        raise
     if thread.is_alive():
-        abandoned.set()
-        raise ClusterError(
-            f"cluster {name!r} did not start within {timeout:g}s; it is being torn down. "
-            "Raise daskflow.lifecycle.startup-timeout (or startup_timeout=) if it needs longer")
+        _abandon(lock, abandoned, box, destroy)
+        if "made" not in box:
+            raise ClusterError(
+                f"cluster {name!r} did not start within {timeout:g}s; it is being torn down. "
+                "Raise daskflow.lifecycle.startup-timeout (or startup_timeout=) if it needs longer")
     if "error" in box:
         err = box["error"]
         hint = ""
@@ -235,26 +366,85 @@ def _within(timeout: float, create: Any, destroy: Any, name: str) -> tuple[Any, 
             from daskflow.clusters.local import MAIN_GUARD_HINT
 
             hint = f". If this is a script: {MAIN_GUARD_HINT}"
+        if isinstance(err, ClusterError):
+            raise err
         raise ClusterError(f"cluster {name!r} failed to start: {err}{hint}") from err
     return box["made"]
 
 
+def _abandon(lock: threading.Lock, abandoned: threading.Event, box: dict[str, Any],
+             destroy: Callable[[Any, Any], None]) -> None:
+    with lock:
+        abandoned.set()
+        made = box.pop("made", None)
+    if made is not None:  # finished just as we gave up: end it here
+        with contextlib.suppress(Exception):
+            destroy(*made)
+
+
 class _SigtermToExit:
-    """While active in the main thread, SIGTERM raises SystemExit(143) so that
-    ``finally`` blocks (and thus cluster shutdown) run before the process ends."""
+    """While active in the main thread, SIGTERM raises ``SystemExit(143)`` so
+    that ``finally`` blocks (and thus cluster shutdown) run before the process
+    ends.
+
+    ``daskflow.lifecycle.handle-sigterm``: ``auto`` installs it only when the
+    process has no SIGTERM handler of its own (the default action); ``always``
+    installs it and chains to the previous handler (called first); ``never``
+    leaves SIGTERM alone.  The previous handler is restored on exit.
+    """
 
     def __enter__(self) -> None:
-        self.previous = None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, _raise_exit)
+        self.previous: Any = None
+        self.installed: Any = None
+        mode = str(config.get("lifecycle.handle-sigterm")).lower()
+        if mode not in ("auto", "always", "never"):
+            raise ClusterError(
+                f"daskflow.lifecycle.handle-sigterm={mode!r}: use auto, always or never")
+        if mode == "never" or threading.current_thread() is not threading.main_thread():
+            return
+        current = signal.getsignal(signal.SIGTERM)
+        if mode == "auto" and current is not signal.SIG_DFL:
+            return  # the process has its own plan for SIGTERM: respect it
+        self.previous = current
+        self.installed = functools.partial(_exit_on_sigterm, current)
+        signal.signal(signal.SIGTERM, self.installed)
 
     def __exit__(self, *exc: Any) -> None:
-        if self.previous is not None:
+        if self.installed is None:
+            return
+        # Restore only if nobody replaced ours meanwhile (theirs stays).
+        if signal.getsignal(signal.SIGTERM) is self.installed:
             signal.signal(signal.SIGTERM, self.previous)
 
 
-def _raise_exit(signum: int, frame: Any) -> None:
+def _exit_on_sigterm(previous: Any, signum: int, frame: Any) -> None:
+    if callable(previous):
+        previous(signum, frame)
     raise SystemExit(128 + signum)
+
+
+def process_identity(pid: int) -> dict[str, Any]:
+    """A pid with its start time: what ``clusters close`` checks before a kill,
+    so that a pid reused by an unrelated process is never signalled."""
+    import psutil
+
+    return {"pid": pid, "create_time": psutil.Process(pid).create_time()}
+
+
+def same_process(identity: dict[str, Any]) -> bool:
+    """Whether ``identity`` (from :func:`process_identity`) still runs, as that
+    very process (not a zombie, not a newer process with the same pid)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(int(identity["pid"]))
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        created = proc.create_time()
+    except (psutil.Error, KeyError, TypeError, ValueError):
+        return False
+    recorded = identity.get("create_time")
+    return recorded is not None and abs(created - float(recorded)) < 0.05
 
 
 class _Records:
@@ -265,17 +455,22 @@ class _Records:
         os.makedirs(path, exist_ok=True)
         return path
 
-    def write(self, spec: ClusterSpec) -> None:
-        record = {"name": spec.name, "kind": spec.kind, "address": spec.client.scheduler.address,
-                  "driver_pid": os.getpid(), "started": time.time(),
-                  "dashboard": getattr(spec.client, "dashboard_link", None)}
-        record.update(spec.record_extra() if hasattr(spec, "record_extra") else {})
-        with open(os.path.join(self.directory(), f"{spec.name}.json"), "w") as f:
+    def write(self, handle: Handle) -> None:
+        record = {"id": handle.record_id, "name": handle.name, "kind": handle.spec.kind,
+                  "address": handle.client.scheduler.address,
+                  "driver": process_identity(os.getpid()), "driver_pid": os.getpid(),
+                  "started": time.time(),
+                  "dashboard": getattr(handle.client, "dashboard_link", None)}
+        record.update(handle.spec.record_extra(handle))
+        path = os.path.join(self.directory(), f"{handle.record_id}.json")
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
             json.dump(record, f)
+        os.replace(tmp, path)  # a reader never sees half a record
 
-    def remove(self, name: str) -> None:
+    def remove(self, record_id: str) -> None:
         with contextlib.suppress(OSError):
-            os.remove(os.path.join(self.directory(), f"{name}.json"))
+            os.remove(os.path.join(self.directory(), f"{record_id}.json"))
 
     def all(self) -> list[dict[str, Any]]:
         out = []
@@ -283,7 +478,9 @@ class _Records:
         for fname in sorted(os.listdir(directory)):
             if fname.endswith(".json"):
                 with contextlib.suppress(OSError, ValueError), open(os.path.join(directory, fname)) as f:
-                    out.append(json.load(f))
+                    record = json.load(f)
+                    record.setdefault("id", fname[:-5])
+                    out.append(record)
         return out
 
 

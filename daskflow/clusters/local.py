@@ -8,7 +8,7 @@ import multiprocessing
 import os
 from typing import Any
 
-from daskflow.clusters.base import ClusterSpec
+from daskflow.clusters.base import ClusterSpec, Handle, process_identity
 from daskflow.exceptions import ClusterError
 
 
@@ -36,18 +36,17 @@ class Local(ClusterSpec):
                 raise ClusterError(
                     f"Local({key}={value!r}): {key} must be a whole number >= 0 "
                     f"(for example {key}=2), or left out for distributed's default")
-        self.kwargs = kwargs
-        self.shared = False  # set when other processes must reach it (a flow resource)
+        self.kwargs = dict(kwargs)
 
-    def _create(self) -> tuple[Any, Any]:
+    def _create(self, handle: Handle) -> tuple[Any, Any]:
         from distributed import Client, LocalCluster
 
         kwargs = {"dashboard_address": ":0", **self.kwargs}
         if multiprocessing.current_process().daemon and kwargs.get("processes", True):
             kwargs["processes"] = False  # a daemonic Dask worker cannot have child processes
-        if self.shared and kwargs.get("processes") is False:
+        if handle.shared and kwargs.get("processes") is False:
             kwargs.setdefault("protocol", "tcp://")  # reachable from other processes
-        cluster = LocalCluster(name=self.name, **kwargs)
+        cluster = LocalCluster(name=handle.name, **kwargs)
         try:
             client = Client(cluster, set_as_default=False)
         except BaseException:
@@ -55,11 +54,10 @@ class Local(ClusterSpec):
             raise
         return client, cluster
 
-    def start(self) -> Any:
+    def preflight(self) -> None:
         _refuse_in_spawned_main(self.kwargs)
-        return super().start()
 
-    def _destroy(self, client: Any, cluster: Any) -> None:
+    def _destroy(self, handle: Handle, client: Any, cluster: Any) -> None:
         if client is not None:
             client.close()
         if cluster is not None:
@@ -70,12 +68,12 @@ class Local(ClusterSpec):
                 cluster.sync(_close_workers, cluster, 1.0)
             cluster.close()
 
-    def record_extra(self) -> dict[str, Any]:
-        pids = self.client.run(os.getpid)
-        return {"worker_pids": sorted(set(pids.values()))}
+    def record_extra(self, handle: Handle) -> dict[str, Any]:
+        pids = sorted(set(handle.client.run(os.getpid).values()) - {os.getpid()})
+        return {"processes": [process_identity(pid) for pid in pids]}
 
     def describe(self) -> str:
-        return f"LocalCluster {self.name}"
+        return "LocalCluster"
 
 
 async def _close_workers(cluster: Any, timeout: float) -> None:

@@ -51,9 +51,9 @@ class _ProviderSpec(ClusterSpec):
                                "shared cluster")
         super().__init__(name=name, startup_timeout=startup_timeout, lease=lease)
         self.temporary = not shared
-        self.kwargs = kwargs
+        self.kwargs = dict(kwargs)
 
-    def _connect(self, cluster: Any, end: Any) -> tuple[Any, Any]:
+    def _connect(self, cluster: Any, end: Any) -> tuple[Any, Any]:  # noqa: D401
         """A Client for a cluster just made; end the cluster if that fails."""
         from distributed import Client
 
@@ -96,11 +96,11 @@ class Kubernetes(_ProviderSpec):
         super().__init__(name=name, shared=existing, flag="existing",
                          startup_timeout=startup_timeout, lease=lease, kwargs=kwargs)
 
-    def kube_kwargs(self) -> dict[str, Any]:
+    def kube_kwargs(self, name: str | None = None) -> dict[str, Any]:
         """The KubeCluster arguments: the user's, with ownership decided here."""
         CreateMode = _need("dask_kubernetes.operator.kubecluster.kubecluster", "kubernetes").CreateMode  # noqa: N806
         kwargs = dict(self.kwargs)
-        kwargs["name"] = self.name
+        kwargs["name"] = name or self.handle_name()
         if self.temporary:
             kwargs.update(create_mode=CreateMode.CREATE_ONLY, shutdown_on_close=True)
             # The operator checks idleness only when idleTimeout > 0, and the
@@ -113,16 +113,16 @@ class Kubernetes(_ProviderSpec):
         kwargs.setdefault("quiet", True)
         return kwargs
 
-    def _create(self) -> tuple[Any, Any]:
-        kwargs = self.kube_kwargs()  # first: a missing extra is a clear ClusterError
+    def _create(self, handle: Any) -> tuple[Any, Any]:
+        kwargs = self.kube_kwargs(handle.name)  # first: a missing extra is a clear ClusterError
         from daskflow.clusters.kube import bounded_kube_cluster
 
         timeout = config.seconds_setting("lifecycle.startup-timeout", self.startup_timeout)
         cluster = bounded_kube_cluster(timeout, **kwargs)
         return self._connect(cluster, cluster.close)
 
-    def record_extra(self) -> dict[str, Any]:
-        namespace = getattr(self.cluster, "namespace", None) or self.kwargs.get("namespace")
+    def record_extra(self, handle: Any) -> dict[str, Any]:
+        namespace = getattr(handle.cluster, "namespace", None) or self.kwargs.get("namespace")
         return {"namespace": namespace}
 
 
@@ -143,9 +143,9 @@ class Coiled(_ProviderSpec):
         super().__init__(name=name, shared=reuse, flag="reuse",
                          startup_timeout=startup_timeout, lease=lease, kwargs=kwargs)
 
-    def coiled_kwargs(self) -> dict[str, Any]:
+    def coiled_kwargs(self, name: str | None = None) -> dict[str, Any]:
         kwargs = dict(self.kwargs)
-        kwargs["name"] = self.name
+        kwargs["name"] = name or self.handle_name()
         kwargs["shutdown_on_close"] = self.temporary
         idle = config.get("lifecycle.idle-timeout")
         if idle is not None:
@@ -154,13 +154,13 @@ class Coiled(_ProviderSpec):
             kwargs.setdefault("no_client_timeout", str(config.get("lifecycle.lease")))
         return kwargs
 
-    def _create(self) -> tuple[Any, Any]:
+    def _create(self, handle: Any) -> tuple[Any, Any]:
         with preserved_dask_config():
             coiled = _need("coiled", "coiled")
-        cluster = coiled.Cluster(**self.coiled_kwargs())
+        cluster = coiled.Cluster(**self.coiled_kwargs(handle.name))
         return self._connect(cluster, cluster.shutdown)
 
-    def _destroy(self, client: Any, cluster: Any) -> None:
+    def _destroy(self, handle: Any, client: Any, cluster: Any) -> None:
         if client is not None:
             client.close()
         if cluster is not None:

@@ -1,19 +1,20 @@
 """A cluster spec used as a resource inside a flow body.
 
-``with df.clusters.Local(n_workers=2) as cluster:`` in a flow body starts the
-cluster in a setup task, hands the block's tasks a :class:`ClusterHandle`
-(picklable: name and address), and ends the cluster in the block's cleanup,
-once every task of the block has finished: the Prefect 1 "temporary Dask
-cluster" pattern.
+``with df.clusters.Local(n_workers=2) as cluster:`` in a flow body is an
+ordinary :func:`daskflow.resource`: its setup task opens a handle on the
+spec (the spec travels to the worker as the setup's argument), hands the
+block's tasks a :class:`ClusterHandle` (picklable: name and address), and
+its cleanup closes the handle once every task of the block has finished:
+the Prefect 1 "temporary Dask cluster" pattern.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
-from daskflow.resources import ResourceCall
+from daskflow.resources import resource
 
 
 class ClusterHandle:
@@ -38,12 +39,9 @@ class ClusterHandle:
         return f"<ClusterHandle {self.name} at {self.address}>"
 
 
-def cluster_resource(spec: Any) -> ResourceCall:
-    if hasattr(spec, "shared"):
-        spec.shared = True
-
-    def opener() -> tuple[ClusterHandle, Any]:
-        client = spec.start()
-        return ClusterHandle(spec.name, client.scheduler.address), spec.close
-
-    return ResourceCall(spec.name if spec.name.startswith("daskflow-") else spec.kind, opener)
+@resource
+def cluster(spec: Any) -> Generator[ClusterHandle, None, None]:
+    """A temporary cluster for the tasks of a block (shut down by the cleanup)."""
+    handle = spec.open(shared=True)
+    with handle as client:
+        yield ClusterHandle(handle.name, client.scheduler.address)

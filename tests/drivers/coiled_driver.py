@@ -13,7 +13,7 @@ import daskflow as df  # noqa: E402
 
 if __name__ == "__main__":
     out = sys.argv[1]
-    spec = df.clusters.Coiled(n_workers=1)
+    spec = df.clusters.Coiled(n_workers=1).open()
     with spec as client:
         with open(out + ".tmp", "w") as f:
             json.dump({"name": spec.name, "address": client.scheduler.address}, f)

@@ -16,7 +16,7 @@ if __name__ == "__main__":
 
     mode, out = sys.argv[1], sys.argv[2]
     with dask.config.set({"kubernetes.scheduler-service-type": "LoadBalancer"}):
-        spec = df.clusters.Kubernetes(n_workers=1, lease=sys.argv[3] if len(sys.argv) > 3 else "3s")
+        spec = df.clusters.Kubernetes(n_workers=1, lease=sys.argv[3] if len(sys.argv) > 3 else "3s").open()
         with spec as client:
             with open(out + ".tmp", "w") as f:
                 json.dump({"name": spec.name, "address": client.scheduler.address}, f)

@@ -13,9 +13,9 @@ if __name__ == "__main__":
 
     mode, out = sys.argv[1], sys.argv[2]
     if len(sys.argv) > 3:  # attach to an existing scheduler instead of starting one
-        spec = df.clusters.Address(sys.argv[3])
+        spec = df.clusters.Address(sys.argv[3]).open()
     else:
-        spec = df.clusters.Local(n_workers=2, threads_per_worker=1, dashboard_address=None)
+        spec = df.clusters.Local(n_workers=2, threads_per_worker=1, dashboard_address=None).open()
     with spec as client:
         pids = sorted(set(client.run(os.getpid).values()))
         with open(out + ".tmp", "w") as f:
