@@ -20,13 +20,15 @@ from daskflow.clusters.address import Address
 from daskflow.clusters.base import ClusterSpec, Handle, Lifecycle
 from daskflow.clusters.local import Local
 from daskflow.clusters.providers import Coiled, Kubernetes
+from daskflow.clusters.ssh import SSH
 from daskflow.exceptions import ClusterError
 
 KINDS: dict[str, type[ClusterSpec]] = {
     "local": Local, "address": Address, "kubernetes": Kubernetes, "coiled": Coiled,
+    "ssh": SSH,
 }
 
-__all__ = ["Address", "ClusterSpec", "Coiled", "Handle", "Kubernetes", "Lifecycle", "Local",
+__all__ = ["Address", "ClusterSpec", "Coiled", "Handle", "Kubernetes", "Lifecycle", "Local", "SSH",
            "from_profile", "profiles"]
 
 

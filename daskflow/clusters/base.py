@@ -355,10 +355,9 @@ def _within(timeout: float, create: Callable[[], tuple[Any, Any]],
         raise
     if thread.is_alive():
         _abandon(lock, abandoned, box, destroy)
-        if "made" not in box:
-            raise ClusterError(
-                f"cluster {name!r} did not start within {timeout:g}s; it is being torn down. "
-                "Raise daskflow.lifecycle.startup-timeout (or startup_timeout=) if it needs longer")
+        raise ClusterError(
+            f"cluster {name!r} did not start within {timeout:g}s; it is being torn down. "
+            "Raise daskflow.lifecycle.startup-timeout (or startup_timeout=) if it needs longer")
     if "error" in box:
         err = box["error"]
         hint = ""

@@ -111,9 +111,20 @@ class Lease(SchedulerPlugin):
                 logger.warning("daskflow lease ended, closing the cluster: %s", why)
                 # A task of its own: Scheduler.close() closes this plugin, which
                 # cancels the watcher, and must not cancel the close with it.
-                self._closing = asyncio.ensure_future(
-                    self.scheduler.close(reason=f"daskflow-lease: {why}"))
+                self._closing = asyncio.ensure_future(self._close(why))
                 return
+
+    async def _close(self, why: str) -> None:
+        """End the workers fast (their nannies kill a busy worker after 1 s
+        instead of waiting for its task), then the scheduler."""
+        reason = f"daskflow-lease: {why}"
+        try:
+            await asyncio.wait_for(self.scheduler.broadcast(
+                msg={"op": "terminate", "timeout": 1, "reason": reason}, nanny=True,
+                on_error="ignore"), 10)
+        except Exception as err:  # the scheduler's own close still ends them
+            logger.warning("daskflow lease: could not terminate the nannies: %r", err)
+        await self.scheduler.close(reason=reason)
 
     def _declare_idle(self) -> None:
         """Make ``Scheduler.check_idle`` (what the operator asks) answer "idle

@@ -1,0 +1,190 @@
+"""Real system services for the provider tests, each started by the test
+session in a folder of its own and ended by the pids it recorded.
+
+- :class:`Sshd`: Debian's OpenSSH server on 127.0.0.1 (its own config, host
+  key and authorized keys; never ``~/.ssh``), logging in a throwaway
+  non-root user made for the session (as root, sshd cannot deliver the close
+  signal and remote processes would linger).
+
+Leftovers are found by what was recorded: the pid of each daemon, and the uid
+of the throwaway user (no other process runs as it), never by matching
+command lines other processes share.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+import psutil
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _others_can_run(path: str) -> bool:
+    """Whether a user with no special rights can execute ``path``."""
+    path = os.path.realpath(path)
+    parts = path.split(os.sep)
+    for i in range(2, len(parts)):
+        if not os.stat(os.sep.join(parts[:i])).st_mode & 0o001:
+            return False
+    return bool(os.stat(path).st_mode & 0o001)
+
+
+def python_for_others() -> tuple[str, list[str]]:
+    """An interpreter the throwaway user can run, and what it needs on its path.
+
+    This session's own if others can reach it; otherwise (a Python under
+    /root, as with pyenv) the system's ``python3.X`` of the same minor version,
+    given this session's site-packages (wheels for the same ABI) and the repo.
+    """
+    if _others_can_run(sys.executable):
+        return sys.executable, [os.path.dirname(REPO) and REPO]
+    system = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+    if not os.path.exists(system):
+        raise RuntimeError(f"{sys.executable} is not reachable by other users and there is no "
+                           f"{system} (apt-get install python3)")
+    import sysconfig
+
+    return system, [sysconfig.get_paths()["purelib"], REPO]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} before listening")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on port {port} within {timeout}s")
+
+
+def stop(proc: subprocess.Popen | None, timeout: float = 10) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+class ThrowawayUser:
+    """A system user for this session only; removed with everything it runs."""
+
+    def __init__(self, root: str) -> None:
+        self.name = f"dft{uuid.uuid4().hex[:8]}"
+        self.home = os.path.join(root, "home")
+        os.makedirs(self.home)
+        subprocess.run(["useradd", "-M", "-d", self.home, "-s", "/bin/sh", self.name], check=True)
+        # '*' (no password, not locked): OpenSSH refuses a locked ('!') account
+        subprocess.run(["usermod", "-p", "*", self.name], check=True)
+        self.uid = pwd.getpwnam(self.name).pw_uid
+        os.chown(self.home, self.uid, -1)
+
+    def processes(self) -> list[psutil.Process]:
+        out = []
+        for proc in psutil.process_iter(["uids"]):
+            uids = proc.info.get("uids")
+            if uids is not None and uids.real == self.uid:
+                out.append(proc)
+        return out
+
+    def wait_no_processes(self, timeout: float) -> float | None:
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if not [p for p in self.processes() if _running(p)]:
+                return time.monotonic() - start
+            time.sleep(0.1)
+        return None
+
+    def remove(self) -> None:
+        for proc in self.processes():
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(self.processes(), timeout=10)
+        subprocess.run(["userdel", self.name], check=False, capture_output=True)
+
+
+class Sshd:
+    """A throwaway sshd on 127.0.0.1 logging in one throwaway user by key."""
+
+    def __init__(self, tests_dir: str) -> None:
+        # World-traversable: sshd reads the authorized keys as the user.
+        self.root = tempfile.mkdtemp(prefix="daskflow-sshd-")
+        os.chmod(self.root, 0o755)
+        self.proc: subprocess.Popen | None = None
+        self.user = ThrowawayUser(self.root)
+        try:
+            self._start(tests_dir)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, tests_dir: str) -> None:
+        root = self.root
+        self.scratch = os.path.join(self.user.home, "scratch")
+        os.makedirs(self.scratch)
+        os.chown(self.scratch, self.user.uid, -1)
+        for key in ("host_key", "client_key"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
+                            os.path.join(root, key)], check=True)
+        shutil.copy(os.path.join(root, "client_key.pub"), os.path.join(root, "authorized_keys"))
+        os.chmod(os.path.join(root, "authorized_keys"), 0o644)
+        self.client_key = os.path.join(root, "client_key")
+        self.port = free_port()
+        self.python, path = python_for_others()
+        env = {"HOME": self.user.home, "DASK_TEMPORARY_DIRECTORY": self.scratch,
+               "PYTHONPATH": os.pathsep.join([tests_dir, *path]),
+               "DASKFLOW_TESTS_HOME": self.user.home}
+        config = os.path.join(root, "sshd_config")
+        with open(config, "w") as f:
+            f.write("\n".join([
+                f"Port {self.port}", "ListenAddress 127.0.0.1",
+                f"HostKey {os.path.join(root, 'host_key')}",
+                f"AuthorizedKeysFile {os.path.join(root, 'authorized_keys')}",
+                f"PidFile {os.path.join(root, 'sshd.pid')}",
+                f"AllowUsers {self.user.name}", "StrictModes no", "UsePAM no",
+                "PasswordAuthentication no", "KbdInteractiveAuthentication no",
+                "PubkeyAuthentication yes", "PermitRootLogin no",
+                "SetEnv " + " ".join(f"{k}={v}" for k, v in env.items()), ""]))
+        os.makedirs("/run/sshd", exist_ok=True)  # privilege separation folder sshd requires
+        with open(os.path.join(root, "sshd.log"), "w") as log:
+            self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", config],
+                                         stdout=subprocess.DEVNULL, stderr=log)
+        wait_port(self.port, self.proc, 20, "sshd")
+
+    def connect_options(self) -> dict:
+        return {"username": self.user.name, "port": self.port, "known_hosts": None,
+                "client_keys": [self.client_key]}
+
+    def close(self) -> None:
+        stop(self.proc)
+        self.user.remove()
+        shutil.rmtree(self.root, ignore_errors=True)
