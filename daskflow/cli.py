@@ -51,6 +51,12 @@ def status(record: dict[str, Any]) -> str:
         if not daskcluster_exists(record["name"], record.get("namespace")):
             return "gone"
         return "running" if _driver_alive(record) else "orphaned"
+    if record.get("kind") == "gateway":  # its gateway decides
+        from daskflow.clusters.gateway import gateway_cluster_running
+
+        if not gateway_cluster_running(record):
+            return "gone"
+        return "running" if _driver_alive(record) else "orphaned"
     if record.get("kind") == "slurm":
         from daskflow.clusters.jobqueue import live_jobs
 
@@ -92,6 +98,13 @@ def close_record(record: dict[str, Any]) -> str:
     scheduler down would only get the pod restarted.
     """
     how = "already gone"
+    if record.get("kind") == "gateway":
+        from daskflow.clusters.gateway import stop_gateway_cluster
+
+        if stop_gateway_cluster(record):
+            how = "gateway cluster stopped"
+        records.remove(record["id"])
+        return how
     if record.get("kind") == "kubernetes":
         from daskflow.clusters.kube import delete_daskcluster
 

@@ -188,3 +188,113 @@ class Sshd:
         stop(self.proc)
         self.user.remove()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+class GatewayServer:
+    """A real dask-gateway-server (its wheel bundles the Go proxy) on
+    127.0.0.1: the unsafe local backend (clusters are processes of this
+    user) and the simple authenticator, with an ``idle_timeout`` cluster
+    option as a real deployment offers it."""
+
+    def __init__(self, python: str, tests_dir: str) -> None:
+        self.root = tempfile.mkdtemp(prefix="daskflow-gateway-")
+        self.proc: subprocess.Popen | None = None
+        try:
+            self._start(python, tests_dir)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, python: str, tests_dir: str) -> None:
+        self.api_port, self.proxy_port = free_port(), free_port()
+        config = os.path.join(self.root, "gateway_config.py")
+        clusters = os.path.join(self.root, "clusters")
+        os.makedirs(clusters)
+        env = {"PYTHONPATH": tests_dir, "DASKFLOW_TESTS_HOME": os.environ.get("HOME", ""),
+               "HOME": os.environ.get("HOME", "")}
+        with open(config, "w") as f:
+            f.write(f"""
+from dask_gateway_server.options import Options, Float, Integer
+c.DaskGateway.backend_class = "dask_gateway_server.backends.local.UnsafeLocalBackend"
+c.DaskGateway.authenticator_class = "dask_gateway_server.auth.SimpleAuthenticator"
+c.DaskGateway.address = "127.0.0.1:{self.api_port}"
+c.Proxy.address = "127.0.0.1:{self.proxy_port}"
+c.LocalBackend.clusters_directory = {clusters!r}
+c.ClusterConfig.scheduler_cmd = [{python!r}, "-m", "distributed.cli.dask_scheduler"]
+c.ClusterConfig.worker_cmd = [{python!r}, "-m", "distributed.cli.dask_worker"]
+c.ClusterConfig.worker_memory = "1 G"
+c.ClusterConfig.worker_threads = 1
+c.ClusterConfig.environment = {env!r}
+c.DBBackendBase.cluster_status_period = 0.5
+c.DBBackendBase.worker_status_period = 0.5
+c.DBBackendBase.check_timeouts_period = 0.5
+c.Backend.cluster_options = Options(
+    Float("idle_timeout", 0.0, label="Idle timeout (s), 0 for none"),
+    Integer("worker_threads", 1, min=1, max=2, label="Threads per worker"),
+    handler=lambda options: {{"idle_timeout": options.idle_timeout,
+                              "worker_threads": options.worker_threads}},
+)
+""")
+        self.log = os.path.join(self.root, "gateway.log")
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen([python, "-m", "dask_gateway_server", "-f", config],
+                                         cwd=self.root, stdout=log, stderr=subprocess.STDOUT)
+        self.address = f"http://127.0.0.1:{self.proxy_port}"
+        self._wait_healthy(60)
+
+    def _wait_healthy(self, timeout: float) -> None:
+        import urllib.error
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"dask-gateway-server exited: {open(self.log).read()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.address}/api/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"dask-gateway-server not healthy within {timeout}s")
+
+    def processes(self) -> list[psutil.Process]:
+        """The cluster processes the gateway started (its descendants)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return []
+        try:
+            children = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.Error:
+            return []
+        return [p for p in children if _running(p) and "dask-gateway-proxy" not in _name(p)]
+
+    def wait_no_clusters(self, timeout: float) -> float | None:
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if not self.processes():
+                return time.monotonic() - start
+            time.sleep(0.1)
+        return None
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            children = []
+            try:
+                children = psutil.Process(self.proc.pid).children(recursive=True)
+            except psutil.Error:
+                pass
+            stop(self.proc, 20)
+            for child in children:
+                try:
+                    child.kill()
+                except psutil.Error:
+                    pass
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _name(proc: psutil.Process) -> str:
+    try:
+        return proc.name()
+    except psutil.Error:
+        return ""

@@ -18,6 +18,7 @@ import dask.config
 from daskflow import config
 from daskflow.clusters.address import Address
 from daskflow.clusters.base import ClusterSpec, Handle, Lifecycle
+from daskflow.clusters.gateway import Gateway
 from daskflow.clusters.local import Local
 from daskflow.clusters.providers import Coiled, Kubernetes
 from daskflow.clusters.ssh import SSH
@@ -25,10 +26,10 @@ from daskflow.exceptions import ClusterError
 
 KINDS: dict[str, type[ClusterSpec]] = {
     "local": Local, "address": Address, "kubernetes": Kubernetes, "coiled": Coiled,
-    "ssh": SSH,
+    "ssh": SSH, "gateway": Gateway,
 }
 
-__all__ = ["Address", "ClusterSpec", "Coiled", "Handle", "Kubernetes", "Lifecycle", "Local", "SSH",
+__all__ = ["Address", "ClusterSpec", "Coiled", "Gateway", "Handle", "Kubernetes", "Lifecycle", "Local", "SSH",
            "from_profile", "profiles"]
 
 
