@@ -298,3 +298,130 @@ def _name(proc: psutil.Process) -> str:
         return proc.name()
     except psutil.Error:
         return ""
+
+
+class Slurm:
+    """A real single-node Slurm (Debian's slurm-wlm) with its own munged,
+    configured in a folder of its own: node = this host at 127.0.0.1,
+    proctrack/linuxproc, task/none, no accounting.  ``env`` is what a client
+    (sbatch, squeue, scancel, and so dask-jobqueue) needs to reach it."""
+
+    def __init__(self) -> None:
+        self.root = tempfile.mkdtemp(prefix="daskflow-slurm-")
+        os.chmod(self.root, 0o755)
+        self.procs: dict[str, subprocess.Popen] = {}
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _munged(self) -> None:
+        root = os.path.join(self.root, "munge")
+        os.makedirs(root)
+        munge = pwd.getpwnam("munge")
+        key = os.path.join(root, "munge.key")
+        with open(key, "wb") as f:
+            f.write(os.urandom(1024))
+        os.chmod(key, 0o600)
+        for path in (root, key):
+            os.chown(path, munge.pw_uid, munge.pw_gid)
+        os.chmod(root, 0o755)
+        self.munge_socket = os.path.join(root, "munge.socket")
+        # setpriv (not su/runuser): the pid we record is the daemon's own.
+        self.procs["munged"] = subprocess.Popen(
+            ["setpriv", f"--reuid={munge.pw_uid}", f"--regid={munge.pw_gid}", "--init-groups",
+             "munged", "-F", "--force", f"--key-file={key}", f"--socket={self.munge_socket}",
+             f"--pid-file={os.path.join(root, 'munged.pid')}",
+             f"--log-file={os.path.join(root, 'munged.log')}",
+             f"--seed-file={os.path.join(root, 'munged.seed')}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while not os.path.exists(self.munge_socket):
+            if self.procs["munged"].poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("munged did not start: " + _tail(os.path.join(root, "munged.log")))
+            time.sleep(0.05)
+
+    def _start(self) -> None:
+        self._munged()
+        root = self.root
+        for sub in ("state", "spool", "jobs"):
+            os.makedirs(os.path.join(root, sub))
+        self.host = socket.gethostname().split(".")[0]
+        memory = int(psutil.virtual_memory().total / 2**20 * 0.5)
+        ctld_port, slurmd_port = free_port(), free_port()
+        self.conf = os.path.join(root, "slurm.conf")
+        with open(self.conf, "w") as f:
+            f.write("\n".join([
+                f"ClusterName=daskflow{uuid.uuid4().hex[:6]}",
+                f"SlurmctldHost={self.host}(127.0.0.1)",
+                f"SlurmctldPort={ctld_port}", f"SlurmdPort={slurmd_port}",
+                "AuthType=auth/munge", "CredType=cred/munge",
+                f"AuthInfo=socket={self.munge_socket}",
+                "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
+                "SelectType=select/cons_tres", "SelectTypeParameters=CR_CPU",
+                "SchedulerType=sched/backfill", "MpiDefault=none", "ReturnToService=2",
+                "SlurmUser=root", "SlurmdUser=root",
+                "AccountingStorageType=accounting_storage/none", "JobCompType=jobcomp/none",
+                "JobAcctGatherType=jobacct_gather/none",
+                f"StateSaveLocation={root}/state", f"SlurmdSpoolDir={root}/spool",
+                f"SlurmctldPidFile={root}/slurmctld.pid", f"SlurmdPidFile={root}/slurmd.pid",
+                f"SlurmctldLogFile={root}/slurmctld.log", f"SlurmdLogFile={root}/slurmd.log",
+                "SlurmctldTimeout=30", "SlurmdTimeout=30", "InactiveLimit=0", "KillWait=2",
+                "MinJobAge=2",
+                f"NodeName={self.host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} "
+                f"RealMemory={memory} State=UNKNOWN",
+                "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP", ""]))
+        self.env = {"SLURM_CONF": self.conf}
+        env = {**os.environ, **self.env}
+        self.procs["slurmctld"] = subprocess.Popen(
+            ["slurmctld", "-D", "-i", "-f", self.conf], env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(ctld_port, self.procs["slurmctld"], 30, "slurmctld")
+        self.procs["slurmd"] = subprocess.Popen(
+            ["slurmd", "-D", "-f", self.conf, "-N", self.host], env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while "idle" not in self.run("sinfo", "-h", "-o", "%t"):
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited: " + _tail(os.path.join(root, f"{name}.log")))
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Slurm node did not become idle: "
+                                   + _tail(os.path.join(root, "slurmd.log")))
+            time.sleep(0.2)
+
+    def run(self, *cmd: str) -> str:
+        result = subprocess.run(list(cmd), env={**os.environ, **self.env}, capture_output=True,
+                                text=True, timeout=30)
+        return result.stdout
+
+    def jobs(self) -> list[str]:
+        """Job ids still queued or running (any state squeue lists)."""
+        return self.run("squeue", "-h", "-o", "%i").split()
+
+    def wait_no_jobs(self, timeout: float) -> float | None:
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if not self.jobs():
+                return time.monotonic() - start
+            time.sleep(0.2)
+        return None
+
+    def close(self) -> None:
+        if "slurmctld" in self.procs and self.procs["slurmctld"].poll() is None:
+            jobs = self.jobs()
+            if jobs:
+                self.run("scancel", *jobs)
+            self.wait_no_jobs(30)  # before slurmd goes, so that it ends their processes
+        for name in ("slurmd", "slurmctld", "munged"):
+            stop(self.procs.get(name), 20)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _tail(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()[-2000:]
+    except OSError:
+        return "(no log)"

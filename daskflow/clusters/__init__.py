@@ -19,6 +19,7 @@ from daskflow import config
 from daskflow.clusters.address import Address
 from daskflow.clusters.base import ClusterSpec, Handle, Lifecycle
 from daskflow.clusters.gateway import Gateway
+from daskflow.clusters.jobqueue import Slurm
 from daskflow.clusters.local import Local
 from daskflow.clusters.providers import Coiled, Kubernetes
 from daskflow.clusters.ssh import SSH
@@ -26,10 +27,10 @@ from daskflow.exceptions import ClusterError
 
 KINDS: dict[str, type[ClusterSpec]] = {
     "local": Local, "address": Address, "kubernetes": Kubernetes, "coiled": Coiled,
-    "ssh": SSH, "gateway": Gateway,
+    "ssh": SSH, "gateway": Gateway, "slurm": Slurm,
 }
 
-__all__ = ["Address", "ClusterSpec", "Coiled", "Gateway", "Handle", "Kubernetes", "Lifecycle", "Local", "SSH",
+__all__ = ["Address", "ClusterSpec", "Coiled", "Gateway", "Handle", "Kubernetes", "Lifecycle", "Local", "SSH", "Slurm",
            "from_profile", "profiles"]
 
 
