@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench lint clean system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,22 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python examples/images.py
 
-test: $(STAMP)
+# The real services the provider tests run (Slurm with munge, an SSH server,
+# a system python3 for the SSH test user), from Debian packages, when missing
+# and when this is root on a Debian-like machine; otherwise those tests skip
+# and say why.
+SYSTEM_PACKAGES := slurm-wlm munge openssh-server python3
+system-deps:
+	@if command -v slurmctld >/dev/null && command -v munged >/dev/null && command -v sshd >/dev/null; then \
+	  exit 0; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing $(SYSTEM_PACKAGES) for the provider tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null; \
+	else \
+	  echo "not root or no apt-get: the Slurm and SSH tests will be skipped"; \
+	fi
+
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest
 
 PREFECT_VENV := benchmarks/.prefect-venv

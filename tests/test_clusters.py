@@ -181,7 +181,10 @@ def test_profiles_from_config_and_repo_folder(cleanup):
             small(1, cluster="bad")
     with dask.config.set({"daskflow.profile-dirs": [os.path.join(os.path.dirname(TESTS), "clusters")]}):
         shipped = df.clusters.profiles()
-    assert {"local", "shared-scheduler", "kubernetes", "coiled"} <= set(shipped)
+    assert {"local", "shared-scheduler", "kubernetes", "coiled", "slurm", "ssh", "gateway"} <= set(shipped)
+    with dask.config.set({"daskflow.profile-dirs": [os.path.join(os.path.dirname(TESTS), "clusters")]}):
+        for name in shipped:  # each shipped example is a valid description
+            assert df.clusters.from_profile(name).kind == shipped[name]["kind"]
 
 
 class SlowLocal(df.clusters.Local):
