@@ -422,6 +422,15 @@ def _exit_on_sigterm(previous: Any, signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
+def terminate_nannies(client: Any, timeout: float = 1.0) -> None:
+    """Ask every nanny to end its worker now (a worker busy in a task is
+    killed after ``timeout`` s): nothing will run on a cluster being closed."""
+    with contextlib.suppress(Exception):
+        client.sync(client.scheduler.broadcast, nanny=True, on_error="ignore",
+                    msg={"op": "terminate", "timeout": timeout, "reason": "daskflow-close"},
+                    callback_timeout=timeout + 10)
+
+
 def process_identity(pid: int) -> dict[str, Any]:
     """A pid with its start time: what ``clusters close`` checks before a kill,
     so that a pid reused by an unrelated process is never signalled."""

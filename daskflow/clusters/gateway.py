@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from daskflow import config
-from daskflow.clusters.base import ClusterSpec, Handle
+from daskflow.clusters.base import ClusterSpec, Handle, terminate_nannies
 from daskflow.clusters.ssh import need
 from daskflow.exceptions import ClusterError
 
@@ -120,6 +120,8 @@ class Gateway(ClusterSpec):
 
     def _destroy(self, handle: Handle, client: Any, cluster: Any) -> None:
         if client is not None:
+            if self.temporary:  # the gateway stops a busy worker only after its own grace period
+                terminate_nannies(client)
             client.close()
         if cluster is not None:
             try:
