@@ -92,6 +92,8 @@ def test_slurm_arguments_are_checked_before_anything_is_submitted(slurm):
         df.clusters.Slurm(n_workers=2)
     with pytest.raises(df.ClusterError, match="whole number"):
         df.clusters.Slurm(jobs=-1)
+    with pytest.raises(df.ClusterError, match="Slurm\\(core=...\\).*Did you mean 'cores'"):
+        df.clusters.Slurm(core=8)
     assert slurm.jobs() == []
 
 

@@ -55,6 +55,7 @@ class Slurm(ClusterSpec):
         if "n_workers" in kwargs:
             raise ClusterError("Slurm(n_workers=...): say jobs=N (each job runs `processes` "
                                "workers)")
+        _check_keywords(kwargs)
         super().__init__(name=name, startup_timeout=startup_timeout, lease=lease)
         self.jobs = jobs
         self.adapt = dict(adapt) if adapt is not None else None
@@ -105,6 +106,31 @@ class Slurm(ClusterSpec):
 
     def describe(self) -> str:
         return "SLURMCluster"
+
+
+def _check_keywords(kwargs: dict[str, Any]) -> None:
+    """A misspelt SLURMCluster argument fails here, before any job is submitted."""
+    import difflib
+    import inspect
+
+    try:
+        import_jobqueue()
+    except ClusterError:
+        return  # said when the cluster starts, with the install hint
+    from dask_jobqueue.core import Job, JobQueueCluster
+    from dask_jobqueue.slurm import SLURMCluster, SLURMJob
+
+    known: set[str] = {"scheduler_options", "dashboard_address"}
+    for fn in (SLURMCluster.__init__, JobQueueCluster.__init__, SLURMJob.__init__, Job.__init__):
+        known.update(p.name for p in inspect.signature(fn).parameters.values()
+                     if p.kind is p.POSITIONAL_OR_KEYWORD or p.kind is p.KEYWORD_ONLY)
+    known -= {"self", "scheduler", "name", "job_name", "n_workers", "loop", "asynchronous"}
+    for key in kwargs:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ClusterError(f"Slurm({key}=...): not an argument of dask_jobqueue.SLURMCluster "
+                               f"or its jobs.{hint}")
 
 
 def import_jobqueue() -> Any:
