@@ -18,6 +18,7 @@ from daskflow import runner
 from daskflow.build import Builder, Ref, check_built, current_builder
 from daskflow.exceptions import FlowDefinitionError, ParameterError
 from daskflow.flowrun import FlowRun
+from daskflow.hooks import check_hooks
 
 R = TypeVar("R")
 
@@ -35,6 +36,9 @@ class Flow(Generic[R]):
         The default ``cluster=`` of its runs (see :func:`daskflow.runner.open_backend`).
     scatter : bool
         Scatter large parameters and constants before submitting (default True).
+    on_completion, on_failure, on_crashed, on_cancellation : list of callables, optional
+        Flow hooks, each called as ``hook(flow, run)`` on the driver when a
+        run ends in that state (see :mod:`daskflow.hooks`).
 
     >>> import daskflow as df
     >>> @df.task
@@ -48,7 +52,9 @@ class Flow(Generic[R]):
     """
 
     def __init__(self, fn: Callable[..., R], *, name: str | None = None,
-                 cluster: Any = None, scatter: bool = True) -> None:
+                 cluster: Any = None, scatter: bool = True,
+                 on_completion: Any = None, on_failure: Any = None, on_crashed: Any = None,
+                 on_cancellation: Any = None) -> None:
         if not callable(fn):
             raise FlowDefinitionError(f"@flow needs a function, got {fn!r}")
         self.fn = fn
@@ -63,6 +69,10 @@ class Flow(Generic[R]):
         runner.check_cluster(cluster)
         self.cluster = cluster
         self.scatter = bool(scatter)
+        self.on_completion = check_hooks("flow", self.name, "on_completion", on_completion)
+        self.on_failure = check_hooks("flow", self.name, "on_failure", on_failure)
+        self.on_crashed = check_hooks("flow", self.name, "on_crashed", on_crashed)
+        self.on_cancellation = check_hooks("flow", self.name, "on_cancellation", on_cancellation)
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
 
     # -- parameters and build --------------------------------------------------
@@ -149,7 +159,7 @@ class Flow(Generic[R]):
         params = self.bind(*args, **kwargs)
         builder, returned = self.build(params)
         return runner.Engine(self.name, params, builder, returned, cluster,
-                             self.scatter if scatter is None else scatter)
+                             self.scatter if scatter is None else scatter, flow=self)
 
     def visualize(self, *args: Any, filename: str | None = None, format: str | None = None,
                   **kwargs: Any) -> Any:

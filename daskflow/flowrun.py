@@ -42,6 +42,7 @@ class FlowRun:
         self._value: Any = None
         self._error: BaseException | None = None
         self._done = threading.Event()
+        self._ended = False
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -87,8 +88,12 @@ class FlowRun:
     # -- set by the runner -----------------------------------------------------------
     def _finish(self, state: State, states: dict[str, State], value: Any,
                 error: BaseException | None) -> None:
+        """Record the final state; ``done()`` follows once the flow's hooks ran (``_settle``)."""
         self.state, self._final, self._value, self._error = state, states, value, error
         self._live = None
+        self._ended = True
+
+    def _settle(self) -> None:
         self._done.set()
 
     @property

@@ -302,8 +302,9 @@ class Engine:
     """One flow run, from its build to its final state."""
 
     def __init__(self, name: str, params: dict[str, Any], builder: Any, returned: Any,
-                 cluster: Any, scatter: bool = True) -> None:
+                 cluster: Any, scatter: bool = True, flow: Any = None) -> None:
         self.name = name
+        self.flow = flow
         self.params = params
         self.builder = builder
         self.returned = returned
@@ -354,11 +355,17 @@ class Engine:
                 finally:
                     backend.release()
         except BaseException as err:
-            if not self.flow_run.done():
+            if not self.flow_run._ended:
                 self._end_without_value(StateType.CRASHED, err, monitor, start)
             raise
         finally:
             events.forget(self.run_id)
+            from daskflow.hooks import run_flow_hooks
+
+            try:
+                run_flow_hooks(self.flow, self.flow_run)
+            finally:
+                self.flow_run._settle()
 
     def _run_on(self, backend: Any, monitor: events.RunMonitor, start: float) -> None:
         run = self._run_info(backend)

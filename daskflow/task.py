@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar, overload
 from daskflow import signals
 from daskflow.build import Ref, current_builder
 from daskflow.exceptions import FlowDefinitionError
+from daskflow.hooks import check_hooks
 
 R = TypeVar("R")
 
@@ -50,6 +51,9 @@ class Task(Generic[R]):
         Seconds one attempt may take before it fails with ``TaskTimeoutError``.
     resources : dict, optional
         Dask worker resources the task needs, e.g. ``{"GPU": 1}``.
+    on_completion, on_failure, on_retry, on_skip : list of callables, optional
+        State hooks, each called as ``hook(task, state)`` on the worker (see
+        :mod:`daskflow.hooks`).
 
     >>> @task(retries=2)
     ... def inc(x):
@@ -71,6 +75,10 @@ class Task(Generic[R]):
         tags: Iterable[str] = (),
         timeout: float | None = None,
         resources: dict[str, float] | None = None,
+        on_completion: Iterable[Callable[..., Any]] | None = None,
+        on_failure: Iterable[Callable[..., Any]] | None = None,
+        on_retry: Iterable[Callable[..., Any]] | None = None,
+        on_skip: Iterable[Callable[..., Any]] | None = None,
     ) -> None:
         if not callable(fn):
             raise FlowDefinitionError(f"@task needs a function, got {fn!r}")
@@ -89,6 +97,11 @@ class Task(Generic[R]):
             )
         self.timeout = timeout
         self.resources = dict(resources) if resources else None
+        self.on_completion = check_hooks("task", self.name, "on_completion", on_completion)
+        self.on_failure = check_hooks("task", self.name, "on_failure", on_failure)
+        self.on_retry = check_hooks("task", self.name, "on_retry", on_retry)
+        self.on_skip = check_hooks("task", self.name, "on_skip", on_skip)
+        self.has_hooks = bool(self.on_completion or self.on_failure or self.on_retry or self.on_skip)
         self._signature = _signature(fn)
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
 
@@ -156,6 +169,8 @@ class Task(Generic[R]):
             "retry_on": self.retry_on, "trigger": self.trigger,
             "skip_on_upstream_skip": self.skip_on_upstream_skip, "tags": self.tags,
             "timeout": self.timeout, "resources": self.resources,
+            "on_completion": list(self.on_completion), "on_failure": list(self.on_failure),
+            "on_retry": list(self.on_retry), "on_skip": list(self.on_skip),
         }
 
     def __repr__(self) -> str:
@@ -238,6 +253,7 @@ def task(
     *, name: str | None = ..., retries: int = ..., retry_delay: float | Sequence[float] = ...,
     retry_on: Any = ..., trigger: signals.Trigger = ..., skip_on_upstream_skip: bool = ...,
     tags: Iterable[str] = ..., timeout: float | None = ..., resources: dict[str, float] | None = ...,
+    on_completion: Any = ..., on_failure: Any = ..., on_retry: Any = ..., on_skip: Any = ...,
 ) -> Callable[[Callable[..., R]], Task[R]]: ...
 
 

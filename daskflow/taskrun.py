@@ -207,13 +207,42 @@ def _finish(call: Call, state: State) -> State:
     worker = _current_worker() if run.owner is not None else None
     if worker is None:  # an in-process run (even one started inside a Dask task)
         events.local_state(run.run_id, call.key, state.summary())
+        if call.spec.task.has_hooks:
+            _state_hooks(call, state, None)
         return state
     state.worker = worker.address
     state._origin = (run, call.key)
     if not states._serialization_registered:
         states.register_serialization()
     events.emit(worker, run, state_msg=events.encode_state(call.key, state), at_transition=True)
+    if call.spec.task.has_hooks:
+        _state_hooks(call, state, worker)
     return state
+
+
+def _state_hooks(call: Call, state: State, worker: Any, which: str | None = None) -> None:
+    """Call the task's hooks for ``state`` in its context, its thread given back to Dask."""
+    from daskflow import hooks
+
+    task = call.spec.task
+    chosen = getattr(task, which) if which else hooks.task_hooks_for(task, state)
+    if not chosen:
+        return
+    token = _context.set(TaskRunContext(call, max(state.attempts, 1)))
+    seceded = False
+    if worker is not None and which is None:
+        from distributed import secede
+
+        secede()
+        seceded = True
+    try:
+        hooks.call_hooks(chosen, task, state, get_run_logger(), f"task {call.display_name!r}")
+    finally:
+        _context.reset(token)
+        if seceded:
+            from distributed import rejoin
+
+            rejoin()
 
 
 # -- deciding and running -------------------------------------------------------
@@ -306,6 +335,13 @@ def _attempts(call: Call, args: tuple, kwargs: dict, start: float) -> State:
                 return _failed(err, attempt, start, f"{type(err).__name__}: {err}")
             delay = spec.retry_delays[min(attempt - 1, len(spec.retry_delays) - 1)]
             _log_retry(call, attempt, err, delay)
+            if spec.task.on_retry:
+                retrying = State(StateType.PENDING, name="AwaitingRetry", exception=err,
+                                 message=f"attempt {attempt} failed with {type(err).__name__}: "
+                                         f"{err}; retrying in {delay:g}s",
+                                 attempts=attempt, start=start)
+                retrying.task_name, retrying.map_index = call.display_name, call.index
+                _state_hooks(call, retrying, None, which="on_retry")
         finally:
             _context.reset(token)
         _sleep(delay)
