@@ -10,6 +10,7 @@ import pytest
 
 import daskflow as df
 
+
 def record(tag):
     """A hook that appends (tag, task or flow name, state name, context) to the
     file named by the run's ``path`` parameter (found through df.context() on
