@@ -27,12 +27,14 @@ from daskflow.exceptions import (
     RemoteTaskError,
     ResourceError,
     ResultNotAvailable,
+    ShellError,
     TaskTimeoutError,
     UnpicklableResultError,
 )
 from daskflow.flow import Flow, flow
 from daskflow.flowrun import FlowRun
 from daskflow.resources import resource, resource_manager
+from daskflow.shell import shell
 from daskflow.signals import (
     FAIL,
     SKIP,
@@ -64,6 +66,7 @@ __all__ = [
     "ResourceError",
     "ResultNotAvailable",
     "SKIP",
+    "ShellError",
     "State",
     "StateType",
     "Task",
@@ -82,6 +85,7 @@ __all__ = [
     "get_run_logger",
     "resource",
     "resource_manager",
+    "shell",
     "task",
     "unmapped",
 ]

@@ -83,3 +83,20 @@ class RemoteTaskError(DaskflowError):
 
     def __str__(self) -> str:
         return f"{self.type_name}: {self.message} (the original exception could not travel)"
+
+
+class ShellError(DaskflowError):
+    """A ``df.shell`` command exited with a non-zero code (or ran out of time).
+
+    ``exit_code`` is the command's exit code (negative: killed by that
+    signal); ``stderr`` holds its last lines of standard error.
+    """
+
+    def __init__(self, message: str, exit_code: int | None = None, stderr: str = "") -> None:
+        super().__init__(message, exit_code, stderr)
+        self.message = message
+        self.exit_code = exit_code
+        self.stderr = stderr
+
+    def __str__(self) -> str:
+        return self.message
