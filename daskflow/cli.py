@@ -1,7 +1,12 @@
 """The ``daskflow`` command.
 
+    daskflow run FILE.py:FLOW|MODULE:FLOW [--param k=v ...] [--cluster C] [--json]
     daskflow clusters list [--json]      clusters daskflow started and their state
     daskflow clusters close NAME|--all   end leftovers (shut their schedulers down)
+
+``daskflow run`` exits 0 when the run Completed, 1 when it did not, 2 on bad
+usage (no such file or flow, a parameter the flow refuses) and 130 when
+interrupted.
 """
 
 from __future__ import annotations
@@ -155,10 +160,102 @@ def cmd_close(args: argparse.Namespace) -> int:
     return 0
 
 
+class UsageError(Exception):
+    """Bad usage of ``daskflow run``: exit code 2, one line on stderr."""
+
+
+def load_flow(target: str) -> Any:
+    """The flow named by ``path/to/file.py:name`` or ``package.module:name``.
+
+    A file is run as a script that is not ``__main__`` (so its
+    ``if __name__ == "__main__":`` block does not run) and whose tasks
+    travel to the workers by value, as a notebook's do.
+    """
+    import importlib
+    import runpy
+
+    from daskflow.flow import Flow
+
+    where, sep, name = target.rpartition(":")
+    if not sep or not where or not name:
+        raise UsageError(f"{target!r}: say which flow, as path/to/file.py:flow_name or "
+                         "package.module:flow_name")
+    if where.endswith(".py") or os.sep in where:
+        path = os.path.abspath(where)
+        if not os.path.isfile(path):
+            raise UsageError(f"no such file: {where!r}")
+        sys.path.insert(0, os.path.dirname(path))  # its own imports work, as for `python file.py`
+        namespace = runpy.run_path(path, run_name="__daskflow_run__")
+    else:
+        try:
+            namespace = vars(importlib.import_module(where))
+        except ImportError as err:
+            raise UsageError(f"cannot import {where!r}: {err}") from None
+    found = namespace.get(name)
+    if not isinstance(found, Flow):
+        flows = sorted(k for k, v in namespace.items() if isinstance(v, Flow))
+        what = "no such name" if found is None else f"it is a {type(found).__name__}, not a flow"
+        raise UsageError(f"{name!r} in {where!r}: {what}; flows there: "
+                         f"{', '.join(flows) or 'none'}")
+    return found
+
+
+def parse_params(pairs: list[str]) -> dict[str, Any]:
+    """``k=v`` pairs: a value is JSON when it parses as JSON, else the string."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise UsageError(f"--param {pair!r}: expected name=value, e.g. --param n=3 or "
+                             "--param names='[\"a\", \"b\"]'")
+        try:
+            params[key] = json.loads(text)
+        except ValueError:
+            params[key] = text
+    return params
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from daskflow.exceptions import DaskflowError, FlowDefinitionError, ParameterError
+
+    try:
+        flow = load_flow(args.target)
+        params = parse_params(args.param or [])
+        flow.bind(**params)  # refuse bad parameters before anything starts
+    except (UsageError, ParameterError, FlowDefinitionError) as err:
+        print(f"daskflow run: {err}", file=sys.stderr)
+        return 2
+    cluster = args.cluster
+    try:
+        run = flow.run(cluster=cluster, **params)
+    except KeyboardInterrupt:
+        print("daskflow run: interrupted; the run was cancelled and its cluster ended",
+              file=sys.stderr)
+        return 130
+    except DaskflowError as err:
+        print(f"daskflow run: {err}", file=sys.stderr)
+        return 1
+    print(run.to_json() if args.json else run.summary())
+    return 0 if run.state.is_completed() else 1
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="daskflow", description="daskflow command line")
-    sub = parser.add_subparsers(dest="command", required=True)
-    clusters = sub.add_parser("clusters", help="clusters daskflow started")
+    parser = argparse.ArgumentParser(
+        prog="daskflow", description="daskflow: run flows, and manage the clusters it started")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p_run = sub.add_parser(
+        "run", help="run a flow from a file or module and print its summary",
+        description="Run a flow and print its summary. Exit code: 0 Completed, 1 not "
+                    "completed, 2 bad usage, 130 interrupted.")
+    p_run.add_argument("target", help="path/to/file.py:flow_name or package.module:flow_name")
+    p_run.add_argument("--param", "-p", action="append", metavar="NAME=VALUE",
+                       help="a flow parameter (JSON when it parses as JSON, else a string); repeat")
+    p_run.add_argument("--cluster", "-c", default=None,
+                       help="sync, a scheduler address, or a profile name (default: the flow's "
+                            "own, else a temporary local cluster)")
+    p_run.add_argument("--json", action="store_true", help="print the run's record as JSON")
+    p_run.set_defaults(func=cmd_run)
+    clusters = sub.add_parser("clusters", help="list or close the clusters daskflow started")
     csub = clusters.add_subparsers(dest="action", required=True)
     p_list = csub.add_parser("list", help="show recorded clusters and whether they run")
     p_list.add_argument("--json", action="store_true")

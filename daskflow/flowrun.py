@@ -120,6 +120,21 @@ class FlowRun:
             lines.append(f"  {base:<{width}}  {text}")
         return "\n".join(lines)
 
+    def to_json(self) -> str:
+        """The run's record as JSON: its state, parameters (``repr`` of those
+        JSON cannot hold) and every task run's state, without results."""
+        import json
+
+        def state(st: State) -> dict[str, Any]:
+            return {"name": st.name, "type": st.type.value, "message": st.message,
+                    "attempts": st.attempts, "start": st.start, "end": st.end,
+                    "worker": st.worker}
+
+        record = {"flow": self.flow_name, "run_id": self.run_id, "cluster": self.cluster,
+                  "parameters": self.parameters, "state": state(self.state),
+                  "states": {name: state(st) for name, st in self.states.items()}}
+        return json.dumps(record, indent=2, default=repr)
+
     def __repr__(self) -> str:
         return f"<FlowRun {self.flow_name!r} {self.state.name} tasks={len(self.states)}>"
 
