@@ -210,8 +210,10 @@ class GatewayServer:
         config = os.path.join(self.root, "gateway_config.py")
         clusters = os.path.join(self.root, "clusters")
         os.makedirs(clusters)
+        scratch = os.path.join(self.root, "scratch")  # dask's, never /tmp/dask-scratch-space
+        os.makedirs(scratch)
         env = {"PYTHONPATH": tests_dir, "DASKFLOW_TESTS_HOME": os.environ.get("HOME", ""),
-               "HOME": os.environ.get("HOME", "")}
+               "HOME": os.environ.get("HOME", ""), "DASK_TEMPORARY_DIRECTORY": scratch}
         with open(config, "w") as f:
             f.write(f"""
 from dask_gateway_server.options import Options, Float, Integer
