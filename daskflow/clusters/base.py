@@ -422,6 +422,15 @@ def _exit_on_sigterm(previous: Any, signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
+def need(module: str, extra: str) -> Any:
+    """Import an optional provider library, or say exactly how to install it."""
+    try:
+        return __import__(module, fromlist=["_"])
+    except ImportError as err:
+        raise ClusterError(
+            f"this cluster needs {module.split('.')[0]}: pip install 'daskflow[{extra}]'") from err
+
+
 def terminate_nannies(client: Any, timeout: float = 1.0) -> None:
     """Ask every nanny to end its worker now (a worker busy in a task is
     killed after ``timeout`` s): nothing will run on a cluster being closed."""

@@ -16,8 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from daskflow import config
-from daskflow.clusters.base import ClusterSpec, Handle, terminate_nannies
-from daskflow.clusters.ssh import need
+from daskflow.clusters.base import ClusterSpec, Handle, need, terminate_nannies
 from daskflow.exceptions import ClusterError
 
 

@@ -20,8 +20,7 @@ import threading
 from typing import Any
 
 from daskflow import config
-from daskflow.clusters.base import ClusterSpec, Handle
-from daskflow.clusters.ssh import need
+from daskflow.clusters.base import ClusterSpec, Handle, need
 from daskflow.exceptions import ClusterError
 
 

@@ -16,16 +16,8 @@ from typing import Any
 import dask.config
 
 from daskflow import config
-from daskflow.clusters.base import ClusterSpec
+from daskflow.clusters.base import ClusterSpec, need
 from daskflow.exceptions import ClusterError
-
-
-def _need(module: str, extra: str) -> Any:
-    try:
-        return __import__(module, fromlist=["_"])
-    except ImportError as err:
-        raise ClusterError(
-            f"this cluster needs {module.split('.')[0]}: pip install 'daskflow[{extra}]'") from err
 
 
 @contextlib.contextmanager
@@ -53,7 +45,7 @@ class _ProviderSpec(ClusterSpec):
         self.temporary = not shared
         self.kwargs = dict(kwargs)
 
-    def _connect(self, cluster: Any, end: Any) -> tuple[Any, Any]:  # noqa: D401
+    def _connect(self, cluster: Any, end: Any) -> tuple[Any, Any]:
         """A Client for a cluster just made; end the cluster if that fails."""
         from distributed import Client
 
@@ -98,7 +90,7 @@ class Kubernetes(_ProviderSpec):
 
     def kube_kwargs(self, name: str | None = None) -> dict[str, Any]:
         """The KubeCluster arguments: the user's, with ownership decided here."""
-        CreateMode = _need("dask_kubernetes.operator.kubecluster.kubecluster", "kubernetes").CreateMode  # noqa: N806
+        CreateMode = need("dask_kubernetes.operator.kubecluster.kubecluster", "kubernetes").CreateMode  # noqa: N806
         kwargs = dict(self.kwargs)
         kwargs["name"] = name or self.handle_name()
         if self.temporary:
@@ -156,7 +148,7 @@ class Coiled(_ProviderSpec):
 
     def _create(self, handle: Any) -> tuple[Any, Any]:
         with preserved_dask_config():
-            coiled = _need("coiled", "coiled")
+            coiled = need("coiled", "coiled")
         cluster = coiled.Cluster(**self.coiled_kwargs(handle.name))
         return self._connect(cluster, cluster.shutdown)
 

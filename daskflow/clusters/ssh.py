@@ -11,17 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from daskflow.clusters.base import ClusterSpec, Handle
+from daskflow.clusters.base import ClusterSpec, Handle, need
 from daskflow.exceptions import ClusterError
-
-
-def need(module: str, extra: str) -> Any:
-    """Import an optional provider library, or say exactly how to install it."""
-    try:
-        return __import__(module, fromlist=["_"])
-    except ImportError as err:
-        raise ClusterError(
-            f"this cluster needs {module.split('.')[0]}: pip install 'daskflow[{extra}]'") from err
 
 
 class SSH(ClusterSpec):
