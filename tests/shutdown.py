@@ -14,6 +14,7 @@ import time
 
 from conftest import TESTS, dask_env
 
+from daskflow import cli
 from daskflow.clusters.base import records
 
 SCENARIOS = [("normal", None), ("raise", None), ("wait", signal.SIGINT),
@@ -58,3 +59,14 @@ def run_spec_driver(spec, mode, sig, tmp_path, env=None, start_timeout=120.0):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def check_record(info, sig):
+    """After the driver's end: its record is gone, except after SIGKILL (nothing
+    ran in the driver), where it stays, says the cluster is gone, and closes."""
+    left = [r for r in records.all() if r["id"] == info["id"]]
+    if sig == signal.SIGKILL:
+        assert cli.status(left[0]) == "gone"
+        assert cli.main(["clusters", "close", info["id"]]) == 0
+    else:
+        assert left == []

@@ -12,7 +12,7 @@ import pytest
 from common_tasks import inc, total
 from conftest import SHUTDOWN_TIMES as TIMINGS
 from conftest import TESTS
-from shutdown import EXIT_CODES, SCENARIOS, label, run_spec_driver
+from shutdown import EXIT_CODES, SCENARIOS, check_record, label, run_spec_driver
 
 import daskflow as df
 from daskflow import cli
@@ -124,12 +124,7 @@ def test_slurm_cluster_ends_with_its_driver(slurm, tmp_path, mode, sig):
     assert seconds is not None, f"{label(mode, sig)}: jobs {slurm.jobs()} outlived the driver"
     TIMINGS[f"Slurm, driver {label(mode, sig)}" + (", death timeout 3s" if sig == 9 else "")] = \
         time.monotonic() - start
-    left = [r for r in records.all() if r["id"] == info["id"]]
-    if sig == 9:
-        assert cli.status(left[0]) == "gone"
-        assert cli.main(["clusters", "close", info["id"]]) == 0
-    else:
-        assert left == []
+    check_record(info, sig)
 
 
 def test_dask_jobqueue_still_takes_sigint_on_import():
