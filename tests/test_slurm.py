@@ -34,16 +34,12 @@ from services import Slurm  # noqa: E402
 @pytest.fixture(scope="module")
 def slurm():
     server = Slurm()
-    previous = {k: os.environ.get(k) for k in server.env}
-    os.environ.update(server.env)  # sbatch/squeue/scancel, here and in drivers, find it
     try:
-        yield server
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in server.env.items():  # sbatch/squeue/scancel, here and in drivers
+                patch.setenv(key, value)
+            yield server
     finally:
-        for k, v in previous.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         server.close()
 
 

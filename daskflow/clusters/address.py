@@ -31,10 +31,10 @@ class Address(ClusterSpec):
                 "distributed.security.Security(tls_ca_file=..., tls_client_cert=..., "
                 "tls_client_key=..., require_encryption=True) or Security.temporary() "
                 "for a test cluster")
-        super().__init__(name=name or address, startup_timeout=None)
         # The whole attach (handshake, then the Client) is bounded too: twice
         # the connect timeout, so a scheduler that stops mid-way cannot hang it.
-        object.__setattr__(self, "startup_timeout", 2 * config.seconds_setting("connect-timeout", timeout) + 1)
+        super().__init__(name=name or address,
+                         startup_timeout=2 * config.seconds_setting("connect-timeout", timeout) + 1)
         self.address = address
         self.security = security
         self.timeout = timeout
