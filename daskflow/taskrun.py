@@ -20,16 +20,19 @@ exception (on a worker they would otherwise take the worker process down).
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import ctypes
 import logging
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 from daskflow import events, signals, states
 from daskflow.exceptions import MissingContextError, RemoteTaskError, TaskTimeoutError
+from daskflow.hooks import call_hooks, task_hooks_for
 from daskflow.specs import Call, DataSlot, Slot, SlotItem, SlotList, TaskSpec, run_parameters
 from daskflow.states import _NO_RESULT, State, StateType
 
@@ -208,7 +211,7 @@ def _finish(call: Call, state: State) -> State:
     if worker is None:  # an in-process run (even one started inside a Dask task)
         events.local_state(run.run_id, call.key, state.summary())
         if call.spec.task.has_hooks:
-            _state_hooks(call, state, None)
+            _state_hooks(call, state, task_hooks_for(call.spec.task, state), secede=False)
         return state
     state.worker = worker.address
     state._origin = (run, call.key)
@@ -216,33 +219,22 @@ def _finish(call: Call, state: State) -> State:
         states.register_serialization()
     events.emit(worker, run, state_msg=events.encode_state(call.key, state), at_transition=True)
     if call.spec.task.has_hooks:
-        _state_hooks(call, state, worker)
+        _state_hooks(call, state, task_hooks_for(call.spec.task, state), secede=True)
     return state
 
 
-def _state_hooks(call: Call, state: State, worker: Any, which: str | None = None) -> None:
-    """Call the task's hooks for ``state`` in its context, its thread given back to Dask."""
-    from daskflow import hooks
-
-    task = call.spec.task
-    chosen = getattr(task, which) if which else hooks.task_hooks_for(task, state)
+def _state_hooks(call: Call, state: State, chosen: tuple, secede: bool) -> None:
+    """Call ``chosen`` hooks for ``state`` in the task's context; with ``secede``
+    its thread is given back to Dask meanwhile."""
     if not chosen:
         return
     token = _context.set(TaskRunContext(call, max(state.attempts, 1)))
-    seceded = False
-    if worker is not None and which is None:
-        from distributed import secede
-
-        secede()
-        seceded = True
     try:
-        hooks.call_hooks(chosen, task, state, get_run_logger(), f"task {call.display_name!r}")
+        with _seceded(secede):
+            call_hooks(chosen, call.spec.task, state, get_run_logger(),
+                             f"task {call.display_name!r}")
     finally:
         _context.reset(token)
-        if seceded:
-            from distributed import rejoin
-
-            rejoin()
 
 
 # -- deciding and running -------------------------------------------------------
@@ -341,7 +333,7 @@ def _attempts(call: Call, args: tuple, kwargs: dict, start: float) -> State:
                                          f"{err}; retrying in {delay:g}s",
                                  attempts=attempt, start=start)
                 retrying.task_name, retrying.map_index = call.display_name, call.index
-                _state_hooks(call, retrying, None, which="on_retry")
+                _state_hooks(call, retrying, spec.task.on_retry, secede=False)
         finally:
             _context.reset(token)
         _sleep(delay)
@@ -374,19 +366,23 @@ def _sleep(delay: float) -> None:
     """Wait before a retry, giving the worker's thread slot to other tasks."""
     if delay <= 0:
         return
-    seceded = False
-    if _current_worker() is not None:
-        from distributed import secede
-
-        secede()
-        seceded = True
-    try:
+    with _seceded(_current_worker() is not None):
         time.sleep(delay)
-    finally:
-        if seceded:
-            from distributed import rejoin
 
-            rejoin()
+
+@contextlib.contextmanager
+def _seceded(active: bool) -> Iterator[None]:
+    """While inside (when ``active``, on a worker), this thread's slot serves other tasks."""
+    if not active:
+        yield
+        return
+    from distributed import rejoin, secede
+
+    secede()
+    try:
+        yield
+    finally:
+        rejoin()
 
 
 def _with_timeout(spec: TaskSpec, args: tuple, kwargs: dict) -> Any:
