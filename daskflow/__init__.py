@@ -18,6 +18,7 @@ from daskflow import config as _config  # noqa: F401 - loads daskflow.yaml into 
 from daskflow.build import allow_failure, unmapped
 from daskflow.exceptions import (
     ClusterError,
+    ConcurrencyLimitError,
     DaskflowError,
     FlowDefinitionError,
     FlowRunError,
@@ -53,6 +54,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ClusterError",
+    "ConcurrencyLimitError",
     "DaskflowError",
     "FAIL",
     "Flow",

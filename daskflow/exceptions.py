@@ -11,9 +11,12 @@
     ├── ResultNotAvailable      asking a state for a result that stayed on the cluster
     ├── TaskTimeoutError        a task attempt ran longer than its timeout
     ├── ResourceError           a resource whose cleanup could not be run
+    ├── ConcurrencyLimitError   a tag limit that differs from the one the scheduler holds
     ├── FlowRunError            a flow run ended without a state for a task (crash)
     ├── UnpicklableResultError  a task result that Dask had to move could not be pickled
-    └── RemoteTaskError         stands in for a task's exception that cannot travel
+    ├── RemoteTaskError         stands in for a task's exception that cannot travel
+    ├── ShellError              a df.shell command exited non-zero or timed out
+    └── NotifyError             a notification that could not be delivered (logged, never raised by hooks)
 
 Errors raised by the user's own tasks are not wrapped: ``run.result()``
 re-raises the task's exception itself, unless it cannot be pickled or
@@ -58,6 +61,10 @@ class TaskTimeoutError(DaskflowError, TimeoutError):
 
 class ResourceError(DaskflowError):
     """The cleanup of a resource could not be run."""
+
+
+class ConcurrencyLimitError(DaskflowError):
+    """A tag concurrency limit cannot be used (another limit holds on the scheduler)."""
 
 
 class FlowRunError(DaskflowError):

@@ -16,11 +16,16 @@ from typing import Any, Generic, TypeVar
 
 from daskflow import runner
 from daskflow.build import Builder, Ref, check_built, current_builder
+from daskflow.concurrency import check as check_concurrency
+from daskflow.concurrency import resolve as resolve_limits
 from daskflow.exceptions import FlowDefinitionError, ParameterError
 from daskflow.flowrun import FlowRun
 from daskflow.hooks import check_hooks
 
 R = TypeVar("R")
+
+# Keyword arguments of flow.run/submit/__call__ that are run options, not parameters.
+RUN_OPTIONS = ("cluster", "scatter", "concurrency")
 
 
 class Flow(Generic[R]):
@@ -36,6 +41,10 @@ class Flow(Generic[R]):
         The default ``cluster=`` of its runs (see :func:`daskflow.runner.open_backend`).
     scatter : bool
         Scatter large parameters and constants before submitting (default True).
+    concurrency : dict, optional
+        Tag concurrency limits of its runs, e.g. ``{"db": 2}``: at most two
+        tasks tagged ``db`` run at once on the cluster (see
+        :mod:`daskflow.concurrency`).
     on_completion, on_failure, on_crashed, on_cancellation : list of callables, optional
         Flow hooks, each called as ``hook(flow, run)`` on the driver when a
         run ends in that state (see :mod:`daskflow.hooks`).
@@ -52,7 +61,7 @@ class Flow(Generic[R]):
     """
 
     def __init__(self, fn: Callable[..., R], *, name: str | None = None,
-                 cluster: Any = None, scatter: bool = True,
+                 cluster: Any = None, scatter: bool = True, concurrency: Any = None,
                  on_completion: Any = None, on_failure: Any = None, on_crashed: Any = None,
                  on_cancellation: Any = None) -> None:
         if not callable(fn):
@@ -60,7 +69,7 @@ class Flow(Generic[R]):
         self.fn = fn
         self.name: str = name or str(getattr(fn, "__name__", "flow"))
         self.signature = inspect.signature(fn)
-        for reserved in ("cluster", "scatter"):
+        for reserved in RUN_OPTIONS:
             if reserved in self.signature.parameters:
                 raise FlowDefinitionError(
                     f"flow {self.name!r} has a parameter named {reserved!r}, which daskflow "
@@ -69,6 +78,7 @@ class Flow(Generic[R]):
         runner.check_cluster(cluster)
         self.cluster = cluster
         self.scatter = bool(scatter)
+        self.concurrency = check_concurrency(f"flow {self.name!r}", concurrency)
         self.on_completion = check_hooks("flow", self.name, "on_completion", on_completion)
         self.on_failure = check_hooks("flow", self.name, "on_failure", on_failure)
         self.on_crashed = check_hooks("flow", self.name, "on_crashed", on_crashed)
@@ -109,13 +119,14 @@ class Flow(Generic[R]):
 
     # -- running ------------------------------------------------------------------
     def __call__(self, *args: Any, cluster: Any = None, scatter: bool | None = None,
-                 **kwargs: Any) -> Any:
+                 concurrency: Any = None, **kwargs: Any) -> Any:
         builder = current_builder()
         if builder is not None:
-            if cluster is not None:
+            if cluster is not None or concurrency is not None:
                 raise FlowDefinitionError(
                     f"flow {self.name!r} is called inside another flow, so it shares that "
-                    "flow's cluster; remove cluster= from the nested call")
+                    "flow's cluster and limits; remove cluster= and concurrency= from the "
+                    "nested call")
             params = self.bind(*args, **kwargs)
             builder.enter_flow(self)
             try:
@@ -123,21 +134,23 @@ class Flow(Generic[R]):
                     return self.fn(**params)
             finally:
                 builder.exit_flow()
-        return self.run(*args, cluster=cluster, scatter=scatter, **kwargs).result()
+        return self.run(*args, cluster=cluster, scatter=scatter, concurrency=concurrency,
+                        **kwargs).result()
 
     def run(self, *args: Any, cluster: Any = None, scatter: bool | None = None,
-            **kwargs: Any) -> FlowRun:
+            concurrency: Any = None, **kwargs: Any) -> FlowRun:
         """Run the flow and return its finished :class:`FlowRun`; never raises
         for task errors (a cluster that cannot be used, a lost scheduler, or
         Ctrl-C do raise).
 
         ``cluster=`` says where (see :func:`daskflow.runner.open_backend`);
-        ``scatter=False`` keeps large constants in the graph for this run.
+        ``scatter=False`` keeps large constants in the graph for this run;
+        ``concurrency={"tag": n}`` adds tag concurrency limits (over the flow's).
         """
-        return self._engine("run", args, kwargs, cluster, scatter).run()
+        return self._engine("run", args, kwargs, cluster, scatter, concurrency).run()
 
     def submit(self, *args: Any, cluster: Any = None, scatter: bool | None = None,
-               **kwargs: Any) -> FlowRun:
+               concurrency: Any = None, **kwargs: Any) -> FlowRun:
         """Start the flow and return its live :class:`FlowRun` at once.
 
         The run goes on in a background thread; ``run.wait()``,
@@ -146,20 +159,23 @@ class Flow(Generic[R]):
         checked and the body is built before this returns, so those errors
         raise here.
         """
-        return self._engine("submit", args, kwargs, cluster, scatter).submit()
+        return self._engine("submit", args, kwargs, cluster, scatter, concurrency).submit()
 
     def _engine(self, how: str, args: tuple, kwargs: dict, cluster: Any,
-                scatter: bool | None) -> runner.Engine:
+                scatter: bool | None, concurrency: Any = None) -> runner.Engine:
         if current_builder() is not None:
             raise FlowDefinitionError(
                 f"{self.name}.{how}() was called inside a flow body; call {self.name}(...) "
                 "to nest it instead")
         cluster = self.cluster if cluster is None else cluster
         runner.check_cluster(cluster)
+        limits = check_concurrency(f"this run of flow {self.name!r}", concurrency)
         params = self.bind(*args, **kwargs)
         builder, returned = self.build(params)
+        used = {tag for node in builder.nodes for tag in node.task.tags}
         return runner.Engine(self.name, params, builder, returned, cluster,
-                             self.scatter if scatter is None else scatter, flow=self)
+                             self.scatter if scatter is None else scatter, flow=self,
+                             limits=resolve_limits(self.concurrency, limits, used))
 
     def visualize(self, *args: Any, filename: str | None = None, format: str | None = None,
                   **kwargs: Any) -> Any:

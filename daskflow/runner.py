@@ -302,7 +302,8 @@ class Engine:
     """One flow run, from its build to its final state."""
 
     def __init__(self, name: str, params: dict[str, Any], builder: Any, returned: Any,
-                 cluster: Any, scatter: bool = True, flow: Any = None) -> None:
+                 cluster: Any, scatter: bool = True, flow: Any = None,
+                 limits: tuple[tuple[str, int], ...] = ()) -> None:
         self.name = name
         self.flow = flow
         self.params = params
@@ -311,6 +312,7 @@ class Engine:
         self.returned_nodes = _returned_nodes(returned)
         self.cluster = cluster
         self.scatter = scatter
+        self.limits = limits
         self.run_id = new_token()
         self.flow_run = FlowRun(name, self.run_id, params)
         self.compiler: Compiler | None = None
@@ -369,6 +371,10 @@ class Engine:
 
     def _run_on(self, backend: Any, monitor: events.RunMonitor, start: float) -> None:
         run = self._run_info(backend)
+        if self.limits and not isinstance(backend, SyncBackend):
+            from daskflow import concurrency
+
+            concurrency.register(backend.client, self.limits)
         compiler = self.compiler = Compiler(self.builder.nodes, run, token=self.run_id)
         compiler.check_pickle = not isinstance(backend, SyncBackend)
         self.flow_run._live = lambda: self._labelled(
@@ -393,9 +399,10 @@ class Engine:
     def _run_info(self, backend: Any) -> RunInfo:
         params = _context_parameters(self.params)
         if backend.owner is None or len(pickle.dumps(params)) <= INLINE_PARAMETERS:
-            return RunInfo(self.name, self.run_id, backend.owner, params)
+            return RunInfo(self.name, self.run_id, backend.owner, params, limits=self.limits)
         self._params = (f"params-{self.name}-{self.run_id}", params)
-        return RunInfo(self.name, self.run_id, backend.owner, None, self._params[0])
+        return RunInfo(self.name, self.run_id, backend.owner, None, self._params[0],
+                       limits=self.limits)
 
     def _stages(self, backend: Any, run: RunInfo) -> None:
         """The stage loop, shared by both backends."""

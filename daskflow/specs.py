@@ -34,26 +34,28 @@ class RunInfo:
     parameters are inline when small, else in the key ``params_key``.
     """
 
-    __slots__ = ("flow_name", "run_id", "owner", "parameters", "params_key")
+    __slots__ = ("flow_name", "run_id", "owner", "parameters", "params_key", "limits")
 
     def __init__(self, flow_name: str, run_id: str, owner: str | None = None,
-                 parameters: dict[str, Any] | None = None, params_key: str | None = None) -> None:
+                 parameters: dict[str, Any] | None = None, params_key: str | None = None,
+                 limits: tuple[tuple[str, int], ...] = ()) -> None:
         self.flow_name = flow_name
         self.run_id = run_id
         self.owner = owner
         self.parameters = parameters
         self.params_key = params_key
+        self.limits = limits  # ((tag, at most), ...): the run's tag concurrency limits
 
     def __reduce__(self) -> Any:
         return (RunInfo, (self.flow_name, self.run_id, self.owner, self.parameters,
-                          self.params_key))
+                          self.params_key, self.limits))
 
 
 class TaskSpec:
     """The options of one task, shared by all its Dask tasks in a run."""
 
     __slots__ = ("task", "fn", "kind", "retries", "retry_delays", "retry_on", "trigger",
-                 "skip_on_upstream_skip", "tags", "timeout", "run", "_blob")
+                 "skip_on_upstream_skip", "tags", "timeout", "run", "limits", "_blob")
 
     def __init__(self, task: Any, kind: str, run: RunInfo) -> None:
         self.task = task
@@ -67,6 +69,7 @@ class TaskSpec:
         self.tags = task.tags
         self.timeout = task.timeout
         self.run = run
+        self.limits = tuple(lim for lim in run.limits if lim[0] in task.tags)
         self._blob: tuple[bytes, bytes] | None = None
 
     def blob(self) -> tuple[bytes, bytes]:

@@ -30,7 +30,7 @@ import traceback
 from collections.abc import Iterator
 from typing import Any
 
-from daskflow import events, signals, states
+from daskflow import concurrency, events, signals, states
 from daskflow.exceptions import MissingContextError, RemoteTaskError, TaskTimeoutError
 from daskflow.hooks import call_hooks, task_hooks_for
 from daskflow.specs import Call, DataSlot, Slot, SlotItem, SlotList, TaskSpec, run_parameters
@@ -305,10 +305,11 @@ def _attempts(call: Call, args: tuple, kwargs: dict, start: float) -> State:
         attempt += 1
         token = _context.set(TaskRunContext(call, attempt))
         try:
-            if spec.timeout is None:
-                result = spec.fn(*args, **kwargs)
+            if spec.limits and _current_worker() is not None:
+                with concurrency.slots(spec.limits, get_run_logger()):
+                    result = _call(spec, args, kwargs)
             else:
-                result = _with_timeout(spec, args, kwargs)
+                result = _call(spec, args, kwargs)
             return State(StateType.COMPLETED, result=result, attempts=attempt, start=start)
         except signals.SKIP as sig:
             return State(StateType.SKIPPED, message=sig.message, result=sig.result,
@@ -337,6 +338,12 @@ def _attempts(call: Call, args: tuple, kwargs: dict, start: float) -> State:
         finally:
             _context.reset(token)
         _sleep(delay)
+
+
+def _call(spec: TaskSpec, args: tuple, kwargs: dict) -> Any:
+    if spec.timeout is None:
+        return spec.fn(*args, **kwargs)
+    return _with_timeout(spec, args, kwargs)
 
 
 def _failed(err: BaseException, attempt: int, start: float, message: str) -> State:
