@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from daskflow import clusters
+from daskflow import clusters, notify
 from daskflow import config as _config  # noqa: F401 - loads daskflow.yaml into dask.config
 from daskflow.build import allow_failure, unmapped
 from daskflow.exceptions import (
@@ -24,6 +24,7 @@ from daskflow.exceptions import (
     FlowRunError,
     MappingError,
     MissingContextError,
+    NotifyError,
     ParameterError,
     RemoteTaskError,
     ResourceError,
@@ -63,6 +64,7 @@ __all__ = [
     "FlowRunError",
     "MappingError",
     "MissingContextError",
+    "NotifyError",
     "ParameterError",
     "RemoteTaskError",
     "ResourceError",
@@ -85,6 +87,7 @@ __all__ = [
     "context",
     "flow",
     "get_run_logger",
+    "notify",
     "resource",
     "resource_manager",
     "shell",

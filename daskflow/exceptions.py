@@ -67,6 +67,10 @@ class ConcurrencyLimitError(DaskflowError):
     """A tag concurrency limit cannot be used (another limit holds on the scheduler)."""
 
 
+class NotifyError(DaskflowError):
+    """A notification hook that cannot be made (no URL, a bad template) or delivered."""
+
+
 class FlowRunError(DaskflowError):
     """A flow run ended abnormally (a worker crash, a cancelled run)."""
 

@@ -29,6 +29,8 @@ class FlowRun:
         run ends).
     cluster : str
         Where it ran.
+    dashboard_link : str or None
+        The Dask dashboard of that cluster, when it has one.
     """
 
     def __init__(self, flow_name: str, run_id: str, parameters: dict[str, Any]) -> None:
@@ -37,6 +39,7 @@ class FlowRun:
         self.parameters = parameters
         self.state = State(StateType.PENDING)
         self.cluster = ""
+        self.dashboard_link: str | None = None
         self._final: dict[str, State] | None = None
         self._live: Any = None  # () -> dict[str, State] while running
         self._value: Any = None

@@ -62,6 +62,7 @@ class SyncBackend:
     """Runs stages in this process with Dask's synchronous scheduler."""
 
     description = "sync (in-process)"
+    dashboard: str | None = None
     owner = None
 
     def __init__(self) -> None:
@@ -122,7 +123,7 @@ class DistributedBackend:
         self.scattered: list[Any] = []
         self.sinks: set[Any] = set()
         self.lost = False  # the scheduler is gone: talk to it no more
-        self.description = _describe_client(client)
+        self.description, self.dashboard = _describe_client(client)
         self.engine: Engine | None = None
         self.timeout = config.seconds_setting("run.scheduler-timeout")
         self._last_answer = time.monotonic()
@@ -352,6 +353,7 @@ class Engine:
             with open_backend(self.cluster) as backend:
                 backend.engine = self
                 self.flow_run.cluster = backend.description
+                self.flow_run.dashboard_link = backend.dashboard
                 try:
                     self._run_on(backend, monitor, start)
                 finally:
@@ -399,10 +401,11 @@ class Engine:
     def _run_info(self, backend: Any) -> RunInfo:
         params = _context_parameters(self.params)
         if backend.owner is None or len(pickle.dumps(params)) <= INLINE_PARAMETERS:
-            return RunInfo(self.name, self.run_id, backend.owner, params, limits=self.limits)
+            return RunInfo(self.name, self.run_id, backend.owner, params, limits=self.limits,
+                           dashboard=backend.dashboard)
         self._params = (f"params-{self.name}-{self.run_id}", params)
         return RunInfo(self.name, self.run_id, backend.owner, None, self._params[0],
-                       limits=self.limits)
+                       limits=self.limits, dashboard=backend.dashboard)
 
     def _stages(self, backend: Any, run: RunInfo) -> None:
         """The stage loop, shared by both backends."""
@@ -697,19 +700,19 @@ def _temporary_local_cluster() -> Iterator[Any]:
         yield client
 
 
-_descriptions: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+_descriptions: weakref.WeakKeyDictionary[Any, tuple[str, str | None]] = weakref.WeakKeyDictionary()
 
 
-def _describe_client(client: Any) -> str:
-    """'<cluster class> at <address> (dashboard <link>)', once per client."""
-    text = _descriptions.get(client)
-    if text is None:
+def _describe_client(client: Any) -> tuple[str, str | None]:
+    """('<cluster class> at <address> (dashboard <link>)', the link), once per client."""
+    known = _descriptions.get(client)
+    if known is None:
         cluster = getattr(client, "cluster", None)
         name = type(cluster).__name__ if cluster is not None else "scheduler"
         link = getattr(client, "dashboard_link", None)
         text = f"{name} at {client.scheduler.address}" + (f" (dashboard {link})" if link else "")
-        _descriptions[client] = text
-    return text
+        known = _descriptions[client] = (text, link)
+    return known
 
 
 # -- logs -----------------------------------------------------------------------

@@ -34,21 +34,22 @@ class RunInfo:
     parameters are inline when small, else in the key ``params_key``.
     """
 
-    __slots__ = ("flow_name", "run_id", "owner", "parameters", "params_key", "limits")
+    __slots__ = ("flow_name", "run_id", "owner", "parameters", "params_key", "limits", "dashboard")
 
     def __init__(self, flow_name: str, run_id: str, owner: str | None = None,
                  parameters: dict[str, Any] | None = None, params_key: str | None = None,
-                 limits: tuple[tuple[str, int], ...] = ()) -> None:
+                 limits: tuple[tuple[str, int], ...] = (), dashboard: str | None = None) -> None:
         self.flow_name = flow_name
         self.run_id = run_id
         self.owner = owner
         self.parameters = parameters
         self.params_key = params_key
         self.limits = limits  # ((tag, at most), ...): the run's tag concurrency limits
+        self.dashboard = dashboard  # the cluster's dashboard link, if it has one
 
     def __reduce__(self) -> Any:
         return (RunInfo, (self.flow_name, self.run_id, self.owner, self.parameters,
-                          self.params_key, self.limits))
+                          self.params_key, self.limits, self.dashboard))
 
 
 class TaskSpec:

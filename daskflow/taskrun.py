@@ -101,6 +101,8 @@ class TaskRunContext:
                           doc="The flow run's parameters.")
     tags = property(lambda self: self._call.spec.tags)
     key = property(lambda self: self._call.key, doc="The Dask key of this task.")
+    dashboard_link = property(lambda self: self._call.spec.run.dashboard,
+                              doc="The Dask dashboard of the run's cluster, if any.")
 
     def __repr__(self) -> str:
         return (f"<TaskRunContext {self.flow_name}/{self.task_run_name} "
