@@ -239,6 +239,44 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if run.state.is_completed() else 1
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from daskflow.exceptions import (
+        DaskflowError,
+        FlowDefinitionError,
+        ParameterError,
+        ScheduleError,
+    )
+
+    if (args.cron is None) == (args.interval is None):
+        print("daskflow serve: give one of --cron '0 * * * *' and --interval 10m",
+              file=sys.stderr)
+        return 2
+    try:
+        flow = load_flow(args.target)
+        params = parse_params(args.param or [])
+        flow.bind(**params)
+    except (UsageError, ParameterError, FlowDefinitionError) as err:
+        print(f"daskflow serve: {err}", file=sys.stderr)
+        return 2
+    try:
+        runs = flow.serve(cron=args.cron, interval=args.interval, parameters=params,
+                          cluster=args.cluster, tz=args.tz, catchup=args.catchup,
+                          overlap=args.overlap, limit=args.limit, state_dir=args.state_dir)
+    except ScheduleError as err:
+        print(f"daskflow serve: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("daskflow serve: interrupted; running runs were cancelled and the cluster "
+              "it started was ended", file=sys.stderr)
+        return 130
+    except DaskflowError as err:
+        print(f"daskflow serve: {err}", file=sys.stderr)
+        return 1
+    for run in runs:
+        print(run.summary())
+    return 0 if all(r.state.is_completed() for r in runs) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="daskflow", description="daskflow: run flows, and manage the clusters it started")
@@ -255,6 +293,31 @@ def main(argv: list[str] | None = None) -> int:
                             "own, else a temporary local cluster)")
     p_run.add_argument("--json", action="store_true", help="print the run's record as JSON")
     p_run.set_defaults(func=cmd_run)
+    p_serve = sub.add_parser(
+        "serve", help="run a flow on a schedule (cron or interval) while this process lives",
+        description="Run a flow on a schedule until interrupted (or --limit runs). Runs "
+                    "happen only while this process lives; for a schedule that survives "
+                    "reboots, call `daskflow run` from a systemd timer or crontab. Exit "
+                    "code: 0 every run Completed, 1 one did not, 2 bad usage, 130 "
+                    "interrupted.")
+    p_serve.add_argument("target", help="path/to/file.py:flow_name or package.module:flow_name")
+    p_serve.add_argument("--cron", help="five-field cron expression, e.g. '0 * * * *'")
+    p_serve.add_argument("--interval", help="seconds, or a duration such as 10m")
+    p_serve.add_argument("--tz", default=None, help="time zone of --cron (default: this machine's)")
+    p_serve.add_argument("--param", "-p", action="append", metavar="NAME=VALUE",
+                         help="a flow parameter, as for `daskflow run`; repeat")
+    p_serve.add_argument("--cluster", "-c", default=None,
+                         help="sync, a scheduler address, or a profile name; a cluster the "
+                              "server starts is kept between runs")
+    p_serve.add_argument("--catchup", choices=("none", "latest", "all"), default="none",
+                         help="what to do with fires missed while the process slept")
+    p_serve.add_argument("--overlap", choices=("skip", "queue", "allow"), default="skip",
+                         help="what to do with a fire while a run is still going")
+    p_serve.add_argument("--limit", type=int, default=None, help="stop after this many runs")
+    p_serve.add_argument("--state-dir", default=None,
+                         help="where the last fire and the lock are kept (default: the "
+                              "setting daskflow.serve.state-dir)")
+    p_serve.set_defaults(func=cmd_serve)
     clusters = sub.add_parser("clusters", help="list or close the clusters daskflow started")
     csub = clusters.add_subparsers(dest="action", required=True)
     p_list = csub.add_parser("list", help="show recorded clusters and whether they run")

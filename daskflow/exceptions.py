@@ -16,6 +16,7 @@
     ├── UnpicklableResultError  a task result that Dask had to move could not be pickled
     ├── RemoteTaskError         stands in for a task's exception that cannot travel
     ├── ShellError              a df.shell command exited non-zero or timed out
+    ├── ScheduleError           flow.serve(): a bad schedule, or the flow is served already
     └── NotifyError             a notification that could not be delivered (logged, never raised by hooks)
 
 Errors raised by the user's own tasks are not wrapped: ``run.result()``
@@ -69,6 +70,11 @@ class ConcurrencyLimitError(DaskflowError):
 
 class NotifyError(DaskflowError):
     """A notification hook that cannot be made (no URL, a bad template) or delivered."""
+
+
+class ScheduleError(DaskflowError):
+    """A schedule that cannot be served: a bad cron expression, interval or
+    policy, or a flow already served from the same state folder."""
 
 
 class FlowRunError(DaskflowError):

@@ -177,6 +177,39 @@ class Flow(Generic[R]):
                              self.scatter if scatter is None else scatter, flow=self,
                              limits=resolve_limits(self.concurrency, limits, used))
 
+    def serve(self, *, cron: str | None = None, interval: Any = None,
+              parameters: dict[str, Any] | None = None, cluster: Any = None, tz: Any = None,
+              catchup: str = "none", overlap: str = "skip", limit: int | None = None,
+              state_dir: str | None = None, grace: float = 60.0,
+              clock: Any = None) -> list[FlowRun]:
+        """Run the flow on a schedule until interrupted, or until ``limit`` runs
+        started (then wait for them); return the runs.
+
+        Give ``cron="0 * * * *"`` (five fields, in ``tz``: a zone name, by
+        default this machine's) or ``interval=`` (seconds, a timedelta or
+        ``"10m"``; the first run starts at once).  ``parameters`` are the
+        flow's, checked now.  A cluster the server starts (a spec, a profile,
+        the temporary default) is started once, kept between runs and closed
+        on exit.  ``catchup`` ("none", "latest", "all") says what to do with
+        fires missed while the process slept (a fire late by more than
+        ``grace`` seconds is missed); ``overlap`` ("skip", "queue", "allow")
+        what to do with a fire while a run is still going.  The last fire is
+        kept in ``state_dir`` (setting ``daskflow.serve.state-dir``), where a
+        lock also refuses a second server of this flow.  ``clock`` (an object
+        with ``now()`` returning an aware datetime, and ``sleep(seconds)``)
+        stands in for the wall clock in tests.
+
+        Runs happen only while this process lives: see the README for a
+        systemd timer or crontab line running ``daskflow run`` instead.
+        """
+        from daskflow.schedule import serve
+
+        if current_builder() is not None:
+            raise FlowDefinitionError(f"{self.name}.serve() was called inside a flow body")
+        return serve(self, cron=cron, interval=interval, parameters=parameters,
+                     cluster=cluster, tz=tz, catchup=catchup, overlap=overlap, limit=limit,
+                     state_dir=state_dir, grace=grace, clock=clock)
+
     def visualize(self, *args: Any, filename: str | None = None, format: str | None = None,
                   **kwargs: Any) -> Any:
         """The flow's task graph as a ``graphviz.Digraph`` (rendered to ``filename`` if given)."""

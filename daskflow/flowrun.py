@@ -31,6 +31,8 @@ class FlowRun:
         Where it ran.
     dashboard_link : str or None
         The Dask dashboard of that cluster, when it has one.
+    scheduled_for : datetime or None
+        The fire of ``flow.serve`` that started it.
     """
 
     def __init__(self, flow_name: str, run_id: str, parameters: dict[str, Any]) -> None:
@@ -40,6 +42,7 @@ class FlowRun:
         self.state = State(StateType.PENDING)
         self.cluster = ""
         self.dashboard_link: str | None = None
+        self.scheduled_for: Any = None
         self._final: dict[str, State] | None = None
         self._live: Any = None  # () -> dict[str, State] while running
         self._value: Any = None
