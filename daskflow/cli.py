@@ -236,7 +236,38 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"daskflow run: {err}", file=sys.stderr)
         return 1
     print(run.to_json() if args.json else run.summary())
+    if args.report:
+        try:
+            run.report(args.report)
+        except OSError as err:
+            print(f"daskflow run: could not write the report {args.report!r}: {err}",
+                  file=sys.stderr)
+            return 1
+        print(f"report written to {args.report}", file=sys.stderr)
     return 0 if run.state.is_completed() else 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from daskflow.exceptions import FlowRunError
+    from daskflow.flowrun import FlowRun
+
+    try:
+        with open(args.record, encoding="utf-8") as f:
+            run = FlowRun.from_json(f.read())
+    except OSError as err:
+        print(f"daskflow report: cannot read {args.record!r}: {err}", file=sys.stderr)
+        return 2
+    except (FlowRunError, ValueError) as err:
+        print(f"daskflow report: {args.record!r} is not a run record: {err}", file=sys.stderr)
+        return 2
+    out = args.output or os.path.splitext(args.record)[0] + ".html"
+    try:
+        run.report(out)
+    except OSError as err:
+        print(f"daskflow report: could not write {out!r}: {err}", file=sys.stderr)
+        return 1
+    print(out)
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -292,7 +323,17 @@ def main(argv: list[str] | None = None) -> int:
                        help="sync, a scheduler address, or a profile name (default: the flow's "
                             "own, else a temporary local cluster)")
     p_run.add_argument("--json", action="store_true", help="print the run's record as JSON")
+    p_run.add_argument("--report", metavar="FILE.html",
+                       help="also write the run's report (one self-contained HTML file)")
     p_run.set_defaults(func=cmd_run)
+    p_report = sub.add_parser(
+        "report", help="make the HTML report of a run from its JSON record",
+        description="Write the report of a run recorded with `daskflow run --json` or "
+                    "FlowRun.to_json(): one HTML file that opens offline.")
+    p_report.add_argument("record", help="the run's JSON record")
+    p_report.add_argument("--output", "-o", default=None,
+                          help="where to write the report (default: the record's name, .html)")
+    p_report.set_defaults(func=cmd_report)
     p_serve = sub.add_parser(
         "serve", help="run a flow on a schedule (cron or interval) while this process lives",
         description="Run a flow on a schedule until interrupted (or --limit runs). Runs "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 import threading
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
 
 from daskflow.exceptions import FlowRunError
@@ -33,6 +33,9 @@ class FlowRun:
         The Dask dashboard of that cluster, when it has one.
     scheduled_for : datetime or None
         The fire of ``flow.serve`` that started it.
+    logs : list of dict
+        The run's log records (driver and tasks): ``time``, ``level``,
+        ``task``, ``message``; the last 10,000 are kept.
     """
 
     def __init__(self, flow_name: str, run_id: str, parameters: dict[str, Any]) -> None:
@@ -43,6 +46,7 @@ class FlowRun:
         self.cluster = ""
         self.dashboard_link: str | None = None
         self.scheduled_for: Any = None
+        self.logs: deque[dict[str, Any]] = deque(maxlen=10_000)  # the run's log records
         self._final: dict[str, State] | None = None
         self._live: Any = None  # () -> dict[str, State] while running
         self._value: Any = None
@@ -128,18 +132,68 @@ class FlowRun:
 
     def to_json(self) -> str:
         """The run's record as JSON: its state, parameters (``repr`` of those
-        JSON cannot hold) and every task run's state, without results."""
+        JSON cannot hold), every task run's state (without results, with the
+        traceback of a failure), and the run's log records."""
         import json
 
         def state(st: State) -> dict[str, Any]:
-            return {"name": st.name, "type": st.type.value, "message": st.message,
-                    "attempts": st.attempts, "start": st.start, "end": st.end,
-                    "worker": st.worker}
+            out = {"name": st.name, "type": st.type.value, "message": st.message,
+                   "attempts": st.attempts, "start": st.start, "end": st.end,
+                   "worker": st.worker}
+            if st.traceback:
+                out["traceback"] = st.traceback
+            return out
 
         record = {"flow": self.flow_name, "run_id": self.run_id, "cluster": self.cluster,
-                  "parameters": self.parameters, "state": state(self.state),
-                  "states": {name: state(st) for name, st in self.states.items()}}
+                  "dashboard": self.dashboard_link, "parameters": self.parameters,
+                  "state": state(self.state),
+                  "states": {name: state(st) for name, st in self.states.items()},
+                  "logs": list(self.logs)}
         return json.dumps(record, indent=2, default=repr)
+
+    @classmethod
+    def from_json(cls, text: str) -> FlowRun:
+        """A finished run back from :meth:`to_json`'s record (states without
+        results or exceptions; the tracebacks are kept as text)."""
+        import json
+
+        record = json.loads(text)
+
+        def state(d: dict[str, Any], name: str = "") -> State:
+            map_index = None
+            if name.endswith("]") and "[" in name:
+                tail = name.rsplit("[", 1)[1][:-1]
+                map_index = int(tail) if tail.isdigit() else None
+            return State(StateType(d["type"]), name=d["name"], message=d.get("message") or "",
+                         traceback=d.get("traceback"), attempts=d.get("attempts") or 0,
+                         start=d.get("start"), end=d.get("end"), worker=d.get("worker"),
+                         task_name=name, map_index=map_index)
+
+        try:
+            run = cls(record["flow"], record["run_id"], record.get("parameters") or {})
+            states = {n: state(d, n) for n, d in record.get("states", {}).items()}
+            run._finish(state(record["state"]), states, None, None)
+        except (KeyError, TypeError, ValueError) as err:
+            raise FlowRunError(f"not a daskflow run record ({type(err).__name__}: {err}); "
+                               "make one with FlowRun.to_json()") from None
+        run.cluster = record.get("cluster") or ""
+        run.dashboard_link = record.get("dashboard")
+        run.logs.extend(record.get("logs") or [])
+        run._settle()
+        return run
+
+    def report(self, path: str | None = None) -> str:
+        """Write the run's report, one self-contained HTML file (no network
+        needed to open it); return its path (default ``<flow>-<run id>.html``)."""
+        import json
+
+        from daskflow.report import render
+
+        path = path or f"{self.flow_name}-{self.run_id}.html"
+        page = render(json.loads(self.to_json()))
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(page)
+        return path
 
     def __repr__(self) -> str:
         return f"<FlowRun {self.flow_name!r} {self.state.name} tasks={len(self.states)}>"

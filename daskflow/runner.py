@@ -349,6 +349,8 @@ class Engine:
         setup_logging()
         monitor = events.monitor(self.run_id)
         start = now()
+        keeper = _RunLogs(self.run_id, self.flow_run.logs)
+        logging.getLogger("daskflow").addHandler(keeper)
         try:
             with open_backend(self.cluster) as backend:
                 backend.engine = self
@@ -369,6 +371,7 @@ class Engine:
             try:
                 run_flow_hooks(self.flow, self.flow_run)
             finally:
+                logging.getLogger("daskflow").removeHandler(keeper)
                 self.flow_run._settle()
 
     def _run_on(self, backend: Any, monitor: events.RunMonitor, start: float) -> None:
@@ -729,6 +732,24 @@ def setup_logging() -> None:
             config.get("logging.format"), datefmt="%H:%M:%S",
             defaults={"daskflow_task": "daskflow"}))
         root.addHandler(handler)
+
+
+class _RunLogs(logging.Handler):
+    """Keeps one run's log records (driver's and tasks') on its FlowRun."""
+
+    def __init__(self, run_id: str, into: Any) -> None:
+        super().__init__()
+        self.run_id, self.into = run_id, into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "daskflow_run", None) != self.run_id:
+            return
+        try:
+            self.into.append({"time": record.created, "level": record.levelname,
+                              "task": getattr(record, "daskflow_task", None),
+                              "message": record.getMessage()})
+        except Exception:  # pragma: no cover - never break logging
+            self.handleError(record)
 
 
 def flow_logger(flow_name: str, run_id: str) -> logging.LoggerAdapter:

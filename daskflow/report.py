@@ -1,0 +1,176 @@
+"""A run report: one self-contained HTML file made from a run's JSON record.
+
+``run.report("run.html")``, ``daskflow run ... --report run.html`` and
+``daskflow report run.json -o run.html`` all write it from
+:meth:`FlowRun.to_json`'s record, so a report can be made later, on another
+machine.  The page needs no network and no JavaScript: the Gantt chart is
+inline SVG (one bar per task run on its worker's row, coloured by state,
+with a tooltip), followed by per-task counts and durations, the parameters,
+the failures with their tracebacks, and the run's log records.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections import Counter
+from typing import Any
+
+COLOURS = {"COMPLETED": "#2e9e44", "FAILED": "#d62728", "CRASHED": "#8c1a1a",
+           "SKIPPED": "#9e9e9e", "CANCELLED": "#e08a1e", "PENDING": "#c7c7c7",
+           "RUNNING": "#1f77b4"}
+MAX_BARS = 5000  # more would make the page slow; the table still counts them all
+
+_CSS = """
+body{font:14px/1.4 -apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222}
+h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:24px 0 8px}
+table{border-collapse:collapse}td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:left;
+vertical-align:top}th{background:#f6f6f6}.num{text-align:right;font-variant-numeric:tabular-nums}
+.state{display:inline-block;padding:1px 8px;border-radius:9px;color:#fff;font-weight:600}
+pre{background:#f8f8f8;padding:8px;overflow:auto;font-size:12px}
+.legend span{margin-right:12px}.muted{color:#777}
+"""
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _badge(name: str, kind: str) -> str:
+    return (f'<span class="state" style="background:{COLOURS.get(kind, "#555")}">'
+            f"{_esc(name)}</span>")
+
+
+def _secs(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}s"
+
+
+def _base(name: str, st: dict) -> str:
+    return name.split("[", 1)[0] if "[" in name and name.endswith("]") else name
+
+
+def render(record: dict[str, Any]) -> str:
+    """The report's HTML for a run record (``json.loads(run.to_json())``)."""
+    state = record["state"]
+    states: dict[str, dict] = record.get("states", {})
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'>"
+             f"<title>{_esc(record['flow'])} {_esc(record['run_id'])}</title>"
+             f"<style>{_CSS}</style></head><body>"]
+    dur = (state["end"] - state["start"]) if state.get("start") and state.get("end") else None
+    dash = record.get("dashboard")
+    parts.append(
+        f"<h1>Flow run {_esc(record['flow'])} {_badge(state['name'], state['type'])}</h1>"
+        f"<div class='muted'>run {_esc(record['run_id'])}"
+        + (f" · {_secs(dur)}" if dur is not None else "")
+        + (f" · started {_esc(time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(state['start'])))}"
+           if state.get("start") else "")
+        + (f" · on {_esc(record.get('cluster') or '?')}")
+        + (f" · <a href='{_esc(dash)}'>dashboard</a>" if dash else "")
+        + "</div>"
+        + (f"<p>{_esc(state['message'])}</p>" if state.get("message") else ""))
+    parts.append(_gantt(states, state))
+    parts.append(_task_table(states))
+    params = record.get("parameters") or {}
+    if params:
+        rows = "".join(f"<tr><td>{_esc(k)}</td><td><code>{_esc(v)}</code></td></tr>"
+                       for k, v in params.items())
+        parts.append(f"<h2>Parameters</h2><table>{rows}</table>")
+    failures = [(n, s) for n, s in states.items() if s["type"] in ("FAILED", "CRASHED")]
+    if failures:
+        parts.append(f"<h2>Failures ({len(failures)})</h2>")
+        for i, (name, st) in enumerate(failures[:50]):
+            tb = st.get("traceback") or ""
+            parts.append(
+                f"<details{' open' if i == 0 else ''}><summary><b>{_esc(name)}</b> "
+                f"{_badge(st['name'], st['type'])} {_esc(st.get('message') or '')}</summary>"
+                + (f"<pre>{_esc(tb)}</pre>" if tb else "") + "</details>")
+        if len(failures) > 50:
+            parts.append(f"<p class='muted'>... and {len(failures) - 50} more</p>")
+    logs = record.get("logs") or []
+    if logs:
+        t0 = state.get("start") or logs[0]["time"]
+        rows = "".join(
+            f"<tr><td class='num'>{lg['time'] - t0:+.2f}s</td><td>{_esc(lg['level'])}</td>"
+            f"<td>{_esc(lg.get('task') or '')}</td><td>{_esc(lg['message'])}</td></tr>"
+            for lg in logs)
+        parts.append(f"<h2>Logs ({len(logs)})</h2><table><tr><th>time</th><th>level</th>"
+                     f"<th>where</th><th>message</th></tr>{rows}</table>")
+    parts.append("</body></html>")
+    return "".join(parts)
+
+
+def _task_table(states: dict[str, dict]) -> str:
+    groups: dict[str, list[dict]] = {}
+    for name, st in states.items():
+        groups.setdefault(_base(name, st), []).append(st)
+    rows = []
+    for base, sts in groups.items():
+        counts = Counter((s["name"], s["type"]) for s in sts)
+        durs = [s["end"] - s["start"] for s in sts if s.get("start") and s.get("end")]
+        rows.append(
+            f"<tr><td>{_esc(base)}</td><td class='num'>{len(sts)}</td><td>"
+            + " ".join(f"{_badge(f'{n} {k}' if len(sts) > 1 else k, t)}"
+                       for (k, t), n in counts.items())
+            + f"</td><td class='num'>{sum(s.get('attempts') or 0 for s in sts)}</td>"
+            f"<td class='num'>{_secs(min(durs)) if durs else ''}</td>"
+            f"<td class='num'>{_secs(sum(durs) / len(durs)) if durs else ''}</td>"
+            f"<td class='num'>{_secs(max(durs)) if durs else ''}</td></tr>")
+    return ("<h2>Tasks</h2><table><tr><th>task</th><th>runs</th><th>states</th>"
+            "<th>attempts</th><th>min</th><th>mean</th><th>max</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def _gantt(states: dict[str, dict], run_state: dict) -> str:
+    timed = [(n, s) for n, s in states.items() if s.get("start") and s.get("end")]
+    if not timed:
+        return "<h2>Timeline</h2><p class='muted'>no task has timings</p>"
+    shown = timed[:MAX_BARS]
+    t0 = min(s["start"] for _, s in shown)
+    t1 = max(s["end"] for _, s in shown)
+    span = max(t1 - t0, 1e-3)
+    workers = sorted({s.get("worker") or "in process" for _, s in shown})
+    # each worker gets as many lanes as it ran tasks at once
+    lanes: dict[str, list[float]] = {w: [] for w in workers}
+    placed = []
+    for name, st in sorted(shown, key=lambda x: x[1]["start"]):
+        w = st.get("worker") or "in process"
+        ends = lanes[w]
+        lane = next((i for i, end in enumerate(ends) if end <= st["start"]), None)
+        if lane is None:
+            lane = len(ends)
+            ends.append(0.0)
+        ends[lane] = st["end"]
+        placed.append((name, st, w, lane))
+    row_of, y = {}, 0
+    for w in workers:
+        row_of[w] = y
+        y += max(len(lanes[w]), 1)
+    lane_h, label_w, width = 14, 220, 1000
+    height = y * lane_h + 30
+    scale = (width - label_w - 10) / span
+    out = [f"<h2>Timeline</h2><svg xmlns='http://www.w3.org/2000/svg' width='{width}' "
+           f"height='{height}' role='img' aria-label='task runs on workers over time'>"]
+    for w in workers:
+        top = row_of[w] * lane_h
+        out.append(f"<text x='4' y='{top + 11}' font-size='11'>{_esc(w[-34:])}</text>"
+                   f"<line x1='0' x2='{width}' y1='{top}' y2='{top}' stroke='#eee'/>")
+    for name, st, w, lane in placed:
+        x = label_w + (st["start"] - t0) * scale
+        bw = max((st["end"] - st["start"]) * scale, 1.0)
+        top = (row_of[w] + lane) * lane_h + 1
+        tip = (f"{name}: {st['name']} in {st['end'] - st['start']:.3f}s, attempt(s) "
+               f"{st.get('attempts') or 0}" + (f" — {st['message']}" if st.get("message") else ""))
+        out.append(f"<rect class='bar' x='{x:.1f}' y='{top}' width='{bw:.1f}' "
+                   f"height='{lane_h - 2}' fill='{COLOURS.get(st['type'], '#555')}'>"
+                   f"<title>{_esc(tip)}</title></rect>")
+    axis = y * lane_h + 14
+    for i in range(6):
+        x = label_w + i * (width - label_w - 10) / 5
+        out.append(f"<text x='{x:.0f}' y='{axis}' font-size='10' fill='#777'>"
+                   f"{span * i / 5:.2f}s</text>")
+    out.append("</svg>")
+    legend = " ".join(f"<span>{_badge(k.title(), k)}</span>" for k in COLOURS
+                      if any(s["type"] == k for _, s in shown))
+    more = (f"<p class='muted'>the first {MAX_BARS} of {len(timed)} task runs are drawn</p>"
+            if len(timed) > MAX_BARS else "")
+    return "".join(out) + f"<div class='legend'>{legend}</div>" + more

@@ -1,0 +1,124 @@
+"""Run records (to_json / from_json), their logs, and the HTML report."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import xml.etree.ElementTree as ET
+
+import pytest
+from conftest import dask_env
+
+import daskflow as df
+
+
+@df.task(retries=1)
+def part(i: int, marker: str) -> int:
+    df.get_run_logger().info("working on part %d", i)
+    if i == 3:
+        raise ValueError(f"part {i} is corrupt")
+    if i == 1 and not os.path.exists(marker):
+        open(marker, "w").close()
+        raise OSError("first attempt fails")
+    return i
+
+
+@df.task
+def total(parts: list) -> int:
+    return sum(parts)
+
+
+@df.flow
+def parts_flow(n: int, marker: str):
+    done = part.map(range(n), marker=df.unmapped(marker))
+    return total(df.allow_failure(done))
+
+
+@pytest.fixture
+def finished(client, tmp_path):
+    return parts_flow.run(5, str(tmp_path / "marker"), cluster=client)
+
+
+def test_the_record_keeps_states_tracebacks_and_logs(finished):
+    record = json.loads(finished.to_json())
+    assert record["state"]["type"] == "FAILED"
+    assert record["states"]["part[1]"]["attempts"] == 2
+    assert "ValueError: part 3 is corrupt" in record["states"]["part[3]"]["traceback"]
+    assert record["states"]["part[3]"]["worker"].startswith("tcp://")
+    messages = [lg["message"] for lg in record["logs"]]
+    assert sum(m.startswith("working on part") for m in messages) == 7  # 5 parts, 2 retried
+    assert any("started on" in m for m in messages)  # the driver's own lines too
+    assert {lg["task"] for lg in record["logs"]} >= {"parts_flow/part[3]", "flow parts_flow"}
+
+
+def test_from_json_gives_the_run_back(finished):
+    again = df.FlowRun.from_json(finished.to_json())
+    assert again.done() and again.state.name == finished.state.name
+    assert again.run_id == finished.run_id and again.parameters == finished.parameters
+    assert {n: (s.name, s.attempts, s.worker) for n, s in again.states.items()} == {
+        n: (s.name, s.attempts, s.worker) for n, s in finished.states.items()}
+    assert again.summary() == finished.summary()
+    assert again.states["part[2]"].map_index == 2
+    assert json.loads(again.to_json()) == json.loads(finished.to_json())
+    with pytest.raises(df.FlowRunError, match="not a daskflow run record"):
+        df.FlowRun.from_json('{"flow": "x"}')
+
+
+def test_the_report_is_one_offline_page(finished, tmp_path):
+    path = finished.report(str(tmp_path / "run.html"))
+    with open(path) as f:
+        page = f.read()
+    for loads in ("<script", "<link", "src=", "@import", "url("):
+        assert loads not in page  # nothing to fetch or run: it opens offline
+    svg = ET.fromstring(re.search(r"<svg.*?</svg>", page, re.S).group(0))
+    bars = [el for el in svg.iter("{http://www.w3.org/2000/svg}rect")]
+    assert len(bars) == len(finished.states) == 6  # one bar per task run
+    fills = sorted(b.get("fill") for b in bars)
+    assert fills.count("#d62728") == 2  # part[3] and total(allow_failure) ... failed
+    assert "ValueError: part 3 is corrupt" in page
+    assert "working on part 4" in page
+    assert "<td>n</td><td><code>5</code></td>" in page
+    # the same page from the record alone
+    again = df.FlowRun.from_json(finished.to_json()).report(str(tmp_path / "again.html"))
+    with open(again) as f:
+        assert f.read() == page
+
+
+FLOW_FILE = textwrap.dedent("""
+    import daskflow as df
+
+    @df.task
+    def half(x):
+        if x % 2:
+            raise ValueError(f"{x} is odd")
+        return x // 2
+
+    @df.flow
+    def halves(xs: list):
+        return half.map(xs)
+""")
+
+
+def test_cli_run_report_and_report_from_a_record(tmp_path):
+    (tmp_path / "flows.py").write_text(FLOW_FILE)
+    env = dask_env()
+    run = subprocess.run(
+        [sys.executable, "-m", "daskflow.cli", "run", "flows.py:halves", "-p", "xs=[2, 3, 4]",
+         "--cluster", "sync", "--json", "--report", "direct.html"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1, run.stderr  # one task failed
+    assert "report written to direct.html" in run.stderr
+    (tmp_path / "run.json").write_text(run.stdout)
+    made = subprocess.run([sys.executable, "-m", "daskflow.cli", "report", "run.json"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0 and made.stdout.strip().endswith("run.html")
+    direct, later = (tmp_path / "direct.html").read_text(), (tmp_path / "run.html").read_text()
+    assert direct == later
+    assert "ValueError: 3 is odd" in later and later.count("class='bar'") == 3
+    bad = subprocess.run([sys.executable, "-m", "daskflow.cli", "report", "flows.py"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "is not a run record" in bad.stderr
