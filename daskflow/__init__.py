@@ -17,6 +17,7 @@ from daskflow import clusters, notify
 from daskflow import config as _config  # noqa: F401 - loads daskflow.yaml into dask.config
 from daskflow.build import allow_failure, unmapped
 from daskflow.exceptions import (
+    CacheKeyError,
     ClusterError,
     ConcurrencyLimitError,
     DaskflowError,
@@ -55,6 +56,7 @@ from daskflow.taskrun import context, get_run_logger
 __version__ = "0.1.0"
 
 __all__ = [
+    "CacheKeyError",
     "ClusterError",
     "ConcurrencyLimitError",
     "DaskflowError",

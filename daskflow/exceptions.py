@@ -4,7 +4,8 @@
 
     DaskflowError
     ├── FlowDefinitionError     the flow body misuses a lazy reference or an option
-    │   └── MappingError        .map over something that cannot be mapped
+    │   ├── MappingError        .map over something that cannot be mapped
+    │   └── CacheKeyError       a cached task whose key cannot be computed
     ├── ParameterError          unknown, missing or mistyped flow parameter
     ├── ClusterError            a cluster= value that cannot be used or reached
     ├── MissingContextError     get_run_logger()/context() outside a running task
@@ -38,6 +39,11 @@ class FlowDefinitionError(DaskflowError):
 
 class MappingError(FlowDefinitionError):
     """A ``.map`` call over arguments that cannot be mapped together."""
+
+
+class CacheKeyError(FlowDefinitionError):
+    """A cached task whose key cannot be computed (an argument with no
+    deterministic encoding, or a ``cache_key`` that returned no str)."""
 
 
 class ParameterError(DaskflowError, TypeError):

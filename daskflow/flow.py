@@ -25,7 +25,7 @@ from daskflow.hooks import check_hooks
 R = TypeVar("R")
 
 # Keyword arguments of flow.run/submit/__call__ that are run options, not parameters.
-RUN_OPTIONS = ("cluster", "scatter", "concurrency")
+RUN_OPTIONS = ("cluster", "scatter", "concurrency", "refresh_cache")
 
 
 class Flow(Generic[R]):
@@ -45,6 +45,11 @@ class Flow(Generic[R]):
         Tag concurrency limits of its runs, e.g. ``{"db": 2}``: at most two
         tasks tagged ``db`` run at once on the cluster (see
         :mod:`daskflow.concurrency`).
+    cache : bool, optional
+        The default ``cache=`` of its tasks (a task's own option wins).
+    result_storage : str, optional
+        Where its tasks' results are stored (an fsspec URL; default the
+        setting ``daskflow.results.storage``).
     on_completion, on_failure, on_crashed, on_cancellation : list of callables, optional
         Flow hooks, each called as ``hook(flow, run)`` on the driver when a
         run ends in that state (see :mod:`daskflow.hooks`).
@@ -62,6 +67,7 @@ class Flow(Generic[R]):
 
     def __init__(self, fn: Callable[..., R], *, name: str | None = None,
                  cluster: Any = None, scatter: bool = True, concurrency: Any = None,
+                 cache: bool | None = None, result_storage: str | None = None,
                  on_completion: Any = None, on_failure: Any = None, on_crashed: Any = None,
                  on_cancellation: Any = None) -> None:
         if not callable(fn):
@@ -79,6 +85,8 @@ class Flow(Generic[R]):
         self.cluster = cluster
         self.scatter = bool(scatter)
         self.concurrency = check_concurrency(f"flow {self.name!r}", concurrency)
+        self.cache = None if cache is None else bool(cache)
+        self.result_storage = result_storage
         self.on_completion = check_hooks("flow", self.name, "on_completion", on_completion)
         self.on_failure = check_hooks("flow", self.name, "on_failure", on_failure)
         self.on_crashed = check_hooks("flow", self.name, "on_crashed", on_crashed)
@@ -119,14 +127,14 @@ class Flow(Generic[R]):
 
     # -- running ------------------------------------------------------------------
     def __call__(self, *args: Any, cluster: Any = None, scatter: bool | None = None,
-                 concurrency: Any = None, **kwargs: Any) -> Any:
+                 concurrency: Any = None, refresh_cache: bool = False, **kwargs: Any) -> Any:
         builder = current_builder()
         if builder is not None:
-            if cluster is not None or concurrency is not None:
+            if cluster is not None or concurrency is not None or refresh_cache:
                 raise FlowDefinitionError(
                     f"flow {self.name!r} is called inside another flow, so it shares that "
-                    "flow's cluster and limits; remove cluster= and concurrency= from the "
-                    "nested call")
+                    "flow's cluster, limits and cache; remove cluster=, concurrency= and "
+                    "refresh_cache= from the nested call")
             params = self.bind(*args, **kwargs)
             builder.enter_flow(self)
             try:
@@ -135,22 +143,24 @@ class Flow(Generic[R]):
             finally:
                 builder.exit_flow()
         return self.run(*args, cluster=cluster, scatter=scatter, concurrency=concurrency,
-                        **kwargs).result()
+                        refresh_cache=refresh_cache, **kwargs).result()
 
     def run(self, *args: Any, cluster: Any = None, scatter: bool | None = None,
-            concurrency: Any = None, **kwargs: Any) -> FlowRun:
+            concurrency: Any = None, refresh_cache: bool = False, **kwargs: Any) -> FlowRun:
         """Run the flow and return its finished :class:`FlowRun`; never raises
         for task errors (a cluster that cannot be used, a lost scheduler, or
         Ctrl-C do raise).
 
         ``cluster=`` says where (see :func:`daskflow.runner.open_backend`);
         ``scatter=False`` keeps large constants in the graph for this run;
-        ``concurrency={"tag": n}`` adds tag concurrency limits (over the flow's).
+        ``concurrency={"tag": n}`` adds tag concurrency limits (over the flow's);
+        ``refresh_cache=True`` recomputes cached tasks and overwrites their results.
         """
-        return self._engine("run", args, kwargs, cluster, scatter, concurrency).run()
+        return self._engine("run", args, kwargs, cluster, scatter, concurrency,
+                            refresh_cache).run()
 
     def submit(self, *args: Any, cluster: Any = None, scatter: bool | None = None,
-               concurrency: Any = None, **kwargs: Any) -> FlowRun:
+               concurrency: Any = None, refresh_cache: bool = False, **kwargs: Any) -> FlowRun:
         """Start the flow and return its live :class:`FlowRun` at once.
 
         The run goes on in a background thread; ``run.wait()``,
@@ -159,10 +169,12 @@ class Flow(Generic[R]):
         checked and the body is built before this returns, so those errors
         raise here.
         """
-        return self._engine("submit", args, kwargs, cluster, scatter, concurrency).submit()
+        return self._engine("submit", args, kwargs, cluster, scatter, concurrency,
+                            refresh_cache).submit()
 
     def _engine(self, how: str, args: tuple, kwargs: dict, cluster: Any,
-                scatter: bool | None, concurrency: Any = None) -> runner.Engine:
+                scatter: bool | None, concurrency: Any = None,
+                refresh_cache: bool = False) -> runner.Engine:
         if current_builder() is not None:
             raise FlowDefinitionError(
                 f"{self.name}.{how}() was called inside a flow body; call {self.name}(...) "
@@ -173,9 +185,27 @@ class Flow(Generic[R]):
         params = self.bind(*args, **kwargs)
         builder, returned = self.build(params)
         used = {tag for node in builder.nodes for tag in node.task.tags}
+        results, plan = self._cache_plan(builder.nodes, bool(refresh_cache))
         return runner.Engine(self.name, params, builder, returned, cluster,
                              self.scatter if scatter is None else scatter, flow=self,
-                             limits=resolve_limits(self.concurrency, limits, used))
+                             limits=resolve_limits(self.concurrency, limits, used),
+                             results=results, plan=plan)
+
+    def _cache_plan(self, nodes: list, refresh: bool) -> tuple[tuple | None, Any]:
+        """The run's result settings and the keys of its nodes, when any task
+        stores its result (computed before anything starts, so a task whose key
+        cannot be computed fails here)."""
+        from daskflow import cache
+
+        stores = [n for n in nodes if n.task.persist or n.task.cache
+                  or (n.task.cache is None and self.cache)]
+        if not stores:
+            return None, None
+        results = (bool(self.cache), cache.storage_url(self.result_storage), refresh)
+        plan = cache.Plan()
+        for node in nodes:
+            plan.node(node, cache.settings_for(node.task, results))
+        return results, plan
 
     def serve(self, *, cron: str | None = None, interval: Any = None,
               parameters: dict[str, Any] | None = None, cluster: Any = None, tz: Any = None,

@@ -126,6 +126,7 @@ class Compiler:
         self._todo: list[Node] = list(nodes)
         self._specs: dict[tuple[int, str], TaskSpec] = {}
         self._names: dict[str, str] = {}
+        self.plan: Any = None  # a daskflow.cache.Plan when the run stores results
 
     # -- public ----------------------------------------------------------------
     @property
@@ -272,8 +273,10 @@ class Compiler:
         else:
             args, kwargs, s1, s2 = node.args, node.kwargs, False, False
         key = self._base(node)
-        call = Call(self._spec(node), node.name, key, None, args, kwargs, s1 or s2,
-                    frozenset(allowed) if allowed else _EMPTY, len(data))
+        spec = self._spec(node)
+        call = Call(spec, node.name, key, None, args, kwargs, s1 or s2,
+                    frozenset(allowed) if allowed else _EMPTY, len(data),
+                    self.plan.key(node) if spec.cache is not None else None)
         dsk[key] = Task(key, run_task, call, *map(TaskRef, deps), *map(TaskRef, data))
         self.keys[node.index] = key
         self.state_keys.append(key)
@@ -331,7 +334,9 @@ class Compiler:
                                slots, self.scattered, data)
         common_refs = tuple(map(TaskRef, deps))
         keys = [(base, i) for i in range(n)]
-        if not mapped_refs(mapped) and not (s1 or s2) and not common_refs and not self.scattered:
+        cached = spec.cache is not None
+        if (not mapped_refs(mapped) and not (s1 or s2) and not common_refs and not self.scattered
+                and not cached):
             self._emit_constant_children(spec, node.name, keys, args, kwargs, mapped, dsk)
         else:
             for i, key in enumerate(keys):
@@ -350,7 +355,8 @@ class Compiler:
                         a[pos] = item
                     else:
                         k[pos] = item
-                call = Call(spec, node.name, key, i, tuple(a), k, sub, child_allowed, len(child_data))
+                call = Call(spec, node.name, key, i, tuple(a), k, sub, child_allowed,
+                            len(child_data), self.plan.key(node, i) if cached else None)
                 dsk[key] = Task(key, run_task, call, *common_refs, *map(TaskRef, extra),
                                 *map(TaskRef, child_data))
         self.keys[node.index] = keys

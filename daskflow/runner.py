@@ -304,7 +304,8 @@ class Engine:
 
     def __init__(self, name: str, params: dict[str, Any], builder: Any, returned: Any,
                  cluster: Any, scatter: bool = True, flow: Any = None,
-                 limits: tuple[tuple[str, int], ...] = ()) -> None:
+                 limits: tuple[tuple[str, int], ...] = (), results: tuple | None = None,
+                 plan: Any = None) -> None:
         self.name = name
         self.flow = flow
         self.params = params
@@ -314,6 +315,7 @@ class Engine:
         self.cluster = cluster
         self.scatter = scatter
         self.limits = limits
+        self.results, self.plan = results, plan
         self.run_id = new_token()
         self.flow_run = FlowRun(name, self.run_id, params)
         self.compiler: Compiler | None = None
@@ -381,6 +383,7 @@ class Engine:
 
             concurrency.register(backend.client, self.limits)
         compiler = self.compiler = Compiler(self.builder.nodes, run, token=self.run_id)
+        compiler.plan = self.plan
         compiler.check_pickle = not isinstance(backend, SyncBackend)
         self.flow_run._live = lambda: self._labelled(
             monitor.snapshot(), lambda key: State(StateType.PENDING))
@@ -405,10 +408,10 @@ class Engine:
         params = _context_parameters(self.params)
         if backend.owner is None or len(pickle.dumps(params)) <= INLINE_PARAMETERS:
             return RunInfo(self.name, self.run_id, backend.owner, params, limits=self.limits,
-                           dashboard=backend.dashboard)
+                           dashboard=backend.dashboard, results=self.results)
         self._params = (f"params-{self.name}-{self.run_id}", params)
         return RunInfo(self.name, self.run_id, backend.owner, None, self._params[0],
-                       limits=self.limits, dashboard=backend.dashboard)
+                       limits=self.limits, dashboard=backend.dashboard, results=self.results)
 
     def _stages(self, backend: Any, run: RunInfo) -> None:
         """The stage loop, shared by both backends."""

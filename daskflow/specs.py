@@ -21,6 +21,8 @@ import pickle
 import threading
 from typing import Any
 
+from daskflow.cache import settings_for
+
 # A run's parameters travel inside its specs only while they are this small
 # (pickled); larger ones travel once per run as a key of their own.
 INLINE_PARAMETERS = 512
@@ -34,11 +36,12 @@ class RunInfo:
     parameters are inline when small, else in the key ``params_key``.
     """
 
-    __slots__ = ("flow_name", "run_id", "owner", "parameters", "params_key", "limits", "dashboard")
+    __slots__ = ("flow_name", "run_id", "owner", "parameters", "params_key", "limits", "dashboard", "results")
 
     def __init__(self, flow_name: str, run_id: str, owner: str | None = None,
                  parameters: dict[str, Any] | None = None, params_key: str | None = None,
-                 limits: tuple[tuple[str, int], ...] = (), dashboard: str | None = None) -> None:
+                 limits: tuple[tuple[str, int], ...] = (), dashboard: str | None = None,
+                 results: tuple | None = None) -> None:
         self.flow_name = flow_name
         self.run_id = run_id
         self.owner = owner
@@ -46,17 +49,19 @@ class RunInfo:
         self.params_key = params_key
         self.limits = limits  # ((tag, at most), ...): the run's tag concurrency limits
         self.dashboard = dashboard  # the cluster's dashboard link, if it has one
+        # (flow's cache default, storage URL, refresh): None when nothing is stored
+        self.results = results
 
     def __reduce__(self) -> Any:
         return (RunInfo, (self.flow_name, self.run_id, self.owner, self.parameters,
-                          self.params_key, self.limits, self.dashboard))
+                          self.params_key, self.limits, self.dashboard, self.results))
 
 
 class TaskSpec:
     """The options of one task, shared by all its Dask tasks in a run."""
 
     __slots__ = ("task", "fn", "kind", "retries", "retry_delays", "retry_on", "trigger",
-                 "skip_on_upstream_skip", "tags", "timeout", "run", "limits", "_blob")
+                 "skip_on_upstream_skip", "tags", "timeout", "run", "limits", "cache", "_blob")
 
     def __init__(self, task: Any, kind: str, run: RunInfo) -> None:
         self.task = task
@@ -71,6 +76,7 @@ class TaskSpec:
         self.timeout = task.timeout
         self.run = run
         self.limits = tuple(lim for lim in run.limits if lim[0] in task.tags)
+        self.cache = settings_for(task, run.results) if run.results else None
         self._blob: tuple[bytes, bytes] | None = None
 
     def blob(self) -> tuple[bytes, bytes]:
@@ -125,10 +131,12 @@ def _load_spec(digest: bytes, data: bytes) -> TaskSpec:
 class Call:
     """One Dask task: its spec, node name, key, map index and argument template."""
 
-    __slots__ = ("spec", "name", "key", "index", "args", "kwargs", "subst", "allowed", "ndata")
+    __slots__ = ("spec", "name", "key", "index", "args", "kwargs", "subst", "allowed", "ndata",
+                 "cache")
 
     def __init__(self, spec: TaskSpec, name: str, key: Any, index: int | None, args: tuple,
-                 kwargs: dict, subst: bool, allowed: frozenset[int], ndata: int = 0) -> None:
+                 kwargs: dict, subst: bool, allowed: frozenset[int], ndata: int = 0,
+                 cache: str | None = None) -> None:
         self.spec = spec
         self.name = name
         self.key = key
@@ -138,10 +146,14 @@ class Call:
         self.subst = subst
         self.allowed = allowed
         self.ndata = ndata  # the last `ndata` inputs are scattered data, not states
+        self.cache = cache  # the result's cache key, when the task stores its result
 
     def __reduce__(self) -> Any:
+        if self.cache is None:
+            return (Call, (self.spec, self.name, self.key, self.index, self.args, self.kwargs,
+                           self.subst, self.allowed, self.ndata))
         return (Call, (self.spec, self.name, self.key, self.index, self.args, self.kwargs,
-                       self.subst, self.allowed, self.ndata))
+                       self.subst, self.allowed, self.ndata, self.cache))
 
     def __dask_tokenize__(self) -> Any:
         # Keys are unique per run and per task, so they identify a call; this

@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from daskflow import signals
 from daskflow.build import Ref, current_builder
+from daskflow.cache import check_expiration
 from daskflow.exceptions import FlowDefinitionError
 from daskflow.hooks import check_hooks
 
@@ -54,6 +55,23 @@ class Task(Generic[R]):
     on_completion, on_failure, on_retry, on_skip : list of callables, optional
         State hooks, each called as ``hook(task, state)`` on the worker (see
         :mod:`daskflow.hooks`).
+    cache : bool, optional
+        Reuse a stored result with the same key (see :mod:`daskflow.cache`);
+        None: the flow's ``cache=`` decides.
+    cache_version : str, optional
+        Key on this string instead of the function's source.
+    cache_key : callable, optional
+        ``cache_key(ctx, *args, **kwargs) -> str``: a key of your own,
+        computed on the worker from the arguments' values.
+    cache_expiration : float or timedelta, optional
+        A stored result older than this is recomputed.
+    persist : bool
+        Store the result (for a later run or a report) without reusing it.
+    serializer : str or object
+        ``"pickle"`` (cloudpickle, default), ``"npy"``, ``"parquet"``, or an
+        object with ``dumps(value) -> bytes`` and ``loads(bytes)``.
+    result_storage : str, optional
+        Where this task's results go (an fsspec URL), over the flow's.
 
     >>> @task(retries=2)
     ... def inc(x):
@@ -79,6 +97,13 @@ class Task(Generic[R]):
         on_failure: Iterable[Callable[..., Any]] | None = None,
         on_retry: Iterable[Callable[..., Any]] | None = None,
         on_skip: Iterable[Callable[..., Any]] | None = None,
+        cache: bool | None = None,
+        cache_version: str | None = None,
+        cache_key: Callable[..., str] | None = None,
+        cache_expiration: Any = None,
+        persist: bool = False,
+        serializer: Any = "pickle",
+        result_storage: str | None = None,
     ) -> None:
         if not callable(fn):
             raise FlowDefinitionError(f"@task needs a function, got {fn!r}")
@@ -102,6 +127,24 @@ class Task(Generic[R]):
         self.on_retry = check_hooks("task", self.name, "on_retry", on_retry)
         self.on_skip = check_hooks("task", self.name, "on_skip", on_skip)
         self.has_hooks = bool(self.on_completion or self.on_failure or self.on_retry or self.on_skip)
+        self.cache = None if cache is None else bool(cache)
+        if cache_version is not None and not isinstance(cache_version, str):
+            raise FlowDefinitionError(f"cache_version of task {self.name!r} must be a str, "
+                                      f"got {cache_version!r}")
+        self.cache_version = cache_version
+        if cache_key is not None and not callable(cache_key):
+            raise FlowDefinitionError(f"cache_key of task {self.name!r} must be a function "
+                                      f"cache_key(ctx, *args, **kwargs) -> str, got {cache_key!r}")
+        self.cache_key = cache_key
+        self.cache_expiration = check_expiration(f"task {self.name!r}", cache_expiration)
+        self.persist = bool(persist)
+        if not (serializer in ("pickle", "npy", "parquet") or (
+                hasattr(serializer, "dumps") and hasattr(serializer, "loads"))):
+            raise FlowDefinitionError(
+                f"serializer of task {self.name!r} must be 'pickle', 'npy', 'parquet' or an "
+                f"object with dumps() and loads(), got {serializer!r}")
+        self.serializer = serializer
+        self.result_storage = result_storage
         self._signature = _signature(fn)
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
 
@@ -171,6 +214,10 @@ class Task(Generic[R]):
             "timeout": self.timeout, "resources": self.resources,
             "on_completion": list(self.on_completion), "on_failure": list(self.on_failure),
             "on_retry": list(self.on_retry), "on_skip": list(self.on_skip),
+            "cache": self.cache, "cache_version": self.cache_version,
+            "cache_key": self.cache_key, "cache_expiration": self.cache_expiration,
+            "persist": self.persist, "serializer": self.serializer,
+            "result_storage": self.result_storage,
         }
 
     def __repr__(self) -> str:
@@ -254,6 +301,9 @@ def task(
     retry_on: Any = ..., trigger: signals.Trigger = ..., skip_on_upstream_skip: bool = ...,
     tags: Iterable[str] = ..., timeout: float | None = ..., resources: dict[str, float] | None = ...,
     on_completion: Any = ..., on_failure: Any = ..., on_retry: Any = ..., on_skip: Any = ...,
+    cache: bool | None = ..., cache_version: str | None = ..., cache_key: Any = ...,
+    cache_expiration: Any = ..., persist: bool = ..., serializer: Any = ...,
+    result_storage: str | None = ...,
 ) -> Callable[[Callable[..., R]], Task[R]]: ...
 
 

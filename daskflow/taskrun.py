@@ -291,7 +291,42 @@ def run_task(call: Call, *upstream: State) -> State:
                                          f"{call.display_name!r}: {type(err).__name__}: {err}"))
     else:
         args, kwargs = call.args, call.kwargs
+    if call.spec.cache is not None:
+        return _finish(call, _through_cache(call, args, kwargs, start))
     return _finish(call, _attempts(call, args, kwargs, start))
+
+
+def _through_cache(call: Call, args: tuple, kwargs: dict, start: float) -> State:
+    """Reuse the stored result of a cached task, or run it and store the result."""
+    from daskflow import cache
+
+    settings = call.spec.cache
+    assert settings is not None
+    task = call.spec.task
+    token = _context.set(TaskRunContext(call, 1))
+    try:
+        key = call.cache
+        if task.cache_key is not None:
+            try:
+                key = cache.custom_key(task, _context.get(), args, kwargs)
+            except Exception as err:
+                return _failed(err, 0, start, f"cache_key of {call.display_name!r} raised "
+                                              f"{type(err).__name__}: {err}")
+        if key is not None and settings.mode == "cache" and not settings.refresh:
+            value = cache.load(settings, key, call.display_name)
+            if value is not cache.MISS:
+                return State(StateType.COMPLETED, name="Cached", result=value, start=start,
+                             message=f"reused the stored result {key}")
+    finally:
+        _context.reset(token)
+    state = _attempts(call, args, kwargs, start)
+    if key is not None and state.type is StateType.COMPLETED:
+        token = _context.set(TaskRunContext(call, state.attempts))
+        try:
+            cache.store(settings, key, state._result, call.display_name, call.spec.run.flow_name)
+        finally:
+            _context.reset(token)
+    return state
 
 
 # Raised by a task's code, these must not reach Dask: a worker thread that

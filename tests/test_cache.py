@@ -1,0 +1,351 @@
+"""Caching and resuming, on the real cluster of `dask worker` processes (and
+on "sync"), with results in a folder of the test's own."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+import daskflow as df
+
+
+def calls(path: str) -> list[str]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return f.read().split()
+
+
+def record(path: str, what: str) -> None:
+    with open(path, "a") as f:
+        f.write(what + "\n")
+
+
+# -- resume after a failure near the end ----------------------------------------------------
+
+
+@df.task(cache=True)
+def extract(i: int, log: str) -> int:
+    record(log, f"extract{i}")
+    return i * 10
+
+
+@df.task(cache=True)
+def load(parts: list, log: str, flag: str) -> int:
+    record(log, "load")
+    if not os.path.exists(flag):
+        raise RuntimeError("the warehouse is down")
+    return sum(parts)
+
+
+@df.flow
+def nightly(n: int, log: str, flag: str, store: str):
+    return load(extract.map(range(n), log=df.unmapped(log)), log, flag)
+
+
+def storage_flow(flow, store):
+    return df.flow(flow.fn, name=flow.name, result_storage=store)
+
+
+@pytest.fixture
+def paths(tmp_path):
+    return {"log": str(tmp_path / "calls"), "flag": str(tmp_path / "flag"),
+            "store": str(tmp_path / "store")}
+
+
+def test_a_failed_run_resumes_where_it_failed(client, paths):
+    flow = storage_flow(nightly, paths["store"])
+    first = flow.run(4, paths["log"], paths["flag"], paths["store"], cluster=client)
+    assert first.state.is_failed()
+    assert sorted(calls(paths["log"])) == ["extract0", "extract1", "extract2", "extract3", "load"]
+    open(paths["flag"], "w").close()  # the warehouse is back
+    second = flow.run(4, paths["log"], paths["flag"], paths["store"], cluster=client)
+    assert second.result() == 60
+    # only the failed task ran again; every extract was reused on the workers
+    assert calls(paths["log"]).count("load") == 2 and len(calls(paths["log"])) == 6
+    assert [second.states[f"extract[{i}]"].name for i in range(4)] == ["Cached"] * 4
+    assert second.states["extract[0]"].type is df.StateType.COMPLETED
+    assert second.states["load"].name == "Completed"
+    assert "4 Cached" in second.summary()
+    third = flow.run(4, paths["log"], paths["flag"], paths["store"], cluster=client)
+    assert third.result() == 60 and third.states["load"].name == "Cached"
+    assert len(calls(paths["log"])) == 6
+
+
+def test_a_new_parameter_reruns_what_it_reaches(client, paths):
+    open(paths["flag"], "w").close()
+    flow = storage_flow(nightly, paths["store"])
+    assert flow(3, paths["log"], paths["flag"], paths["store"], cluster=client) == 30
+    assert flow(4, paths["log"], paths["flag"], paths["store"], cluster=client) == 60
+    # extract[3] is new, and load's input changed; extract[0..2] were reused
+    assert calls(paths["log"]) .count("extract0") == 1
+    assert calls(paths["log"]).count("extract3") == 1 and calls(paths["log"]).count("load") == 2
+
+
+# -- what invalidates a key --------------------------------------------------------------------
+
+MODULE = '''
+import daskflow as df
+
+def helper(x):
+    return x + {helper_add}
+
+@df.task(cache=True{version})
+def first(x, log):
+    with open(log, "a") as f:
+        f.write("first\\n")
+    return helper(x) * {factor}
+
+@df.task(cache=True)
+def second(y, log):
+    with open(log, "a") as f:
+        f.write("second\\n")
+    return y + 1
+
+@df.task(cache=True)
+def upstream(log):
+    with open(log, "a") as f:
+        f.write("upstream\\n")
+    return 1
+
+@df.flow
+def pipeline(log: str, store: str):
+    return second(first(upstream(log), log), log)
+'''
+
+
+def load_module(tmp_path, name, helper_add=0, factor=2, version=""):
+    """The flow's code as a file of its own (so its source is real), run as
+    __main__ code: its tasks travel to the workers by value, as a notebook's do."""
+    path = tmp_path / f"{name}.py"
+    path.write_text(MODULE.format(helper_add=helper_add, factor=factor, version=version))
+    namespace = {"__name__": "__main__"}
+    exec(compile(path.read_text(), str(path), "exec"), namespace)
+    return namespace["pipeline"]
+
+
+@pytest.mark.parametrize("change, reruns", [
+    ({}, []),
+    ({"factor": 3}, ["first", "second"]),                      # the task's own code
+    ({"helper_add": 5}, ["first", "second"]),                  # a helper it calls
+    ({"version": ", cache_version='2'"}, ["first", "second"]),  # its cache_version
+])
+def test_a_code_change_reruns_that_task_and_downstream(client, tmp_path, change, reruns):
+    log, store = str(tmp_path / "calls"), str(tmp_path / "store")
+    before = load_module(tmp_path, "v1")
+    run = df.flow(before.fn, result_storage=store).run(log, store, cluster=client)
+    assert run.state.is_completed() and len(calls(log)) == 3
+    after = load_module(tmp_path, "v2", **change)
+    again = df.flow(after.fn, result_storage=store).run(log, store, cluster=client)
+    assert again.state.is_completed()
+    assert calls(log)[3:] == reruns  # never upstream
+    assert again.states["upstream"].name == "Cached"
+
+
+def test_comments_and_formatting_do_not_change_a_key(tmp_path):
+    from daskflow.cache import code_version
+
+    one, two = tmp_path / "one.py", tmp_path / "two.py"
+    one.write_text("def f(x):\n    return x + 1\n")
+    two.write_text("def f(x):  # add one\n\n    return (x + 1)\n")
+    fns = []
+    for path in (one, two):
+        ns: dict = {"__name__": "__main__"}
+        exec(compile(path.read_text(), str(path), "exec"), ns)
+        fns.append(ns["f"])
+    assert code_version(fns[0]) == code_version(fns[1])
+
+
+# -- results stay on the workers ------------------------------------------------------------------
+
+def _rebuild(payload, driver):
+    if os.getpid() == driver:
+        raise AssertionError("a cached result was unpickled in the driver process")
+    return Explosive(payload, driver)
+
+
+class Explosive:
+    """A result that explodes if it is ever unpickled in the driver process."""
+
+    def __init__(self, payload, driver):
+        self.payload, self.driver = payload, driver
+
+    def __reduce__(self):
+        return (_rebuild, (self.payload, self.driver))
+
+
+@df.task(cache=True)
+def make_big(log: str, driver: int) -> Explosive:
+    record(log, "make")
+    return Explosive(b"x" * 1000, driver)
+
+
+@df.task
+def size(obj: Explosive) -> int:
+    return len(obj.payload)
+
+
+@df.flow
+def explosive(log: str, driver: int):
+    return size(make_big(log, driver))
+
+
+def test_results_are_written_and_read_on_the_workers(client, tmp_path, caplog):
+    log = str(tmp_path / "calls")
+    flow = df.flow(explosive.fn, result_storage=str(tmp_path / "store"))
+    assert flow(log, os.getpid(), cluster=client) == 1000
+    run = flow.run(log, os.getpid(), cluster=client)
+    assert "could not" not in caplog.text
+    assert run.result() == 1000 and run.states["make_big"].name == "Cached"
+    assert calls(log) == ["make"]
+
+
+# -- expiration, refresh, persist, failures of the store -------------------------------------------
+
+
+@df.task(cache=True, cache_expiration=0.5)
+def stamp(log: str) -> float:
+    record(log, "stamp")
+    return time.time()
+
+
+def test_expiration_and_refresh(paths):
+    @df.flow(result_storage=paths["store"])
+    def stamped(log: str):
+        return stamp(log)
+
+    first = stamped(paths["log"], cluster="sync")
+    assert stamped(paths["log"], cluster="sync") == first  # reused
+    time.sleep(0.6)
+    second = stamped(paths["log"], cluster="sync")  # expired: recomputed
+    assert second > first and calls(paths["log"]) == ["stamp", "stamp"]
+    third = stamped(paths["log"], cluster="sync", refresh_cache=True)
+    assert third > second
+    assert stamped(paths["log"], cluster="sync") == third  # the refresh was stored
+
+
+def test_persist_stores_but_never_reuses(paths):
+    from daskflow.cache import records
+
+    @df.task(persist=True)
+    def kept(log):
+        record(log, "kept")
+        return 42
+
+    @df.flow(result_storage=paths["store"])
+    def keeping(log: str):
+        return kept(log)
+
+    assert keeping(paths["log"], cluster="sync") == 42
+    assert keeping(paths["log"], cluster="sync") == 42
+    assert calls(paths["log"]) == ["kept", "kept"]
+    assert [r["task"] for r in records(paths["store"])] == ["kept"]
+
+
+def test_an_unserializable_result_is_logged_and_the_task_completes(client, paths, caplog):
+    @df.task(cache=True)
+    def lock(log):
+        record(log, "lock")
+        return threading.Lock()
+
+    @df.task
+    def kind(x):
+        return type(x).__name__
+
+    @df.flow(result_storage=paths["store"])
+    def locking(log: str):
+        return kind(lock(log))
+
+    run = locking.run(paths["log"], cluster=client)
+    assert run.result() == "lock" and run.states["lock"].name == "Completed"
+    assert "could not be serialized for the cache" in caplog.text
+    locking.run(paths["log"], cluster=client)
+    assert calls(paths["log"]) == ["lock", "lock"]  # nothing stored, so computed again
+
+
+def test_concurrent_writers_leave_one_whole_result(client, paths):
+    @df.task(cache=True)
+    def slow(log):
+        record(log, "slow")
+        time.sleep(0.3)
+        return list(range(100_000))
+
+    @df.task
+    def total(xs):
+        return sum(xs)
+
+    @df.flow(result_storage=paths["store"])
+    def racing(log: str):
+        return total(slow(log))
+
+    runs = [racing.submit(paths["log"], cluster=client) for _ in range(2)]
+    assert [r.result() for r in runs] == [sum(range(100_000))] * 2
+    assert calls(paths["log"]) == ["slow", "slow"]  # both computed and wrote
+    again = racing.run(paths["log"], cluster=client)
+    assert again.result() == sum(range(100_000)) and again.states["slow"].name == "Cached"
+
+
+# -- keys that cannot be computed ----------------------------------------------------------------
+
+
+def test_an_argument_that_cannot_be_keyed_is_a_clear_error_before_anything_runs(paths):
+    @df.task(cache=True)
+    def uses(thing):
+        return 1
+
+    @df.flow(result_storage=paths["store"])
+    def opaque():
+        return uses(threading.Lock())
+
+    with pytest.raises(df.CacheKeyError,
+                       match=r"'uses' has cache=True but its argument 0 is a _thread\.lock.*cache_key="):
+        opaque.run(cluster="sync")
+    assert not os.path.exists(paths["store"])
+
+
+def test_a_custom_key(paths):
+    @df.task(cache=True, cache_key=lambda ctx, thing, day: f"{ctx.task_name}-{day}")
+    def uses(thing, day):
+        record(paths["log"], "uses")
+        return day
+
+    @df.flow(result_storage=paths["store"])
+    def custom(day: str):
+        return uses(threading.Lock(), day)
+
+    assert custom("mon", cluster="sync") == "mon"
+    assert custom("mon", cluster="sync") == "mon"
+    assert custom("tue", cluster="sync") == "tue"
+    assert calls(paths["log"]) == ["uses", "uses"]
+
+
+def test_flow_wide_cache_and_a_task_that_opts_out(paths):
+    @df.task
+    def inherits(log):
+        record(log, "inherits")
+        return 1
+
+    @df.task(cache=False)
+    def opts_out(x, log):
+        record(log, "opts_out")
+        return x + 1
+
+    @df.flow(cache=True, result_storage=paths["store"])
+    def wide(log: str):
+        return opts_out(inherits(log), log)
+
+    assert wide(paths["log"], cluster="sync") == 2
+    assert wide(paths["log"], cluster="sync") == 2
+    assert calls(paths["log"]) == ["inherits", "opts_out", "opts_out"]
+
+
+def test_bad_cache_options_are_clear_errors():
+    with pytest.raises(df.FlowDefinitionError, match="cache_expiration of task 'f' must be"):
+        df.task(lambda: 1, name="f", cache=True, cache_expiration="a week")
+    with pytest.raises(df.FlowDefinitionError, match="serializer of task 'f' must be"):
+        df.task(lambda: 1, name="f", serializer="json")
+    with pytest.raises(df.FlowDefinitionError, match="cache_version of task 'f' must be a str"):
+        df.task(lambda: 1, name="f", cache_version=2)
