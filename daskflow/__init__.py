@@ -18,6 +18,7 @@ from daskflow import config as _config  # noqa: F401 - loads daskflow.yaml into 
 from daskflow.build import allow_failure, unmapped
 from daskflow.exceptions import (
     CacheKeyError,
+    CacheMissError,
     ClusterError,
     ConcurrencyLimitError,
     DaskflowError,
@@ -57,6 +58,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CacheKeyError",
+    "CacheMissError",
     "ClusterError",
     "ConcurrencyLimitError",
     "DaskflowError",

@@ -55,7 +55,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from daskflow.exceptions import CacheKeyError, FlowDefinitionError
+from daskflow.exceptions import CacheKeyError, CacheMissError, FlowDefinitionError
 
 VERSION = "daskflow-cache-1"
 log = logging.getLogger("daskflow.cache")
@@ -419,6 +419,9 @@ class Plan:
     """Chained cache keys of one run's nodes, made while it compiles."""
 
     def __init__(self) -> None:
+        self.settings: dict[int, Settings] = {}  # node index -> how it uses the store
+        self.hits: set[int] = set()  # nodes whose every result is stored (see check)
+        self.unneeded: set[int] = set()  # nodes only hits depend on: not run at all
         self.base: dict[int, str | None] = {}  # node index -> key (single) or base (map)
         self.whole: dict[int, str | None] = {}  # map index -> key of its whole result
         self.child_parts: dict[int, dict[Any, list]] = {}  # map -> {pos: element values}
@@ -428,6 +431,8 @@ class Plan:
         from daskflow.build import Ref
 
         task = node.task
+        if settings is not None:
+            self.settings[node.index] = settings
         h = hashlib.blake2b(digest_size=16)
         h.update(f"{VERSION}|{node.kind}|{node.name}|".encode())
         custom = getattr(task, "cache_key", None)
@@ -489,6 +494,61 @@ class Plan:
             except (Unencodable, _Fresh):
                 return None
         return h.hexdigest()
+
+    def check(self, nodes: list[Any], returned: list[Any]) -> None:
+        """Find, before compiling, the cached nodes whose results are all
+        stored (reading only metadata, one batch per store) and the nodes
+        that only those need, which then do not run at all."""
+        wanted: dict[str, dict[str, tuple[int, int]]] = {}  # storage -> meta path -> node
+        counts: dict[int, int] = {}
+        for node in nodes:
+            st = self.settings.get(node.index)
+            if (st is None or st.mode != "cache" or st.refresh or node.kind != "task"
+                    or node.task.cache_key is not None or self.base.get(node.index) is None):
+                continue
+            if node.mapped is not None and node.length is None:
+                continue  # children known only at run time: each checks itself
+            keys = ([self.key(node)] if node.mapped is None
+                    else [self.key(node, i) for i in range(node.length or 0)])
+            if not keys or any(k is None for k in keys):
+                continue
+            _, root = _fs(st.storage)
+            paths = wanted.setdefault(st.storage, {})
+            for k in keys:
+                paths[_paths(root, k)[1]] = (node.index, 0)
+            counts[node.index] = len(keys)
+        found: dict[int, int] = {}
+        now = time.time()
+        for storage, paths in wanted.items():
+            fs, _ = _fs(storage)
+            try:
+                metas = fs.cat(list(paths), on_error="omit")
+            except Exception as err:
+                log.warning("the result store %s could not be read (%s: %s); every cached "
+                            "task will check for itself", storage, type(err).__name__, err)
+                continue
+            for path, raw in metas.items():
+                try:
+                    meta = json.loads(raw)
+                except ValueError:
+                    continue
+                entry = paths.get(path)
+                if entry is not None and (meta.get("expires") is None or meta["expires"] > now):
+                    found[entry[0]] = found.get(entry[0], 0) + 1
+        self.hits = {i for i, n in found.items() if n == counts[i]}
+        if not self.hits:
+            return
+        dependents: dict[int, list[Any]] = {}
+        for node in nodes:
+            for dep in node.dependencies():
+                dependents.setdefault(dep.index, []).append(node)
+        keep = {n.index for n in returned}
+        for node in reversed(nodes):  # dependents come after their upstream
+            users = dependents.get(node.index, [])
+            if (node.kind == "task" and node.index not in self.hits and node.index not in keep
+                    and users and all(u.index in self.hits or u.index in self.unneeded
+                                      for u in users)):
+                self.unneeded.add(node.index)
 
     def _ref_key(self, up: Any) -> str:
         key = self.whole.get(up.index)

@@ -6,6 +6,7 @@
     ├── FlowDefinitionError     the flow body misuses a lazy reference or an option
     │   ├── MappingError        .map over something that cannot be mapped
     │   └── CacheKeyError       a cached task whose key cannot be computed
+    ├── CacheMissError          a stored result found before the run, gone when needed
     ├── ParameterError          unknown, missing or mistyped flow parameter
     ├── ClusterError            a cluster= value that cannot be used or reached
     ├── MissingContextError     get_run_logger()/context() outside a running task
@@ -44,6 +45,10 @@ class MappingError(FlowDefinitionError):
 class CacheKeyError(FlowDefinitionError):
     """A cached task whose key cannot be computed (an argument with no
     deterministic encoding, or a ``cache_key`` that returned no str)."""
+
+
+class CacheMissError(DaskflowError):
+    """A stored result found before the run that could not be read when needed."""
 
 
 class ParameterError(DaskflowError, TypeError):

@@ -39,6 +39,7 @@ from dask.task_spec import TaskRef
 from daskflow.build import Node, Ref, mapped_values
 from daskflow.exceptions import MappingError
 from daskflow.specs import Call, DataSlot, RunInfo, Slot, SlotItem, SlotList, TaskSpec
+from daskflow.states import State, StateType
 from daskflow.taskrun import done, length_of, run_task
 
 _EMPTY: frozenset[int] = frozenset()
@@ -127,6 +128,7 @@ class Compiler:
         self._specs: dict[tuple[int, str], TaskSpec] = {}
         self._names: dict[str, str] = {}
         self.plan: Any = None  # a daskflow.cache.Plan when the run stores results
+        self.synthetic: dict[Any, State] = {}  # states of tasks that did not need to run
 
     # -- public ----------------------------------------------------------------
     @property
@@ -151,8 +153,12 @@ class Compiler:
         dsk: dict[Any, _DaskTask] = {}
         todo: list[Node] = []
         keys = self.keys
+        plan = self.plan
         with no_gc():
             for node in self._todo:
+                if plan is not None and (node.index in plan.hits or node.index in plan.unneeded):
+                    self._emit_from_cache(node, dsk, node.index in plan.hits)
+                    continue
                 if not all(d.index in keys for d in node.upstream) or (
                         (node.wait_for or node.setups or node.members)
                         and not all(d.index in keys for d in node.dependencies())):
@@ -244,6 +250,29 @@ class Compiler:
             else:
                 _collect_refs(value, whole)
         return [up for up in node.upstream if up.index in whole]
+
+    def _emit_from_cache(self, node: Node, dsk: dict[Any, _DaskTask], hit: bool) -> None:
+        """A node whose results are all stored: one task per result that loads it
+        on a worker (no dependencies); or a node only those needed: no task at
+        all, and a state that says so."""
+        from daskflow.taskrun import run_cached
+
+        plan = self.plan
+        spec, base = self._spec(node), self._base(node)
+        keys: Any = base if node.mapped is None or node.length is None else [
+            (base, i) for i in range(node.length)]
+        for i, key in enumerate(as_keys(keys)):
+            index = None if node.mapped is None or node.length is None else i
+            if hit:
+                call = Call(spec, node.name, key, index, (), {}, False, _EMPTY, 0,
+                            plan.key(node, index))
+                dsk[key] = Task(key, run_cached, call)
+            else:
+                self.synthetic[key] = State(
+                    StateType.SKIPPED, name="NotNeeded",
+                    message="not run: every task that uses its result was reused from the cache")
+        self.keys[node.index] = keys
+        self.state_keys.extend(as_keys(keys))
 
     def _emit_cleanup(self, node: Node, dsk: dict[Any, _DaskTask]) -> None:
         """A resource's cleanup: waits for the setup and the block without moving data."""

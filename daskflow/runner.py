@@ -382,6 +382,8 @@ class Engine:
             from daskflow import concurrency
 
             concurrency.register(backend.client, self.limits)
+        if self.plan is not None:
+            self.plan.check(self.builder.nodes, self.returned_nodes)
         compiler = self.compiler = Compiler(self.builder.nodes, run, token=self.run_id)
         compiler.plan = self.plan
         compiler.check_pickle = not isinstance(backend, SyncBackend)
@@ -486,7 +488,7 @@ class Engine:
         out: dict[str, State] = {}
         for key in list(compiler.state_keys):
             label = _label(compiler, key)
-            state = raw.get(key) or fill(key)
+            state = raw.get(key) or compiler.synthetic.get(key) or fill(key)
             state.task_name = label
             state.map_index = key[1] if isinstance(key, tuple) else None
             out[label] = state

@@ -296,6 +296,29 @@ def run_task(call: Call, *upstream: State) -> State:
     return _finish(call, _attempts(call, args, kwargs, start))
 
 
+def run_cached(call: Call) -> State:
+    """A task whose stored result the driver found before the run: load it here."""
+    from daskflow import cache
+
+    start = time.time()
+    settings = call.spec.cache
+    assert settings is not None and call.cache is not None
+    token = _context.set(TaskRunContext(call, 0))
+    try:
+        value = cache.load(settings, call.cache, call.display_name)
+    finally:
+        _context.reset(token)
+    if value is cache.MISS:
+        err = cache.CacheMissError(
+            f"the stored result of {call.display_name!r} ({call.cache}) was there when the "
+            "run started but cannot be read now (removed or expired meanwhile); run the "
+            "flow again to recompute it")
+        return _finish(call, State(StateType.FAILED, exception=err, message=str(err),
+                                   start=start))
+    return _finish(call, State(StateType.COMPLETED, name="Cached", result=value, start=start,
+                               message=f"reused the stored result {call.cache}"))
+
+
 def _through_cache(call: Call, args: tuple, kwargs: dict, start: float) -> State:
     """Reuse the stored result of a cached task, or run it and store the result."""
     from daskflow import cache
