@@ -55,7 +55,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from daskflow.exceptions import CacheKeyError, CacheMissError, FlowDefinitionError
+from daskflow.exceptions import CacheKeyError, FlowDefinitionError
 
 VERSION = "daskflow-cache-1"
 log = logging.getLogger("daskflow.cache")
