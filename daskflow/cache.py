@@ -82,31 +82,33 @@ def check_expiration(owner: str, value: Any) -> float | None:
 class Settings:
     """How one task of one run uses the store (shipped once per task spec)."""
 
-    __slots__ = ("mode", "storage", "refresh", "expiration", "serializer")
+    __slots__ = ("mode", "storage", "refresh", "expiration", "serializer", "options")
 
     def __init__(self, mode: str, storage: str, refresh: bool, expiration: float | None,
-                 serializer: Any) -> None:
+                 serializer: Any, options: dict[str, Any] | None = None) -> None:
         self.mode = mode  # "cache" (read and write) or "persist" (write only)
         self.storage, self.refresh = storage, refresh
         self.expiration, self.serializer = expiration, serializer
+        self.options = options or {}  # fsspec storage options (endpoint, credentials)
 
     def __reduce__(self) -> Any:
         return (Settings, (self.mode, self.storage, self.refresh, self.expiration,
-                           self.serializer))
+                           self.serializer, self.options))
 
 
 def settings_for(task: Any, results: tuple | None) -> Settings | None:
     """The task's use of the store in a run whose ``results`` are
-    ``(flow cache default, storage URL, refresh)``; None if it stores nothing."""
+    ``(flow cache default, storage URL, refresh, storage options)``; None if it
+    stores nothing."""
     if results is None:
         return None
-    flow_cache, storage, refresh = results
+    flow_cache, storage, refresh, options = results
     cache = task.cache if task.cache is not None else flow_cache
     mode = "cache" if cache else ("persist" if task.persist else None)
     if mode is None:
         return None
-    return Settings(mode, task.result_storage or storage, refresh, task.cache_expiration,
-                    task.serializer)
+    return Settings(mode, storage_url(task.result_storage) if task.result_storage else storage,
+                    refresh, task.cache_expiration, task.serializer, options)
 
 
 def storage_url(value: str | None) -> str:
@@ -255,10 +257,16 @@ def encode(value: Any, h: Any) -> None:
 # -- the store --------------------------------------------------------------------------------
 
 
-def _fs(url: str) -> tuple[Any, str]:
+def storage_options() -> dict[str, Any]:
+    from daskflow import config
+
+    return dict(config.get("results.storage-options") or {})
+
+
+def _fs(url: str, options: dict[str, Any] | None = None) -> tuple[Any, str]:
     from fsspec.core import url_to_fs
 
-    return url_to_fs(url)
+    return url_to_fs(url, **(options or {}))
 
 
 def _paths(root: str, key: str) -> tuple[str, str]:
@@ -313,7 +321,7 @@ MISS = object()
 
 def load(settings: Settings, key: str, task_name: str) -> Any:
     """The stored result of ``key``, or MISS (absent, expired, unreadable)."""
-    fs, root = _fs(settings.storage)
+    fs, root = _fs(settings.storage, settings.options)
     _, meta_path = _paths(root, key)
     try:
         meta = json.loads(fs.cat_file(meta_path))
@@ -345,7 +353,7 @@ def store(settings: Settings, key: str, value: Any, task_name: str, flow_name: s
                           "the task stays Completed but is not stored", task_name,
                           type(err).__name__, err)
         return False
-    fs, root = _fs(settings.storage)
+    fs, root = _fs(settings.storage, settings.options)
     folder, meta_path = _paths(root, key)
     name = f"{key}-{uuid.uuid4().hex[:12]}.data"
     now = time.time()
@@ -384,9 +392,9 @@ def _logger() -> Any:
     return get_run_logger() if _context.get() is not None else log
 
 
-def records(url: str) -> list[dict[str, Any]]:
+def records(url: str, options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Every metadata record in the store at ``url``."""
-    fs, root = _fs(url)
+    fs, root = _fs(url, storage_options() if options is None else options)
     out = []
     try:
         paths = fs.glob(f"{root.rstrip('/')}/*/*.json")
@@ -402,8 +410,8 @@ def records(url: str) -> list[dict[str, Any]]:
     return out
 
 
-def remove(url: str, meta: dict[str, Any]) -> None:
-    fs, _ = _fs(url)
+def remove(url: str, meta: dict[str, Any], options: dict[str, Any] | None = None) -> None:
+    fs, _ = _fs(url, storage_options() if options is None else options)
     folder = meta["_path"].rsplit("/", 1)[0]
     fs.rm_file(meta["_path"])
     try:
@@ -500,6 +508,7 @@ class Plan:
         stored (reading only metadata, one batch per store) and the nodes
         that only those need, which then do not run at all."""
         wanted: dict[str, dict[str, tuple[int, int]]] = {}  # storage -> meta path -> node
+        options: dict[str, dict[str, Any]] = {}
         counts: dict[int, int] = {}
         for node in nodes:
             st = self.settings.get(node.index)
@@ -508,11 +517,13 @@ class Plan:
                 continue
             if node.mapped is not None and node.length is None:
                 continue  # children known only at run time: each checks itself
-            keys = ([self.key(node)] if node.mapped is None
-                    else [self.key(node, i) for i in range(node.length or 0)])
-            if not keys or any(k is None for k in keys):
+            maybe = ([self.key(node)] if node.mapped is None
+                     else [self.key(node, i) for i in range(node.length or 0)])
+            keys = [k for k in maybe if k is not None]
+            if not keys or len(keys) < len(maybe):
                 continue
-            _, root = _fs(st.storage)
+            _, root = _fs(st.storage, st.options)
+            options[st.storage] = st.options
             paths = wanted.setdefault(st.storage, {})
             for k in keys:
                 paths[_paths(root, k)[1]] = (node.index, 0)
@@ -520,7 +531,7 @@ class Plan:
         found: dict[int, int] = {}
         now = time.time()
         for storage, paths in wanted.items():
-            fs, _ = _fs(storage)
+            fs, _ = _fs(storage, options[storage])
             try:
                 metas = fs.cat(list(paths), on_error="omit")
             except Exception as err:

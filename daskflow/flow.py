@@ -201,7 +201,8 @@ class Flow(Generic[R]):
                   or (n.task.cache is None and self.cache)]
         if not stores:
             return None, None
-        results = (bool(self.cache), cache.storage_url(self.result_storage), refresh)
+        results = (bool(self.cache), cache.storage_url(self.result_storage), refresh,
+                   cache.storage_options())
         plan = cache.Plan()
         for node in nodes:
             plan.node(node, cache.settings_for(node.task, results))

@@ -31,7 +31,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from daskflow import concurrency, events, signals, states
-from daskflow.exceptions import MissingContextError, RemoteTaskError, TaskTimeoutError
+from daskflow.exceptions import (
+    CacheMissError,
+    MissingContextError,
+    RemoteTaskError,
+    TaskTimeoutError,
+)
 from daskflow.hooks import call_hooks, task_hooks_for
 from daskflow.specs import Call, DataSlot, Slot, SlotItem, SlotList, TaskSpec, run_parameters
 from daskflow.states import _NO_RESULT, State, StateType
@@ -309,7 +314,7 @@ def run_cached(call: Call) -> State:
     finally:
         _context.reset(token)
     if value is cache.MISS:
-        err = cache.CacheMissError(
+        err = CacheMissError(
             f"the stored result of {call.display_name!r} ({call.cache}) was there when the "
             "run started but cannot be read now (removed or expired meanwhile); run the "
             "flow again to recompute it")

@@ -427,3 +427,35 @@ def _tail(path: str) -> str:
             return f.read()[-2000:]
     except OSError:
         return "(no log)"
+
+
+class MotoS3:
+    """moto's standalone S3 API server on 127.0.0.1 (a subprocess, as s3fs's
+    own tests run it), with one bucket; ``options`` are the fsspec storage
+    options that reach it."""
+
+    BUCKET = "daskflow-tests"
+
+    def __init__(self) -> None:
+        import sys
+
+        self.port = free_port()
+        self.log = tempfile.TemporaryFile()
+        self.proc: subprocess.Popen | None = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=self.log, stderr=self.log, start_new_session=True)
+        self.options = {"endpoint_url": f"http://127.0.0.1:{self.port}", "key": "testing",
+                        "secret": "testing"}
+        try:
+            wait_port(self.port, self.proc, 60, "moto_server")
+            import s3fs
+
+            s3fs.S3FileSystem(**self.options, skip_instance_cache=True).mkdir(self.BUCKET)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        stop(self.proc)
+        self.proc = None
+        self.log.close()

@@ -7,6 +7,7 @@ import os
 import threading
 import time
 
+import dask
 import pytest
 
 import daskflow as df
@@ -50,10 +51,33 @@ def storage_flow(flow, store):
     return df.flow(flow.fn, name=flow.name, result_storage=store)
 
 
+@pytest.fixture(scope="module")
+def s3():
+    """A real S3 API (moto's server) for the module; fsspec's IO thread is
+    started here, before any test's leak check, as s3fs keeps it for good."""
+    import fsspec.asyn
+    from services import MotoS3
+
+    fsspec.asyn.get_loop()
+    server = MotoS3()
+    yield server
+    server.close()
+
+
+@pytest.fixture(params=["file", "s3"])
+def store(request, s3, tmp_path):
+    """Where results go: a folder of the test's own, or a prefix of its own in
+    the S3 bucket (the same tests run on both)."""
+    if request.param == "file":
+        yield str(tmp_path / "store")
+        return
+    with dask.config.set({"daskflow.results.storage-options": s3.options}):
+        yield f"s3://{s3.BUCKET}/{tmp_path.name}"
+
+
 @pytest.fixture
-def paths(tmp_path):
-    return {"log": str(tmp_path / "calls"), "flag": str(tmp_path / "flag"),
-            "store": str(tmp_path / "store")}
+def paths(tmp_path, store):
+    return {"log": str(tmp_path / "calls"), "flag": str(tmp_path / "flag"), "store": store}
 
 
 def test_a_failed_run_resumes_where_it_failed(client, paths):
@@ -133,8 +157,8 @@ def load_module(tmp_path, name, helper_add=0, factor=2, version=""):
     ({"helper_add": 5}, ["first", "second"]),                  # a helper it calls
     ({"version": ", cache_version='2'"}, ["first", "second"]),  # its cache_version
 ])
-def test_a_code_change_reruns_that_task_and_downstream(client, tmp_path, change, reruns):
-    log, store = str(tmp_path / "calls"), str(tmp_path / "store")
+def test_a_code_change_reruns_that_task_and_downstream(client, tmp_path, store, change, reruns):
+    log = str(tmp_path / "calls")
     before = load_module(tmp_path, "v1")
     run = df.flow(before.fn, result_storage=store).run(log, store, cluster=client)
     assert run.state.is_completed() and len(calls(log)) == 3
@@ -193,9 +217,9 @@ def explosive(log: str, driver: int):
     return size(make_big(log, driver))
 
 
-def test_results_are_written_and_read_on_the_workers(client, tmp_path, caplog):
+def test_results_are_written_and_read_on_the_workers(client, tmp_path, store, caplog):
     log = str(tmp_path / "calls")
-    flow = df.flow(explosive.fn, result_storage=str(tmp_path / "store"))
+    flow = df.flow(explosive.fn, result_storage=store)
     assert flow(log, os.getpid(), cluster=client) == 1000
     run = flow.run(log, os.getpid(), cluster=client)
     assert "could not" not in caplog.text
