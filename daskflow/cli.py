@@ -308,6 +308,48 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0 if all(r.state.is_completed() for r in runs) else 1
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    import time
+
+    from dask.utils import format_bytes, parse_timedelta
+
+    from daskflow import cache
+
+    url = cache.storage_url(args.storage)
+    older = None
+    if args.older_than:
+        try:
+            older = float(parse_timedelta(args.older_than, default="seconds"))
+        except (ValueError, KeyError):
+            print(f"daskflow cache: --older-than {args.older_than!r} is not a duration "
+                  "(e.g. 7d, 12h, 3600)", file=sys.stderr)
+            return 2
+    now = time.time()
+    chosen = [m for m in cache.records(url)
+              if (args.flow is None or m.get("flow") == args.flow)
+              and (older is None or now - m.get("created", now) > older)]
+    if args.action == "list":
+        if args.json:
+            print(json.dumps([{k: v for k, v in m.items() if k != "_path"} for m in chosen],
+                             indent=2))
+            return 0
+        for m in sorted(chosen, key=lambda m: m.get("created", 0)):
+            expires = m.get("expires")
+            state = ("expired" if expires is not None and expires <= now else
+                     f"expires in {expires - now:.0f}s" if expires is not None else "kept")
+            print(f"{m['key']}  {m.get('flow')}/{m.get('task')}  "
+                  f"{format_bytes(m.get('size', 0))}  "
+                  f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(m.get('created', 0)))}  "
+                  f"{state}")
+        total = sum(m.get("size", 0) for m in chosen)
+        print(f"{len(chosen)} stored result(s), {format_bytes(total)} in {url}")
+        return 0
+    for m in chosen:
+        cache.remove(url, m)
+    print(f"removed {len(chosen)} stored result(s) from {url}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="daskflow", description="daskflow: run flows, and manage the clusters it started")
@@ -359,6 +401,16 @@ def main(argv: list[str] | None = None) -> int:
                          help="where the last fire and the lock are kept (default: the "
                               "setting daskflow.serve.state-dir)")
     p_serve.set_defaults(func=cmd_serve)
+    p_cache = sub.add_parser("cache", help="list or clear stored task results (cache=True, "
+                                           "persist=True)")
+    p_cache.add_argument("action", choices=("list", "clear"))
+    p_cache.add_argument("--flow", default=None, help="only the results of this flow")
+    p_cache.add_argument("--older-than", default=None, metavar="DURATION",
+                         help="only results stored longer ago than this (e.g. 7d)")
+    p_cache.add_argument("--storage", default=None,
+                         help="the store (default: the setting daskflow.results.storage)")
+    p_cache.add_argument("--json", action="store_true", help="list as JSON")
+    p_cache.set_defaults(func=cmd_cache)
     clusters = sub.add_parser("clusters", help="list or close the clusters daskflow started")
     csub = clusters.add_subparsers(dest="action", required=True)
     p_list = csub.add_parser("list", help="show recorded clusters and whether they run")

@@ -420,3 +420,46 @@ def test_a_cached_reduce_does_not_recompute_its_map(client, paths):
     remove(paths["store"], meta)
     assert flow(5, paths["log"], cluster=client) == "total 10"  # recomputed
     assert calls(paths["log"]).count("reduce") == 2
+
+
+def test_cli_cache_list_and_clear(paths):
+    import json as _json
+    import subprocess
+    import sys
+
+    from conftest import dask_env
+
+    @df.task(cache=True)
+    def one(x):
+        return x
+
+    @df.flow(name="listed", result_storage=paths["store"])
+    def listed(n: int):
+        return one.map(range(n))
+
+    @df.flow(name="other", result_storage=paths["store"])
+    def other():
+        return one.map(["a", "b"])
+
+    listed(3, cluster="sync")
+    other(cluster="sync")
+    env = dask_env()
+    if paths["store"].startswith("s3://"):
+        env["DASK_DASKFLOW__RESULTS__STORAGE_OPTIONS"] = _json.dumps(
+            dask.config.get("daskflow.results.storage-options"))
+
+    def cli(*args):
+        out = subprocess.run([sys.executable, "-m", "daskflow.cli", "cache", *args,
+                              "--storage", paths["store"]], env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    assert "5 stored result(s)" in cli("list")
+    records = _json.loads(cli("list", "--json", "--flow", "listed"))
+    assert sorted(r["task"] for r in records) == ["one[0]", "one[1]", "one[2]"]
+    assert "removed 0 stored result(s)" in cli("clear", "--older-than", "1h")
+    assert "removed 3 stored result(s)" in cli("clear", "--flow", "listed")
+    assert "2 stored result(s)" in cli("list")
+    run = listed.run(3, cluster="sync")
+    assert [s.name for s in run.states.values()] == ["Completed"] * 3  # recomputed
