@@ -361,7 +361,9 @@ def store(settings: Settings, key: str, value: Any, task_name: str, flow_name: s
             "serializer": kind, "created": now,
             "expires": now + settings.expiration if settings.expiration else None}
     try:
-        fs.makedirs(folder, exist_ok=True)
+        if (settings.storage, folder) not in _made:
+            fs.makedirs(folder, exist_ok=True)
+            _made.add((settings.storage, folder))
         with fs.open(f"{folder}/{name}", "wb") as f:
             f.write(data)
         _write_atomic(fs, meta_path, json.dumps(meta).encode())
@@ -371,6 +373,9 @@ def store(settings: Settings, key: str, value: Any, task_name: str, flow_name: s
                           type(err).__name__, err)
         return False
     return True
+
+
+_made: set[tuple[str, str]] = set()  # folders this process made (or found), by store
 
 
 def _write_atomic(fs: Any, path: str, data: bytes) -> None:
@@ -495,7 +500,8 @@ class Plan:
             return base
         h = hashlib.blake2b(base.encode(), digest_size=16)
         h.update(f"[{i}]".encode())
-        for pos, values in sorted(self.child_parts.get(node.index, {}).items(), key=str):
+        for pos, values in sorted(self.child_parts.get(node.index, {}).items(),
+                                  key=lambda kv: str(kv[0])):
             h.update(str(pos).encode())
             try:
                 encode(_plain(values[i], self), h)
@@ -546,8 +552,8 @@ class Plan:
                 entry = paths.get(path)
                 if entry is not None and (meta.get("expires") is None or meta["expires"] > now):
                     found[entry[0]] = found.get(entry[0], 0) + 1
-        self.hits = {i for i, n in found.items() if n == counts[i]}
-        if not self.hits:
+        stored = {i for i, n in found.items() if n == counts[i]}
+        if not stored:
             return
         dependents: dict[int, list[Any]] = {}
         for node in nodes:
@@ -556,10 +562,11 @@ class Plan:
         keep = {n.index for n in returned}
         for node in reversed(nodes):  # dependents come after their upstream
             users = dependents.get(node.index, [])
-            if (node.kind == "task" and node.index not in self.hits and node.index not in keep
-                    and users and all(u.index in self.hits or u.index in self.unneeded
-                                      for u in users)):
-                self.unneeded.add(node.index)
+            if (node.kind == "task" and node.index not in keep and users
+                    and all(u.index in self.hits or u.index in self.unneeded for u in users)):
+                self.unneeded.add(node.index)  # even when stored: nothing will read it
+            elif node.index in stored:
+                self.hits.add(node.index)
 
     def _ref_key(self, up: Any) -> str:
         key = self.whole.get(up.index)

@@ -166,7 +166,8 @@ def test_a_code_change_reruns_that_task_and_downstream(client, tmp_path, store, 
     again = df.flow(after.fn, result_storage=store).run(log, store, cluster=client)
     assert again.state.is_completed()
     assert calls(log)[3:] == reruns  # never upstream
-    assert again.states["upstream"].name == "Cached"
+    # upstream is read from the store when its dependent reruns, else not even read
+    assert again.states["upstream"].name == ("Cached" if reruns else "NotNeeded")
 
 
 def test_comments_and_formatting_do_not_change_a_key(tmp_path):
