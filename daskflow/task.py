@@ -143,6 +143,10 @@ class Task(Generic[R]):
             raise FlowDefinitionError(
                 f"serializer of task {self.name!r} must be 'pickle', 'npy', 'parquet' or an "
                 f"object with dumps() and loads(), got {serializer!r}")
+        if serializer == "parquet" and not _has_parquet_engine():
+            raise FlowDefinitionError(
+                f"serializer='parquet' of task {self.name!r} needs pyarrow (or fastparquet) "
+                "where the task runs: pip install 'daskflow[parquet]'")
         self.serializer = serializer
         self.result_storage = result_storage
         self._signature = _signature(fn)
@@ -222,6 +226,12 @@ class Task(Generic[R]):
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
+
+
+def _has_parquet_engine() -> bool:
+    import importlib.util
+
+    return any(importlib.util.find_spec(m) is not None for m in ("pyarrow", "fastparquet"))
 
 
 def _rebuild_task(fn: Callable[..., Any], options: dict[str, Any]) -> Task:

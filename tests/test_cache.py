@@ -464,3 +464,120 @@ def test_cli_cache_list_and_clear(paths):
     assert "2 stored result(s)" in cli("list")
     run = listed.run(3, cluster="sync")
     assert [s.name for s in run.states.values()] == ["Completed"] * 3  # recomputed
+
+
+# -- maps over results, nested flows, serializers, large results ----------------------------------
+
+
+@df.task
+def listing(n: int, log: str) -> list:
+    record(log, "listing")
+    return list(range(n))
+
+
+@df.task(cache=True)
+def square(x: int, log: str) -> int:
+    record(log, f"square{x}")
+    return x * x
+
+
+@df.flow
+def inner(n: int, log: str):
+    return square.map(listing(n, log), log=df.unmapped(log))
+
+
+@df.flow
+def outer(n: int, log: str):
+    return inner(n, log)
+
+
+def test_a_map_over_a_result_in_a_nested_flow(client, paths):
+    flow = storage_flow(outer, paths["store"])
+    assert flow(3, paths["log"], cluster=client) == [0, 1, 4]
+    run = flow.run(3, paths["log"], cluster=client)
+    assert run.result() == [0, 1, 4]
+    # the listing is not cached, so it runs; each child finds its own result
+    assert [run.states[f"inner/square[{i}]"].name for i in range(3)] == ["Cached"] * 3
+    assert sorted(calls(paths["log"])) == ["listing", "listing", "square0", "square1", "square2"]
+
+
+def test_npy_and_parquet_serializers(client, paths):
+    np = pytest.importorskip("numpy")
+    pd = pytest.importorskip("pandas")
+
+    @df.task(cache=True, serializer="npy")
+    def array(log):
+        record(log, "array")
+        return np.arange(10.0)
+
+    @df.task(cache=True, serializer="parquet")
+    def frame(log):
+        record(log, "frame")
+        return pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
+
+    @df.task
+    def check(arr, df_):
+        return float(arr.sum()), df_["a"].sum(), list(df_["b"])
+
+    @df.flow(result_storage=paths["store"])
+    def typed(log: str):
+        return check(array(log), frame(log))
+
+    assert typed(paths["log"], cluster=client) == (45.0, 3, ["x", "y"])
+    run = typed.run(paths["log"], cluster=client)
+    assert run.result() == (45.0, 3, ["x", "y"])
+    assert run.states["array"].name == run.states["frame"].name == "Cached"
+    assert calls(paths["log"]) in (["array", "frame"], ["frame", "array"])
+
+
+def _driver_rss_peak(run_flow):
+    """The driver's RSS growth over a call, sampled every 5 ms."""
+    import psutil
+
+    me = psutil.Process()
+    base = me.memory_info().rss
+    peak = [base]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], me.memory_info().rss)
+            stop.wait(0.005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        value = run_flow()
+    finally:
+        stop.set()
+        sampler.join()
+    return value, (peak[0] - base) / 2**20
+
+
+@df.task(cache=True)
+def big(mb: int, log: str) -> bytes:
+    record(log, "big")
+    return b"x" * (mb * 2**20)
+
+
+@df.task
+def length(data: bytes) -> int:
+    return len(data)
+
+
+@df.flow
+def large(mb: int, log: str):
+    return length(big(mb, log))
+
+
+def test_a_200_mb_result_is_cached_and_reused_without_the_driver(client, tmp_path):
+    log = str(tmp_path / "calls")
+    flow = df.flow(large.fn, result_storage=str(tmp_path / "store"))
+    value, grew = _driver_rss_peak(lambda: flow(200, log, cluster=client))
+    assert value == 200 * 2**20 and grew < 50, f"the driver grew by {grew:.0f} MB"
+    print(f"driver RSS growth: first run {grew:.1f} MB")
+    run, grew = _driver_rss_peak(lambda: flow.run(200, log, cluster=client))
+    assert run.result() == 200 * 2**20 and run.states["big"].name == "Cached"
+    assert grew < 50, f"the driver grew by {grew:.0f} MB"
+    print(f"driver RSS growth: cached rerun {grew:.1f} MB")
+    assert calls(log) == ["big"]
