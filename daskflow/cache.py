@@ -344,7 +344,8 @@ def load(settings: Settings, key: str, task_name: str) -> Any:
         return MISS
 
 
-def store(settings: Settings, key: str, value: Any, task_name: str, flow_name: str) -> bool:
+def store(settings: Settings, key: str, value: Any, task_name: str, flow_name: str,
+          version: str = "") -> bool:
     """Write ``value`` under ``key``: the data, then the record naming it."""
     try:
         data, kind = _dumps(value, settings.serializer)
@@ -357,7 +358,8 @@ def store(settings: Settings, key: str, value: Any, task_name: str, flow_name: s
     folder, meta_path = _paths(root, key)
     name = f"{key}-{uuid.uuid4().hex[:12]}.data"
     now = time.time()
-    meta = {"key": key, "task": task_name, "flow": flow_name, "data": name, "size": len(data),
+    meta = {"key": key, "task": task_name, "flow": flow_name, "code_version": version,
+            "data": name, "size": len(data),
             "serializer": kind, "created": now,
             "expires": now + settings.expiration if settings.expiration else None}
     try:

@@ -351,7 +351,9 @@ def _through_cache(call: Call, args: tuple, kwargs: dict, start: float) -> State
     if key is not None and state.type is StateType.COMPLETED:
         token = _context.set(TaskRunContext(call, state.attempts))
         try:
-            cache.store(settings, key, state._result, call.display_name, call.spec.run.flow_name)
+            version = task.cache_version or cache.code_version(task.fn)
+            cache.store(settings, key, state._result, call.display_name,
+                        call.spec.run.flow_name, version)
         finally:
             _context.reset(token)
     return state

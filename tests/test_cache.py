@@ -459,6 +459,10 @@ def test_cli_cache_list_and_clear(paths):
     assert "5 stored result(s)" in cli("list")
     records = _json.loads(cli("list", "--json", "--flow", "listed"))
     assert sorted(r["task"] for r in records) == ["one[0]", "one[1]", "one[2]"]
+    from daskflow.cache import code_version
+
+    assert {r["code_version"] for r in records} == {code_version(one.fn)}
+    assert {r["serializer"] for r in records} == {"pickle"}
     assert "removed 0 stored result(s)" in cli("clear", "--older-than", "1h")
     assert "removed 3 stored result(s)" in cli("clear", "--flow", "listed")
     assert "2 stored result(s)" in cli("list")
