@@ -129,6 +129,22 @@ def test_visualize_draws_the_flow(tmp_path):
         assert out.exists() and out.stat().st_size > 0
 
 
+def test_visualize_without_the_dot_program(tmp_path, monkeypatch):
+    import xml.etree.ElementTree as ET
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no dot on it
+    with pytest.raises(df.DaskflowError, match="apt-get install graphviz.*or give a .svg"):
+        pictured.visualize(n=2, filename=str(tmp_path / "flow.png"))
+    assert not (tmp_path / "flow.png").exists()
+    graph = pictured.visualize(n=4, filename=str(tmp_path / "flow.svg"))
+    drawing = ET.parse(tmp_path / "flow.svg").getroot()
+    texts = [t.text for t in drawing.iter("{http://www.w3.org/2000/svg}text")]
+    assert "inc map × 4" in texts and "total" in texts
+    assert len(list(drawing.iter("{http://www.w3.org/2000/svg}line"))) >= 4
+    # what a notebook shows
+    assert graph._repr_mimebundle_()["image/svg+xml"].startswith("<svg")
+
+
 def test_tests_never_touch_the_home_directory(monkeypatch, tmp_path):
     """The session runs with a home of its own (conftest), so even code that
     drops the test settings (dask.config.refresh) writes nowhere real."""
