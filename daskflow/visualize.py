@@ -21,12 +21,12 @@ def to_graphviz(name: str, nodes: list[Node], returned: list[Node], *,
                 filename: str | None = None, format: str | None = None) -> Any:
     """A ``graphviz.Digraph`` of the nodes; rendered to ``filename`` when given."""
     try:
-        import graphviz
+        cls = _graph_class()
     except ImportError as err:
         raise DaskflowError(
             "flow.visualize() needs the graphviz package: pip install 'daskflow[notebook]' "
             "(and the Graphviz 'dot' program to render images)") from err
-    graph = _graph_class()(name=name, graph_attr={"rankdir": "LR"})
+    graph = cls(name=name, graph_attr={"rankdir": "LR"})
     graph.daskflow_layout = _layers(nodes)
     wanted = {n.index for n in returned}
     for node in nodes:
@@ -83,7 +83,7 @@ def _svg(layout: list[tuple[str, int, int, list[tuple[int, bool]], bool]]) -> st
     col_w, row_h, box_h = 190, 46, 30
     rows: dict[int, int] = {}
     where: dict[int, tuple[float, float]] = {}
-    for label, index, lay, _, _ in layout:
+    for _label, index, lay, _, _ in layout:
         row = rows.get(lay, 0)
         rows[lay] = row + 1
         where[index] = (10 + lay * col_w, 10 + row * row_h)
