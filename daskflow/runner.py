@@ -711,6 +711,17 @@ def _temporary_local_cluster() -> Iterator[Any]:
 _descriptions: weakref.WeakKeyDictionary[Any, tuple[str, str | None]] = weakref.WeakKeyDictionary()
 
 
+def _dashboard_hint(cluster: Any) -> str:
+    """For a scheduler in this process without bokeh, how to get its dashboard."""
+    if cluster is None or getattr(cluster, "scheduler", None) is None:
+        return ""  # a remote scheduler: what it has is not known here
+    try:
+        import bokeh  # noqa: F401
+    except ImportError:
+        return "; it needs bokeh>=3.1: pip install 'daskflow[dashboard]'"
+    return ""
+
+
 def _describe_client(client: Any) -> tuple[str, str | None]:
     """('<cluster class> at <address> (dashboard <link>)', the link), once per client."""
     known = _descriptions.get(client)
@@ -718,7 +729,8 @@ def _describe_client(client: Any) -> tuple[str, str | None]:
         cluster = getattr(client, "cluster", None)
         name = type(cluster).__name__ if cluster is not None else "scheduler"
         link = getattr(client, "dashboard_link", None)
-        text = f"{name} at {client.scheduler.address}" + (f" (dashboard {link})" if link else "")
+        text = f"{name} at {client.scheduler.address}" + (
+            f" (dashboard {link}{_dashboard_hint(cluster)})" if link else "")
         known = _descriptions[client] = (text, link)
     return known
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import pickle
 import shutil
 
@@ -175,3 +176,18 @@ def test_profiles_are_found_from_any_folder(monkeypatch, tmp_path):
             df.clusters.from_profile("tiny-locl")
     finally:
         os.remove(os.path.join(folder, "mine.yaml"))
+
+
+def test_the_dashboard_of_a_temporary_cluster_is_the_real_one(monkeypatch):
+    import urllib.request
+
+    from daskflow.runner import _dashboard_hint
+
+    with df.clusters.Local(n_workers=1, threads_per_worker=1, dashboard_address=":0") as client:
+        link = client.dashboard_link
+        with urllib.request.urlopen(link, timeout=30) as response:
+            page = response.read().decode()
+        assert "needs bokeh" not in page and "Dask" in page and len(page) > 1000
+        assert _dashboard_hint(client.cluster) == ""
+        monkeypatch.setitem(sys.modules, "bokeh", None)  # as if bokeh were not installed
+        assert "pip install 'daskflow[dashboard]'" in _dashboard_hint(client.cluster)
