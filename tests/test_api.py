@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import sys
 import pickle
 import shutil
+import sys
 
 import dask
 import pytest
