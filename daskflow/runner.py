@@ -156,12 +156,23 @@ class DistributedBackend:
 
                 annotation = ResourcesByKey({k: resources[k] for k in dsk if k in resources})
             try:
-                futures = self.client.get(dsk, new, sync=False, resources=annotation)
+                with self._span():
+                    futures = self.client.get(dsk, new, sync=False, resources=annotation)
             except (TypeError, pickle.PicklingError, AttributeError) as err:
                 raise _unpicklable_argument(dsk, err) from err
             self.futures.update(zip(new, futures))
         for key in [k for k in self.futures if k not in want]:
             self.futures.pop(key).release()
+
+    def _span(self) -> Any:
+        """The run's tasks are one span on the scheduler, named after the flow and
+        the run, so the dashboard's span views show flows."""
+        from distributed import span
+
+        engine = self.engine
+        if engine is None:
+            return contextlib.nullcontext()
+        return span(engine.name, f"run {engine.run_id}")
 
     def wait_lengths(self, keys: list[Any]) -> dict[Any, tuple[int, str]]:
         futures = [self.futures[k] for k in keys]

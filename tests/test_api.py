@@ -191,3 +191,13 @@ def test_the_dashboard_of_a_temporary_cluster_is_the_real_one(monkeypatch):
         assert _dashboard_hint(client.cluster) == ""
         monkeypatch.setitem(sys.modules, "bokeh", None)  # as if bokeh were not installed
         assert "pip install 'daskflow[dashboard]'" in _dashboard_hint(client.cluster)
+
+
+def _span_names(dask_scheduler):
+    return [list(s.name) for s in dask_scheduler.extensions["spans"].spans.values()]
+
+
+def test_each_run_is_a_span_on_the_scheduler(client):
+    run = pictured.run(n=3, cluster=client)
+    assert run.state.is_completed()
+    assert [pictured.name, f"run {run.run_id}"] in client.run_on_scheduler(_span_names)
