@@ -585,3 +585,35 @@ def test_a_200_mb_result_is_cached_and_reused_without_the_driver(client, tmp_pat
     assert grew < 50, f"the driver grew by {grew:.0f} MB"
     print(f"driver RSS growth: cached rerun {grew:.1f} MB")
     assert calls(log) == ["big"]
+
+
+class JsonSerializer:
+    """A serializer of the user's own."""
+
+    def dumps(self, value):
+        import json as _json
+
+        return _json.dumps(value).encode()
+
+    def loads(self, data):
+        import json as _json
+
+        return _json.loads(data)
+
+
+def test_a_serializer_of_your_own(paths):
+    @df.task(cache=True, serializer=JsonSerializer())
+    def config(log):
+        record(log, "config")
+        return {"a": [1, 2]}
+
+    @df.flow(result_storage=paths["store"])
+    def configured(log: str):
+        return config(log)
+
+    assert configured(paths["log"], cluster="sync") == {"a": [1, 2]}
+    run = configured.run(paths["log"], cluster="sync")
+    assert run.result() == {"a": [1, 2]} and run.states["config"].name == "Cached"
+    from daskflow.cache import records
+
+    assert [r["serializer"] for r in records(paths["store"])] == ["custom"]
