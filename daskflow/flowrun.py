@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import threading
 from collections import Counter, deque
 from typing import Any
@@ -130,26 +129,20 @@ class FlowRun:
             lines.append(f"  {base:<{width}}  {text}")
         return "\n".join(lines)
 
+    def record(self) -> dict[str, Any]:
+        """The run's record: its state, parameters, every task run's state
+        (without results, with the traceback of a failure), and its logs."""
+        return {"flow": self.flow_name, "run_id": self.run_id, "cluster": self.cluster,
+                "dashboard": self.dashboard_link, "parameters": self.parameters,
+                "state": _state_record(self.state),
+                "states": {name: _state_record(st) for name, st in self.states.items()},
+                "logs": list(self.logs)}
+
     def to_json(self) -> str:
-        """The run's record as JSON: its state, parameters (``repr`` of those
-        JSON cannot hold), every task run's state (without results, with the
-        traceback of a failure), and the run's log records."""
+        """The run's :meth:`record` as JSON (``repr`` of parameters JSON cannot hold)."""
         import json
 
-        def state(st: State) -> dict[str, Any]:
-            out = {"name": st.name, "type": st.type.value, "message": st.message,
-                   "attempts": st.attempts, "start": st.start, "end": st.end,
-                   "worker": st.worker}
-            if st.traceback:
-                out["traceback"] = st.traceback
-            return out
-
-        record = {"flow": self.flow_name, "run_id": self.run_id, "cluster": self.cluster,
-                  "dashboard": self.dashboard_link, "parameters": self.parameters,
-                  "state": state(self.state),
-                  "states": {name: state(st) for name, st in self.states.items()},
-                  "logs": list(self.logs)}
-        return json.dumps(record, indent=2, default=repr)
+        return json.dumps(self.record(), indent=2, default=repr)
 
     @classmethod
     def from_json(cls, text: str) -> FlowRun:
@@ -199,16 +192,17 @@ class FlowRun:
         return f"<FlowRun {self.flow_name!r} {self.state.name} tasks={len(self.states)}>"
 
     def _repr_html_(self) -> str:
-        states = self.states
-        rows = "".join(
-            f"<tr><td>{html.escape(n)}</td><td>{html.escape(s.name)}</td>"
-            f"<td>{html.escape(s.message)}</td></tr>"
-            for n, s in list(states.items())[:200])
-        more = "" if len(states) <= 200 else f"<p>... {len(states) - 200} more</p>"
-        return (f"<div><b>Flow run {html.escape(self.flow_name)}</b> "
-                f"<code>{self.state.name}</code> {html.escape(self.state.message)}"
-                f"<table><tr><th>task</th><th>state</th><th>message</th></tr>{rows}</table>"
-                f"{more}</div>")
+        from daskflow.report import run_html
+
+        return run_html(self.record(), live=not self.done())
+
+
+def _state_record(st: State) -> dict[str, Any]:
+    out = {"name": st.name, "type": st.type.value, "message": st.message,
+           "attempts": st.attempts, "start": st.start, "end": st.end, "worker": st.worker}
+    if st.traceback:
+        out["traceback"] = st.traceback
+    return out
 
 
 def flow_state(reference: list[State], missing: list[State], all_states: list[State]) -> State:

@@ -37,7 +37,9 @@ def _esc(value: Any) -> str:
 
 
 def _badge(name: str, kind: str) -> str:
-    return (f'<span class="state" style="background:{COLOURS.get(kind, "#555")}">'
+    """A coloured state label, styled inline (notebook outputs on GitHub keep no CSS)."""
+    return (f'<span style="display:inline-block;padding:1px 8px;border-radius:9px;'
+            f'color:#fff;font-weight:600;background:{COLOURS.get(kind, "#555")}">'
             f"{_esc(name)}</span>")
 
 
@@ -99,12 +101,67 @@ def render(record: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def _task_table(states: dict[str, dict]) -> str:
+def run_html(record: dict[str, Any], live: bool = False, max_groups: int = 100) -> str:
+    """A run as a notebook shows it: the header, one row per task (a map is one
+    row with its counts per state), and the first failure, collapsed."""
+    state = record["state"]
+    states = record.get("states", {})
+    dur = (state["end"] - state["start"]) if state.get("start") and state.get("end") else None
+    if live and state.get("start"):
+        dur = time.time() - state["start"]
+    dash = record.get("dashboard")
+    facts = [f"run <code>{_esc(record['run_id'])}</code>"]
+    if dur is not None:
+        facts.append(f"{dur:.2f}s" + (" so far" if live else ""))
+    if record.get("cluster"):
+        facts.append(f"on {_esc(record['cluster'])}")
+    if dash:
+        facts.append(f"<a href='{_esc(dash)}' target='_blank'>dashboard</a>")
+    head = (f"<div><b>Flow run {_esc(record['flow'])}</b> {_badge(state['name'], state['type'])}"
+            f" <span style='color:#666'>{' · '.join(facts)}</span></div>")
+    if state.get("message"):
+        head += f"<div>{_esc(state['message'])}</div>"
+    table = _task_table(states, max_groups, heading=False)
+    first = next(((n, s) for n, s in states.items()
+                  if s["type"] in ("FAILED", "CRASHED") and s.get("traceback")), None)
+    failure = ""
+    if first is not None:
+        failure = (f"<details><summary>first failure: <b>{_esc(first[0])}</b> "
+                   f"{_esc(first[1].get('message') or '')}</summary>"
+                   f"<pre style='font-size:11px'>{_esc(first[1]['traceback'])}</pre></details>")
+    return f"<div>{head}{table}{failure}</div>"
+
+
+def state_html(st: Any) -> str:
+    """A State as a notebook shows it."""
+    parts = [_badge(st.name, st.type.value)]
+    if st.task_name:
+        parts.insert(0, f"<b>{_esc(st.task_name)}</b>")
+    if st.duration is not None:
+        parts.append(f"{st.duration:.3f}s")
+    if st.attempts > 1:
+        parts.append(f"{st.attempts} attempts")
+    if st.worker:
+        parts.append(f"on {_esc(st.worker)}")
+    out = " ".join(parts)
+    if st.message:
+        out += f"<div>{_esc(st.message)}</div>"
+    if st.traceback:
+        out += (f"<details><summary>traceback</summary><pre style='font-size:11px'>"
+                f"{_esc(st.traceback)}</pre></details>")
+    return f"<div>{out}</div>"
+
+
+def _task_table(states: dict[str, dict], max_groups: int | None = None,
+                heading: bool = True) -> str:
     groups: dict[str, list[dict]] = {}
     for name, st in states.items():
         groups.setdefault(_base(name, st), []).append(st)
     rows = []
-    for base, sts in groups.items():
+    shown = list(groups.items())
+    if max_groups is not None and len(shown) > max_groups:
+        shown = shown[:max_groups]
+    for base, sts in shown:
         counts = Counter((s["name"], s["type"]) for s in sts)
         durs = [s["end"] - s["start"] for s in sts if s.get("start") and s.get("end")]
         rows.append(
@@ -115,9 +172,12 @@ def _task_table(states: dict[str, dict]) -> str:
             f"<td class='num'>{_secs(min(durs)) if durs else ''}</td>"
             f"<td class='num'>{_secs(sum(durs) / len(durs)) if durs else ''}</td>"
             f"<td class='num'>{_secs(max(durs)) if durs else ''}</td></tr>")
-    return ("<h2>Tasks</h2><table><tr><th>task</th><th>runs</th><th>states</th>"
+    more = (f"<p>... and {len(groups) - len(shown)} more tasks</p>"
+            if len(shown) < len(groups) else "")
+    return (("<h2>Tasks</h2>" if heading else "")
+            + "<table><tr><th>task</th><th>runs</th><th>states</th>"
             "<th>attempts</th><th>min</th><th>mean</th><th>max</th></tr>"
-            + "".join(rows) + "</table>")
+            + "".join(rows) + "</table>" + more)
 
 
 def _gantt(states: dict[str, dict], run_state: dict) -> str:

@@ -161,7 +161,9 @@ class State:
         return f"<State {self.name} ({self.type.value}){msg}>"
 
     def _repr_html_(self) -> str:
-        return f"<code>{self.name}</code>: {self.message or self.type.value.lower()}"
+        from daskflow.report import state_html
+
+        return state_html(self)
 
 
 def _rebuild_state(values: tuple) -> State:

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -122,3 +123,50 @@ def test_cli_run_report_and_report_from_a_record(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "daskflow.cli", "report", "flows.py"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "is not a run record" in bad.stderr
+
+
+# -- notebook reprs ---------------------------------------------------------------------------------
+
+
+def test_the_run_repr_groups_a_map_and_collapses_the_first_failure(finished):
+    page = finished._repr_html_()
+    assert page.count("<tr>") == 1 + 2  # the header row, one row for the map, one for total
+    row = re.search(r"<tr><td>part</td>.*?</tr>", page).group(0)
+    assert ">5<" in row and "4 Completed" in row and "1 Failed" in row
+    assert f"run <code>{finished.run_id}</code>" in page and "Failed" in page
+    assert "<details><summary>first failure: <b>part[3]</b>" in page
+    assert "ValueError: part 3 is corrupt" in page
+    assert "dashboard</a>" in page  # the session cluster serves one
+
+
+def test_state_and_cluster_reprs(finished):
+    failed = finished.states["part[3]"]._repr_html_()
+    assert "<b>part[3]</b>" in failed and "2 attempts" in failed
+    assert "<details><summary>traceback</summary>" in failed
+    spec = df.clusters.Local(n_workers=2, threads_per_worker=1)._repr_html_()
+    assert "<b>Local</b> cluster spec" in spec and "<td>n_workers</td><td><code>2</code>" in spec
+    handle = df.clusters.Local(n_workers=1).open()
+    assert "new" in handle._repr_html_() and repr(handle).startswith("<Handle Local daskflow-local-")
+
+
+def test_a_live_run_repr(client, tmp_path):
+    @df.task
+    def nap(x):
+        time.sleep(1)
+        return x
+
+    @df.flow
+    def napping():
+        return nap.map(range(2))
+
+    run = napping.submit(cluster=client)
+    try:
+        deadline = time.monotonic() + 30
+        while not run.state.is_running():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        page = run._repr_html_()
+        assert "so far" in page and "Running" in page
+    finally:
+        run.wait(60)
+    assert "so far" not in run._repr_html_()

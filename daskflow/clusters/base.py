@@ -199,6 +199,25 @@ class ClusterSpec:
         name = f" {self.name}" if self.name else ""
         return f"<{type(self).__name__}{name}>"
 
+    def _repr_html_(self) -> str:
+        import html
+
+        items: dict[str, Any] = {}
+        for k, v in self.__dict__.items():
+            if k.startswith("_") or v is None or v == {} or v == ():
+                continue
+            if k.endswith("kwargs") and isinstance(v, dict):  # the provider's own keywords
+                items.update(v)
+            else:
+                items[k] = v
+        rows = "".join(
+            f"<tr><td>{html.escape(k)}</td><td><code>{html.escape(repr(v))}</code></td></tr>"
+            for k, v in sorted(items.items()))
+        return (f"<div><b>{html.escape(type(self).__name__)}</b> cluster spec "
+                f"<span style='color:#666'>(a description: each run, <code>with</code> block "
+                f"or <code>.open()</code> starts a cluster of its own and ends it)</span>"
+                f"<table>{rows}</table></div>")
+
 
 class Handle:
     """One cluster of a spec: started once, closed once.
@@ -223,6 +242,19 @@ class Handle:
     @property
     def temporary(self) -> bool:
         return self.spec.temporary
+
+    def _repr_html_(self) -> str:
+        import html
+
+        facts = [f"<b>{html.escape(self.name)}</b> ({html.escape(type(self.spec).__name__)})",
+                 html.escape(self.state.value)]
+        client = self.client
+        if client is not None:
+            facts.append(f"scheduler <code>{html.escape(client.scheduler.address)}</code>")
+            link = getattr(client, "dashboard_link", None)
+            if link:
+                facts.append(f"<a href='{html.escape(link)}' target='_blank'>dashboard</a>")
+        return "<div>" + " · ".join(facts) + "</div>"
 
     def start(self) -> Any:
         """Start (or connect) and return a ``distributed.Client``."""
