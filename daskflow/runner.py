@@ -419,12 +419,15 @@ class Engine:
 
     def _run_info(self, backend: Any) -> RunInfo:
         params = _context_parameters(self.params)
+        prints = bool(config.get("logging.log-prints"))
         if backend.owner is None or len(pickle.dumps(params)) <= INLINE_PARAMETERS:
             return RunInfo(self.name, self.run_id, backend.owner, params, limits=self.limits,
-                           dashboard=backend.dashboard, results=self.results)
+                           dashboard=backend.dashboard, results=self.results,
+                           log_prints=prints)
         self._params = (f"params-{self.name}-{self.run_id}", params)
         return RunInfo(self.name, self.run_id, backend.owner, None, self._params[0],
-                       limits=self.limits, dashboard=backend.dashboard, results=self.results)
+                       limits=self.limits, dashboard=backend.dashboard, results=self.results,
+                       log_prints=prints)
 
     def _stages(self, backend: Any, run: RunInfo) -> None:
         """The stage loop, shared by both backends."""
@@ -749,13 +752,39 @@ def _describe_client(client: Any) -> tuple[str, str | None]:
 # -- logs -----------------------------------------------------------------------
 
 
+def _in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel."""
+    if "ipykernel" not in sys.modules:
+        return False
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+class _NotebookHandler(logging.Handler):
+    """In a notebook, INFO and DEBUG lines go to the cell's stdout (Jupyter
+    paints stderr as an error); WARNING and above stay on stderr.  The
+    streams are looked up at each record: the kernel swaps them per cell."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
+            stream.write(self.format(record) + "\n")
+            stream.flush()
+        except Exception:  # pragma: no cover - never break logging
+            self.handleError(record)
+
+
 def setup_logging() -> None:
     """Set daskflow's log level unless set already, and a console handler if none."""
     root = logging.getLogger("daskflow")
     if root.level == logging.NOTSET:
         root.setLevel(str(config.get("logging.level")).upper())
     if config.get("logging.console") and not root.hasHandlers():
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _NotebookHandler() if _in_notebook() else logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter(
             config.get("logging.format"), datefmt="%H:%M:%S",
             defaults={"daskflow_task": "daskflow"}))

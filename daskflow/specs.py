@@ -36,12 +36,13 @@ class RunInfo:
     parameters are inline when small, else in the key ``params_key``.
     """
 
-    __slots__ = ("flow_name", "run_id", "owner", "parameters", "params_key", "limits", "dashboard", "results")
+    __slots__ = ("flow_name", "run_id", "owner", "parameters", "params_key", "limits", "dashboard", "results",
+                 "log_prints")
 
     def __init__(self, flow_name: str, run_id: str, owner: str | None = None,
                  parameters: dict[str, Any] | None = None, params_key: str | None = None,
                  limits: tuple[tuple[str, int], ...] = (), dashboard: str | None = None,
-                 results: tuple | None = None) -> None:
+                 results: tuple | None = None, log_prints: bool = False) -> None:
         self.flow_name = flow_name
         self.run_id = run_id
         self.owner = owner
@@ -51,17 +52,20 @@ class RunInfo:
         self.dashboard = dashboard  # the cluster's dashboard link, if it has one
         # (flow's cache default, storage URL, refresh): None when nothing is stored
         self.results = results
+        self.log_prints = log_prints  # the run's default for tasks without log_prints=
 
     def __reduce__(self) -> Any:
         return (RunInfo, (self.flow_name, self.run_id, self.owner, self.parameters,
-                          self.params_key, self.limits, self.dashboard, self.results))
+                          self.params_key, self.limits, self.dashboard, self.results,
+                          self.log_prints))
 
 
 class TaskSpec:
     """The options of one task, shared by all its Dask tasks in a run."""
 
     __slots__ = ("task", "fn", "kind", "retries", "retry_delays", "retry_on", "trigger",
-                 "skip_on_upstream_skip", "tags", "timeout", "run", "limits", "cache", "_blob")
+                 "skip_on_upstream_skip", "tags", "timeout", "run", "limits", "cache", "log_prints",
+                 "_blob")
 
     def __init__(self, task: Any, kind: str, run: RunInfo) -> None:
         self.task = task
@@ -77,6 +81,7 @@ class TaskSpec:
         self.run = run
         self.limits = tuple(lim for lim in run.limits if lim[0] in task.tags)
         self.cache = settings_for(task, run.results) if run.results else None
+        self.log_prints = task.log_prints if task.log_prints is not None else run.log_prints
         self._blob: tuple[bytes, bytes] | None = None
 
     def blob(self) -> tuple[bytes, bytes]:

@@ -72,6 +72,10 @@ class Task(Generic[R]):
         object with ``dumps(value) -> bytes`` and ``loads(bytes)``.
     result_storage : str, optional
         Where this task's results go (an fsspec URL), over the flow's.
+    log_prints : bool, optional
+        ``print()`` inside the task becomes an INFO record of the run's
+        logger, which reaches the driver (None: the setting
+        ``daskflow.logging.log-prints``, off by default).
 
     >>> @task(retries=2)
     ... def inc(x):
@@ -104,6 +108,7 @@ class Task(Generic[R]):
         persist: bool = False,
         serializer: Any = "pickle",
         result_storage: str | None = None,
+        log_prints: bool | None = None,
     ) -> None:
         if not callable(fn):
             raise FlowDefinitionError(f"@task needs a function, got {fn!r}")
@@ -149,6 +154,7 @@ class Task(Generic[R]):
                 "where the task runs: pip install 'daskflow[parquet]'")
         self.serializer = serializer
         self.result_storage = result_storage
+        self.log_prints = None if log_prints is None else bool(log_prints)
         self._signature = _signature(fn)
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
 
@@ -221,7 +227,7 @@ class Task(Generic[R]):
             "cache": self.cache, "cache_version": self.cache_version,
             "cache_key": self.cache_key, "cache_expiration": self.cache_expiration,
             "persist": self.persist, "serializer": self.serializer,
-            "result_storage": self.result_storage,
+            "result_storage": self.result_storage, "log_prints": self.log_prints,
         }
 
     def __repr__(self) -> str:
@@ -313,7 +319,7 @@ def task(
     on_completion: Any = ..., on_failure: Any = ..., on_retry: Any = ..., on_skip: Any = ...,
     cache: bool | None = ..., cache_version: str | None = ..., cache_key: Any = ...,
     cache_expiration: Any = ..., persist: bool = ..., serializer: Any = ...,
-    result_storage: str | None = ...,
+    result_storage: str | None = ..., log_prints: bool | None = ...,
 ) -> Callable[[Callable[..., R]], Task[R]]: ...
 
 

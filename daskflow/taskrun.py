@@ -24,6 +24,7 @@ import contextlib
 import contextvars
 import ctypes
 import logging
+import sys
 import threading
 import time
 import traceback
@@ -206,6 +207,42 @@ def _current_worker() -> Any:
         return None
 
 
+# -- print() as log records ---------------------------------------------------------
+
+_prints: contextvars.ContextVar[bool] = contextvars.ContextVar("daskflow_log_prints",
+                                                                default=False)
+_print_lock = threading.Lock()
+_original_print: Any = None
+
+
+def _hook_print() -> None:
+    """Chain ``builtins.print`` once per process: inside a task with
+    ``log_prints`` a print to stdout becomes an INFO record of the run
+    logger; every other print (other threads, other tasks, ``file=``) goes
+    to the print that was there before."""
+    global _original_print
+    import builtins
+
+    if _original_print is not None:
+        return
+    with _print_lock:
+        if _original_print is not None:
+            return
+        previous = builtins.print
+
+        def print(*args: Any, sep: str | None = " ", end: str | None = "\n",
+                  file: Any = None, flush: bool = False) -> None:
+            if _prints.get() and (file is None or file is sys.stdout) and _context.get():
+                text = ("" if sep is None else sep).join(map(str, args))
+                get_run_logger().info("%s", text)
+                return
+            previous(*args, sep=sep, end=end, file=file, flush=flush)
+
+        print.__wrapped__ = previous  # type: ignore[attr-defined]
+        _original_print = previous
+        builtins.print = print
+
+
 # -- where a finished state goes ----------------------------------------------------
 
 
@@ -372,11 +409,18 @@ def _attempts(call: Call, args: tuple, kwargs: dict, start: float) -> State:
         attempt += 1
         token = _context.set(TaskRunContext(call, attempt))
         try:
-            if spec.limits and _current_worker() is not None:
-                with concurrency.slots(spec.limits, get_run_logger()):
+            prints = _prints.set(True) if spec.log_prints else None
+            try:
+                if spec.log_prints:
+                    _hook_print()
+                if spec.limits and _current_worker() is not None:
+                    with concurrency.slots(spec.limits, get_run_logger()):
+                        result = _call(spec, args, kwargs)
+                else:
                     result = _call(spec, args, kwargs)
-            else:
-                result = _call(spec, args, kwargs)
+            finally:
+                if prints is not None:
+                    _prints.reset(prints)
             return State(StateType.COMPLETED, result=result, attempts=attempt, start=start)
         except signals.SKIP as sig:
             return State(StateType.SKIPPED, message=sig.message, result=sig.result,

@@ -170,3 +170,49 @@ def test_a_live_run_repr(client, tmp_path):
     finally:
         run.wait(60)
     assert "so far" not in run._repr_html_()
+
+
+# -- print() in tasks ------------------------------------------------------------------------------
+
+
+@df.task(log_prints=True)
+def chatty(i: int) -> int:
+    print("hello from", i)
+    print("to stderr", file=sys.stderr)
+    return i
+
+
+@df.task
+def quiet(i: int) -> int:
+    print("not logged", i)
+    return i
+
+
+@df.flow
+def printing():
+    return chatty.map(range(2)), quiet(7)
+
+
+@pytest.mark.parametrize("where", ["sync", "cluster"])
+def test_prints_reach_the_driver_with_log_prints(where, request, capsys):
+    cluster = "sync" if where == "sync" else request.getfixturevalue("client")
+    run = printing.run(cluster=cluster)
+    assert run.result() == ([0, 1], 7)
+    logged = {(lg["task"], lg["message"]) for lg in run.logs}
+    assert ("printing/chatty[0]", "hello from 0") in logged
+    assert ("printing/chatty[1]", "hello from 1") in logged
+    assert not any("not logged" in m or "to stderr" in m for _, m in logged)
+    if where == "sync":  # in process, the other prints stay where they were going
+        out = capsys.readouterr()
+        assert "not logged 7" in out.out and "to stderr" in out.err
+        assert "hello from" not in out.out
+    print("a print outside any task")
+    assert "a print outside any task" in capsys.readouterr().out
+
+
+def test_the_log_prints_setting(client):
+    import dask
+
+    with dask.config.set({"daskflow.logging.log-prints": True}):
+        run = printing.run(cluster=client)
+    assert any(lg["message"] == "not logged 7" for lg in run.logs)
