@@ -59,6 +59,7 @@ from distributed.utils_test import cleanup, loop, loop_in_thread  # noqa: F401, 
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 SHUTDOWN_TIMES: dict[str, float] = {}  # filled by the shutdown tests, shown in the summary
+NOTEBOOKS_RUN: list[str] = []  # filled by test_notebooks, counted in the summary
 
 
 def pytest_configure(config):
@@ -87,6 +88,10 @@ def pytest_terminal_summary(terminalreporter):
     if getattr(terminalreporter.config, "_daskflow_home_touched", False):
         terminalreporter.section("home directory touched", red=True)
         terminalreporter.write_line(f"the tests wrote under {REAL_HOME}: {_WATCHED}")
+    if NOTEBOOKS_RUN:
+        terminalreporter.section("notebooks")
+        terminalreporter.write_line(f"{len(NOTEBOOKS_RUN)} notebooks executed without error: "
+                                    f"{', '.join(NOTEBOOKS_RUN)}")
     if SHUTDOWN_TIMES:
         terminalreporter.section("measured shutdown times")
         for label, seconds in SHUTDOWN_TIMES.items():
