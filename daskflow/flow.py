@@ -25,7 +25,7 @@ from daskflow.hooks import check_hooks
 R = TypeVar("R")
 
 # Keyword arguments of flow.run/submit/__call__ that are run options, not parameters.
-RUN_OPTIONS = ("cluster", "scatter", "concurrency", "refresh_cache")
+RUN_OPTIONS = ("cluster", "scatter", "concurrency", "refresh_cache", "progress")
 
 
 class Flow(Generic[R]):
@@ -127,10 +127,11 @@ class Flow(Generic[R]):
 
     # -- running ------------------------------------------------------------------
     def __call__(self, *args: Any, cluster: Any = None, scatter: bool | None = None,
-                 concurrency: Any = None, refresh_cache: bool = False, **kwargs: Any) -> Any:
+                 concurrency: Any = None, refresh_cache: bool = False, progress: Any = None,
+                 **kwargs: Any) -> Any:
         builder = current_builder()
         if builder is not None:
-            if cluster is not None or concurrency is not None or refresh_cache:
+            if cluster is not None or concurrency is not None or refresh_cache or progress:
                 raise FlowDefinitionError(
                     f"flow {self.name!r} is called inside another flow, so it shares that "
                     "flow's cluster, limits and cache; remove cluster=, concurrency= and "
@@ -143,10 +144,11 @@ class Flow(Generic[R]):
             finally:
                 builder.exit_flow()
         return self.run(*args, cluster=cluster, scatter=scatter, concurrency=concurrency,
-                        refresh_cache=refresh_cache, **kwargs).result()
+                        refresh_cache=refresh_cache, progress=progress, **kwargs).result()
 
     def run(self, *args: Any, cluster: Any = None, scatter: bool | None = None,
-            concurrency: Any = None, refresh_cache: bool = False, **kwargs: Any) -> FlowRun:
+            concurrency: Any = None, refresh_cache: bool = False, progress: Any = None,
+            **kwargs: Any) -> FlowRun:
         """Run the flow and return its finished :class:`FlowRun`; never raises
         for task errors (a cluster that cannot be used, a lost scheduler, or
         Ctrl-C do raise).
@@ -154,13 +156,22 @@ class Flow(Generic[R]):
         ``cluster=`` says where (see :func:`daskflow.runner.open_backend`);
         ``scatter=False`` keeps large constants in the graph for this run;
         ``concurrency={"tag": n}`` adds tag concurrency limits (over the flow's);
-        ``refresh_cache=True`` recomputes cached tasks and overwrites their results.
+        ``refresh_cache=True`` recomputes cached tasks and overwrites their results;
+        ``progress=False`` hides the live progress (see :mod:`daskflow.progress`).
         """
-        return self._engine("run", args, kwargs, cluster, scatter, concurrency,
-                            refresh_cache).run()
+        from daskflow import progress as live
+
+        engine = self._engine("run", args, kwargs, cluster, scatter, concurrency, refresh_cache)
+        tracker = live.follow(engine.flow_run, live.wanted(progress))
+        try:
+            return engine.run()
+        finally:
+            if tracker is not None:
+                tracker.stop()
 
     def submit(self, *args: Any, cluster: Any = None, scatter: bool | None = None,
-               concurrency: Any = None, refresh_cache: bool = False, **kwargs: Any) -> FlowRun:
+               concurrency: Any = None, refresh_cache: bool = False, progress: Any = None,
+               **kwargs: Any) -> FlowRun:
         """Start the flow and return its live :class:`FlowRun` at once.
 
         The run goes on in a background thread; ``run.wait()``,
@@ -169,8 +180,13 @@ class Flow(Generic[R]):
         checked and the body is built before this returns, so those errors
         raise here.
         """
-        return self._engine("submit", args, kwargs, cluster, scatter, concurrency,
-                            refresh_cache).submit()
+        from daskflow import progress as live
+
+        engine = self._engine("submit", args, kwargs, cluster, scatter, concurrency,
+                              refresh_cache)
+        run = engine.submit()
+        live.follow(run, live.wanted(progress))  # its thread ends with the run
+        return run
 
     def _engine(self, how: str, args: tuple, kwargs: dict, cluster: Any,
                 scatter: bool | None, concurrency: Any = None,
