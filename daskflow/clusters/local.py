@@ -46,6 +46,10 @@ class Local(ClusterSpec):
             kwargs["processes"] = False  # a daemonic Dask worker cannot have child processes
         if handle.shared and kwargs.get("processes") is False:
             kwargs.setdefault("protocol", "tcp://")  # reachable from other processes
+        if kwargs.get("processes", True):  # worker processes leave Ctrl-C to the driver
+            preload = kwargs.get("preload") or []
+            kwargs["preload"] = [*([preload] if isinstance(preload, str) else preload),
+                                 "daskflow.clusters.worker_setup"]
         cluster = LocalCluster(name=handle.name, **kwargs)
         try:
             client = Client(cluster, set_as_default=False)
@@ -64,7 +68,7 @@ class Local(ClusterSpec):
             # A worker busy in a task exits only when killed, and a nanny waits
             # 80% of its close timeout (5 s by default) before killing it.
             # Nothing else will run on this cluster: give them 1 s.
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception), _quiet_kill():
                 cluster.sync(_close_workers, cluster, 1.0)
             cluster.close()
 
@@ -74,6 +78,24 @@ class Local(ClusterSpec):
 
     def describe(self) -> str:
         return "LocalCluster"
+
+
+@contextlib.contextmanager
+def _quiet_kill() -> Any:
+    """Hide distributed's "Worker process still alive after ... killing" while
+    daskflow ends a cluster it started: killing a busy worker is the point."""
+    import logging
+
+    nanny = logging.getLogger("distributed.nanny")
+
+    def still_alive(record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Worker process still alive after")
+
+    nanny.addFilter(still_alive)
+    try:
+        yield
+    finally:
+        nanny.removeFilter(still_alive)
 
 
 async def _close_workers(cluster: Any, timeout: float) -> None:
