@@ -18,13 +18,13 @@ demo: $(STAMP)
 	$(BIN)/python examples/images.py
 
 # The real services the provider tests run (Slurm with munge, an SSH server,
-# Graphviz for flow.visualize,
+# Graphviz for flow.visualize, Chromium to render a run report,
 # a system python3 for the SSH test user), from Debian packages, when missing
 # and when this is root on a Debian-like machine; otherwise those tests skip
 # and say why.
-SYSTEM_PACKAGES := slurm-wlm munge openssh-server python3 graphviz
+SYSTEM_PACKAGES := slurm-wlm munge openssh-server python3 graphviz chromium
 system-deps:
-	@if command -v slurmctld >/dev/null && command -v munged >/dev/null && command -v sshd >/dev/null && command -v dot >/dev/null; then \
+	@if command -v slurmctld >/dev/null && command -v munged >/dev/null && command -v sshd >/dev/null && command -v dot >/dev/null && command -v chromium >/dev/null; then \
 	  exit 0; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "installing $(SYSTEM_PACKAGES) for the provider tests"; \

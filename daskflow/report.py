@@ -226,8 +226,9 @@ def _gantt(states: dict[str, dict], run_state: dict) -> str:
     axis = y * lane_h + 14
     for i in range(6):
         x = label_w + i * (width - label_w - 10) / 5
-        out.append(f"<text x='{x:.0f}' y='{axis}' font-size='10' fill='#777'>"
-                   f"{span * i / 5:.2f}s</text>")
+        anchor = "start" if i == 0 else ("end" if i == 5 else "middle")
+        out.append(f"<text x='{x:.0f}' y='{axis}' font-size='10' fill='#777' "
+                   f"text-anchor='{anchor}'>{span * i / 5:.2f}s</text>")
     out.append("</svg>")
     legend = " ".join(f"<span>{_badge(k.title(), k)}</span>" for k in COLOURS
                       if any(s["type"] == k for _, s in shown))

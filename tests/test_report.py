@@ -216,3 +216,31 @@ def test_the_log_prints_setting(client):
     with dask.config.set({"daskflow.logging.log-prints": True}):
         run = printing.run(cluster=client)
     assert any(lg["message"] == "not logged 7" for lg in run.logs)
+
+
+def _chromium():
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="needs chromium (make system-deps installs it)")
+def test_the_report_renders_in_a_headless_browser(finished, tmp_path):
+    from PIL import Image
+
+    page, shot = tmp_path / "run.html", tmp_path / "run.png"
+    finished.report(str(page))
+    out = subprocess.run(
+        [_chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+         f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1100,800",
+         f"--screenshot={shot}", f"file://{page}"],
+        capture_output=True, text=True, timeout=120)
+    assert shot.exists(), out.stderr
+    with Image.open(shot) as img:
+        rgb = img.convert("RGB")
+        pixels = [rgb.getpixel((x, y)) for y in range(rgb.height) for x in range(rgb.width)]
+        colours = set(pixels)
+        green = sum(1 for p in pixels if p == (0x2e, 0x9e, 0x44))
+        red = sum(1 for p in pixels if p == (0xd6, 0x27, 0x28))
+    assert len(colours) > 50  # not blank
+    assert green > 1000 and red > 100  # the timeline's bars and the state badges
