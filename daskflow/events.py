@@ -58,6 +58,8 @@ def encode_state(key: Any, state: State) -> dict[str, Any]:
     msg: dict[str, Any] = {"k": key, "t": state.type.value, "n": state.name, "m": state.message,
                            "a": state.attempts, "s": state.start, "e": state.end,
                            "w": state.worker}
+    if state.tries:
+        msg["r"] = state.tries
     err = state.exception
     if err is not None:
         msg["xt"] = type(err).__name__
@@ -83,7 +85,8 @@ def decode_state(msg: dict[str, Any]) -> tuple[Any, State]:
             f"(rerun after the worker running it was lost {lost} time(s))")
     return key, State(StateType(msg["t"]), name=msg["n"], message=message, exception=err,
                       traceback=msg.get("tb"), attempts=attempts, start=msg["s"],
-                      end=msg["e"], worker=msg["w"])
+                      end=msg["e"], worker=msg["w"],
+                      tries=tuple(tuple(t) for t in msg.get("r", ())))
 
 
 def dump_exception(err: BaseException) -> bytes | None:

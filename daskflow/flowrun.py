@@ -160,7 +160,8 @@ class FlowRun:
             return State(StateType(d["type"]), name=d["name"], message=d.get("message") or "",
                          traceback=d.get("traceback"), attempts=d.get("attempts") or 0,
                          start=d.get("start"), end=d.get("end"), worker=d.get("worker"),
-                         task_name=name, map_index=map_index)
+                         task_name=name, map_index=map_index,
+                         tries=tuple(tuple(t) for t in d.get("tries", ())))
 
         try:
             run = cls(record["flow"], record["run_id"], record.get("parameters") or {})
@@ -198,10 +199,12 @@ class FlowRun:
 
 
 def _state_record(st: State) -> dict[str, Any]:
-    out = {"name": st.name, "type": st.type.value, "message": st.message,
+    out: dict[str, Any] = {"name": st.name, "type": st.type.value, "message": st.message,
            "attempts": st.attempts, "start": st.start, "end": st.end, "worker": st.worker}
     if st.traceback:
         out["traceback"] = st.traceback
+    if st.tries:
+        out["tries"] = [list(t) for t in st.tries]
     return out
 
 

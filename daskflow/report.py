@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from typing import Any
 
+RETRIED = "#f0a030"  # an attempt that failed and was retried
 COLOURS = {"COMPLETED": "#2e9e44", "FAILED": "#d62728", "CRASHED": "#8c1a1a",
            "SKIPPED": "#9e9e9e", "CANCELLED": "#e08a1e", "PENDING": "#c7c7c7",
            "RUNNING": "#1f77b4"}
@@ -215,14 +216,22 @@ def _gantt(states: dict[str, dict], run_state: dict) -> str:
         out.append(f"<text x='4' y='{top + 11}' font-size='11'>{_esc(w[-34:])}</text>"
                    f"<line x1='0' x2='{width}' y1='{top}' y2='{top}' stroke='#eee'/>")
     for name, st, w, lane in placed:
-        x = label_w + (st["start"] - t0) * scale
-        bw = max((st["end"] - st["start"]) * scale, 1.0)
         top = (row_of[w] + lane) * lane_h + 1
-        tip = (f"{name}: {st['name']} in {st['end'] - st['start']:.3f}s, attempt(s) "
-               f"{st.get('attempts') or 0}" + (f" — {st['message']}" if st.get("message") else ""))
-        out.append(f"<rect class='bar' x='{x:.1f}' y='{top}' width='{bw:.1f}' "
-                   f"height='{lane_h - 2}' fill='{COLOURS.get(st['type'], '#555')}'>"
-                   f"<title>{_esc(tip)}</title></rect>")
+        tries = st.get("tries") or [[st["start"], st["end"]]]
+        for i, (begin, end) in enumerate(tries):
+            last = i == len(tries) - 1
+            x = label_w + (begin - t0) * scale
+            bw = max((end - begin) * scale, 1.0)
+            if last:
+                tip = (f"{name}: {st['name']} in {st['end'] - st['start']:.3f}s, "
+                       f"{st.get('attempts') or 0} attempt(s)"
+                       + (f" — {st['message']}" if st.get("message") else ""))
+            else:
+                tip = f"{name}: attempt {i + 1} failed after {end - begin:.3f}s, retried"
+            fill = COLOURS.get(st["type"], "#555") if last else RETRIED
+            out.append(f"<rect class='{'bar' if last else 'retry'}' x='{x:.1f}' y='{top}' "
+                       f"width='{bw:.1f}' height='{lane_h - 2}' fill='{fill}'>"
+                       f"<title>{_esc(tip)}</title></rect>")
     axis = y * lane_h + 14
     for i in range(6):
         x = label_w + i * (width - label_w - 10) / 5
@@ -232,6 +241,9 @@ def _gantt(states: dict[str, dict], run_state: dict) -> str:
     out.append("</svg>")
     legend = " ".join(f"<span>{_badge(k.title(), k)}</span>" for k in COLOURS
                       if any(s["type"] == k for _, s in shown))
+    if any(s.get("tries") for _, s in shown):
+        legend += (f" <span style='display:inline-block;padding:1px 8px;border-radius:9px;"
+                   f"color:#fff;font-weight:600;background:{RETRIED}'>retried attempt</span>")
     more = (f"<p class='muted'>the first {MAX_BARS} of {len(timed)} task runs are drawn</p>"
             if len(timed) > MAX_BARS else "")
     return "".join(out) + f"<div class='legend'>{legend}</div>" + more

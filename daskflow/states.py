@@ -59,7 +59,8 @@ class State:
     """
 
     __slots__ = ("type", "name", "message", "_result", "exception", "traceback",
-                 "attempts", "start", "end", "task_name", "map_index", "worker", "_origin")
+                 "attempts", "start", "end", "task_name", "map_index", "worker", "tries",
+                 "_origin")
 
     def __init__(
         self,
@@ -76,6 +77,7 @@ class State:
         task_name: str = "",
         map_index: int | None = None,
         worker: str | None = None,
+        tries: tuple[tuple[float, float], ...] = (),
     ) -> None:
         self.type = type
         self.name = name or type.value.capitalize()
@@ -89,6 +91,7 @@ class State:
         self.task_name = task_name
         self.map_index = map_index
         self.worker = worker
+        self.tries = tries  # (start, end) of each attempt, when there were retries
         self._origin: Any = None  # (RunInfo, key) of the task run, on a worker
 
     # -- predicates -------------------------------------------------------
@@ -150,7 +153,7 @@ class State:
             self.type, name=self.name, message=self.message, exception=self.exception,
             traceback=self.traceback, attempts=self.attempts, start=self.start,
             end=self.end, task_name=self.task_name, map_index=self.map_index,
-            worker=self.worker,
+            worker=self.worker, tries=self.tries,
         )
 
     def __reduce__(self):

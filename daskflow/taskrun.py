@@ -403,10 +403,22 @@ _PROCESS_EXITS = (SystemExit, KeyboardInterrupt, GeneratorExit)
 
 
 def _attempts(call: Call, args: tuple, kwargs: dict, start: float) -> State:
+    """Run the attempts; a retried task's state keeps each attempt's (start, end)."""
+    marks: list[float] = []  # start of each attempt, and the end of each retried one
+    state = _attempt_loop(call, args, kwargs, start, marks)
+    if len(marks) > 1:
+        end = state.end if state.end is not None else time.time()
+        state.tries = tuple(zip(marks[::2], [*marks[1::2], end]))
+    return state
+
+
+def _attempt_loop(call: Call, args: tuple, kwargs: dict, start: float,
+                  marks: list[float]) -> State:
     spec = call.spec
     attempt = 0
     while True:
         attempt += 1
+        marks.append(time.time())
         token = _context.set(TaskRunContext(call, attempt))
         try:
             prints = _prints.set(True) if spec.log_prints else None
@@ -437,6 +449,7 @@ def _attempts(call: Call, args: tuple, kwargs: dict, start: float) -> State:
             retryable = spec.retry_on is None or isinstance(err, spec.retry_on)
             if attempt > spec.retries or not retryable:
                 return _failed(err, attempt, start, f"{type(err).__name__}: {err}")
+            marks.append(time.time())
             delay = spec.retry_delays[min(attempt - 1, len(spec.retry_delays) - 1)]
             _log_retry(call, attempt, err, delay)
             if spec.task.on_retry:

@@ -76,8 +76,8 @@ def test_the_report_is_one_offline_page(finished, tmp_path):
     for loads in ("<script", "<link", "src=", "@import", "url("):
         assert loads not in page  # nothing to fetch or run: it opens offline
     svg = ET.fromstring(re.search(r"<svg.*?</svg>", page, re.S).group(0))
-    bars = [el for el in svg.iter("{http://www.w3.org/2000/svg}rect")]
-    assert len(bars) == len(finished.states) == 6  # one bar per task run
+    bars = [el for el in svg.iter("{http://www.w3.org/2000/svg}rect") if el.get("class") == "bar"]
+    assert len(bars) == len(finished.states) == 6  # one bar per task run (and one per retry)
     fills = sorted(b.get("fill") for b in bars)
     assert fills.count("#d62728") == 2  # part[3] and total(allow_failure) ... failed
     assert "ValueError: part 3 is corrupt" in page
@@ -244,3 +244,18 @@ def test_the_report_renders_in_a_headless_browser(finished, tmp_path):
         red = sum(1 for p in pixels if p == (0xd6, 0x27, 0x28))
     assert len(colours) > 50  # not blank
     assert green > 1000 and red > 100  # the timeline's bars and the state badges
+
+
+def test_retried_attempts_are_bars_of_their_own(finished, tmp_path):
+    retried = finished.states["part[1]"]
+    assert len(retried.tries) == 2 and retried.tries[0][1] <= retried.tries[1][0]
+    assert retried.tries[0][0] == pytest.approx(retried.start)
+    with open(finished.report(str(tmp_path / "run.html"))) as f:
+        page = f.read()
+    svg = ET.fromstring(re.search(r"<svg.*?</svg>", page, re.S).group(0))
+    classes = [r.get("class") for r in svg.iter("{http://www.w3.org/2000/svg}rect")]
+    assert classes.count("retry") == 2  # part[1] and part[3] each failed once, then retried
+    assert classes.count("bar") == 6
+    assert "retried attempt" in page
+    again = df.FlowRun.from_json(finished.to_json())
+    assert again.states["part[1]"].tries == retried.tries
