@@ -25,7 +25,7 @@ from daskflow.hooks import check_hooks
 R = TypeVar("R")
 
 # Keyword arguments of flow.run/submit/__call__ that are run options, not parameters.
-RUN_OPTIONS = ("cluster", "scatter", "concurrency", "refresh_cache", "progress")
+RUN_OPTIONS = ("cluster", "scatter", "concurrency", "refresh_cache", "progress", "fuse")
 
 
 class Flow(Generic[R]):
@@ -50,6 +50,9 @@ class Flow(Generic[R]):
     result_storage : str, optional
         Where its tasks' results are stored (an fsspec URL; default the
         setting ``daskflow.results.storage``).
+    fuse : bool, optional
+        Fuse linear chains and element-wise map chains into one Dask task
+        each (default: the setting ``daskflow.optimization.fuse``, on).
     on_completion, on_failure, on_crashed, on_cancellation : list of callables, optional
         Flow hooks, each called as ``hook(flow, run)`` on the driver when a
         run ends in that state (see :mod:`daskflow.hooks`).
@@ -68,7 +71,7 @@ class Flow(Generic[R]):
     def __init__(self, fn: Callable[..., R], *, name: str | None = None,
                  cluster: Any = None, scatter: bool = True, concurrency: Any = None,
                  cache: bool | None = None, result_storage: str | None = None,
-                 on_completion: Any = None, on_failure: Any = None, on_crashed: Any = None,
+                 fuse: bool | None = None, on_completion: Any = None, on_failure: Any = None, on_crashed: Any = None,
                  on_cancellation: Any = None) -> None:
         if not callable(fn):
             raise FlowDefinitionError(f"@flow needs a function, got {fn!r}")
@@ -87,6 +90,7 @@ class Flow(Generic[R]):
         self.concurrency = check_concurrency(f"flow {self.name!r}", concurrency)
         self.cache = None if cache is None else bool(cache)
         self.result_storage = result_storage
+        self.fuse = None if fuse is None else bool(fuse)
         self.on_completion = check_hooks("flow", self.name, "on_completion", on_completion)
         self.on_failure = check_hooks("flow", self.name, "on_failure", on_failure)
         self.on_crashed = check_hooks("flow", self.name, "on_crashed", on_crashed)
@@ -128,10 +132,11 @@ class Flow(Generic[R]):
     # -- running ------------------------------------------------------------------
     def __call__(self, *args: Any, cluster: Any = None, scatter: bool | None = None,
                  concurrency: Any = None, refresh_cache: bool = False, progress: Any = None,
-                 **kwargs: Any) -> Any:
+                 fuse: bool | None = None, **kwargs: Any) -> Any:
         builder = current_builder()
         if builder is not None:
-            if cluster is not None or concurrency is not None or refresh_cache or progress:
+            if (cluster is not None or concurrency is not None or refresh_cache or progress
+                    or fuse is not None):
                 raise FlowDefinitionError(
                     f"flow {self.name!r} is called inside another flow, so it shares that "
                     "flow's cluster, limits and cache; remove cluster=, concurrency= and "
@@ -144,11 +149,12 @@ class Flow(Generic[R]):
             finally:
                 builder.exit_flow()
         return self.run(*args, cluster=cluster, scatter=scatter, concurrency=concurrency,
-                        refresh_cache=refresh_cache, progress=progress, **kwargs).result()
+                        refresh_cache=refresh_cache, progress=progress, fuse=fuse,
+                        **kwargs).result()
 
     def run(self, *args: Any, cluster: Any = None, scatter: bool | None = None,
             concurrency: Any = None, refresh_cache: bool = False, progress: Any = None,
-            **kwargs: Any) -> FlowRun:
+            fuse: bool | None = None, **kwargs: Any) -> FlowRun:
         """Run the flow and return its finished :class:`FlowRun`; never raises
         for task errors (a cluster that cannot be used, a lost scheduler, or
         Ctrl-C do raise).
@@ -157,11 +163,13 @@ class Flow(Generic[R]):
         ``scatter=False`` keeps large constants in the graph for this run;
         ``concurrency={"tag": n}`` adds tag concurrency limits (over the flow's);
         ``refresh_cache=True`` recomputes cached tasks and overwrites their results;
-        ``progress=False`` hides the live progress (see :mod:`daskflow.progress`).
+        ``progress=False`` hides the live progress (see :mod:`daskflow.progress`);
+        ``fuse=False`` keeps one Dask task per task run.
         """
         from daskflow import progress as live
 
-        engine = self._engine("run", args, kwargs, cluster, scatter, concurrency, refresh_cache)
+        engine = self._engine("run", args, kwargs, cluster, scatter, concurrency, refresh_cache,
+                              fuse)
         tracker = live.follow(engine.flow_run, live.wanted(progress))
         try:
             return engine.run()
@@ -171,7 +179,7 @@ class Flow(Generic[R]):
 
     def submit(self, *args: Any, cluster: Any = None, scatter: bool | None = None,
                concurrency: Any = None, refresh_cache: bool = False, progress: Any = None,
-               **kwargs: Any) -> FlowRun:
+               fuse: bool | None = None, **kwargs: Any) -> FlowRun:
         """Start the flow and return its live :class:`FlowRun` at once.
 
         The run goes on in a background thread; ``run.wait()``,
@@ -183,14 +191,14 @@ class Flow(Generic[R]):
         from daskflow import progress as live
 
         engine = self._engine("submit", args, kwargs, cluster, scatter, concurrency,
-                              refresh_cache)
+                              refresh_cache, fuse)
         run = engine.submit()
         live.follow(run, live.wanted(progress))  # its thread ends with the run
         return run
 
     def _engine(self, how: str, args: tuple, kwargs: dict, cluster: Any,
                 scatter: bool | None, concurrency: Any = None,
-                refresh_cache: bool = False) -> runner.Engine:
+                refresh_cache: bool = False, fuse: bool | None = None) -> runner.Engine:
         if current_builder() is not None:
             raise FlowDefinitionError(
                 f"{self.name}.{how}() was called inside a flow body; call {self.name}(...) "
@@ -205,7 +213,8 @@ class Flow(Generic[R]):
         return runner.Engine(self.name, params, builder, returned, cluster,
                              self.scatter if scatter is None else scatter, flow=self,
                              limits=resolve_limits(self.concurrency, limits, used),
-                             results=results, plan=plan)
+                             results=results, plan=plan,
+                             fuse=self.fuse if fuse is None else bool(fuse))
 
     def _cache_plan(self, nodes: list, refresh: bool) -> tuple[tuple | None, Any]:
         """The run's result settings and the keys of its nodes, when any task

@@ -128,6 +128,12 @@ class Compiler:
         self._specs: dict[tuple[int, str], TaskSpec] = {}
         self._names: dict[str, str] = {}
         self.plan: Any = None  # a daskflow.cache.Plan when the run stores results
+        self.fuse = False  # fuse linear chains and element-wise map chains (see _plan_fusion)
+        self.max_fused = 20
+        self.keep_real: set[int] = set()  # nodes whose keys must exist (returned ones)
+        self._chains: dict[int, list[Node]] | None = None  # last node index -> its chain
+        self._in_chain: set[int] = set()
+        self._calls: dict[Any, tuple[Call, tuple]] = {}  # chain members' calls by key
         self.synthetic: dict[Any, State] = {}  # states of tasks that did not need to run
 
     # -- public ----------------------------------------------------------------
@@ -154,6 +160,8 @@ class Compiler:
         todo: list[Node] = []
         keys = self.keys
         plan = self.plan
+        if self._chains is None:
+            self._chains = self._plan_fusion() if self.fuse else {}
         with no_gc():
             for node in self._todo:
                 if plan is not None and (node.index in plan.hits or node.index in plan.unneeded):
@@ -172,6 +180,8 @@ class Compiler:
                     for key in as_keys(keys[node.index]):
                         self.resources[key] = node.task.resources
         self._todo = todo
+        if self._chains:
+            self._fuse(dsk)
         return dsk
 
     def needed_later(self) -> set[Any]:
@@ -193,7 +203,13 @@ class Compiler:
         return spec
 
     def _base(self, node: Node) -> str:
-        base = f"{node.name}-{self.token}{node.index:x}"
+        chain = self._chains.get(node.index) if self._chains else None
+        if chain is None:
+            base = f"{node.name}-{self.token}{node.index:x}"
+        else:  # the key of a fused task names the tasks inside it
+            names = [n.name for n in chain]
+            label = "+".join(names) if len(names) <= 3 else f"{names[0]}+..+{names[-1]}"
+            base = f"{label}-{self.token}{node.index:x}"
         self._names[base] = node.name
         return base
 
@@ -251,6 +267,75 @@ class Compiler:
                 _collect_refs(value, whole)
         return [up for up in node.upstream if up.index in whole]
 
+    # -- fusion -------------------------------------------------------------------
+    def _plan_fusion(self) -> dict[int, list[Node]]:
+        """The chains to fuse, by the index of their last node.
+
+        An edge ``a -> b`` fuses when ``b`` is the only node that refers to
+        ``a`` at all (no ``wait_for``, no resource block waiting for it), ``b``
+        depends on ``a`` alone, neither asks for worker resources, neither is
+        served from the cache, ``a``'s result is not returned by the flow, and
+        either both are single calls or ``b`` maps over ``a`` element by
+        element (child i of ``b`` needs child i of ``a`` only).  Chains are cut
+        every ``max_fused`` tasks: a fused task holds one worker thread for
+        all of them, and a lost worker reruns them all.
+        """
+        refs: dict[int, int] = {}
+        referrer: dict[int, Node] = {}
+        for node in self.nodes:
+            for dep in node.dependencies():
+                refs[dep.index] = refs.get(dep.index, 0) + 1
+                referrer[dep.index] = node
+        plan = self.plan
+        skip = (plan.hits | plan.unneeded) if plan is not None else set()
+        nxt: dict[int, Node] = {}
+        for a in self.nodes:
+            if (a.kind != "task" or refs.get(a.index) != 1 or a.index in self.keep_real
+                    or a.task.resources or a.index in skip):
+                continue
+            b = referrer[a.index]
+            if (b.kind != "task" or b.task.resources or b.index in skip
+                    or len(b.upstream) != 1 or b.wait_for or b.setups or b.members):
+                continue
+            if (a.mapped is None and b.mapped is None) or (
+                    a.mapped is not None and b.mapped is not None and _elementwise(b, a)):
+                nxt[a.index] = b
+        targets = {b.index for b in nxt.values()}
+        chains: dict[int, list[Node]] = {}
+        for head in self.nodes:
+            if head.index not in nxt or head.index in targets:
+                continue
+            chain = [head]
+            while chain[-1].index in nxt:
+                chain.append(nxt[chain[-1].index])
+            for start in range(0, len(chain), self.max_fused):
+                piece = chain[start:start + self.max_fused]
+                if len(piece) > 1:
+                    chains[piece[-1].index] = piece
+                    self._in_chain.update(n.index for n in piece)
+        return chains
+
+    def _fuse(self, dsk: dict[Any, _DaskTask]) -> None:
+        """Replace each chain emitted in this stage by one task per element."""
+        from daskflow.taskrun import run_fused
+
+        assert self._chains is not None
+        for last, chain in list(self._chains.items()):
+            if not all(n.index in self.keys and n.index not in self.placeholders
+                       for n in chain):
+                continue
+            columns = [as_keys(self.keys[n.index]) for n in chain]
+            if len({len(c) for c in columns}) != 1 or not all(k in self._calls
+                                                               for c in columns for k in c):
+                continue
+            for row in zip(*columns):
+                calls = tuple(self._calls.pop(k)[0] for k in row[1:])
+                head_call, head_refs = self._calls.pop(row[0])
+                for k in row[:-1]:
+                    del dsk[k]
+                dsk[row[-1]] = Task(row[-1], run_fused, (head_call, *calls), *head_refs)
+            del self._chains[last]
+
     def _emit_from_cache(self, node: Node, dsk: dict[Any, _DaskTask], hit: bool) -> None:
         """A node whose results are all stored: one task per result that loads it
         on a worker (no dependencies); or a node only those needed: no task at
@@ -306,7 +391,10 @@ class Compiler:
         call = Call(spec, node.name, key, None, args, kwargs, s1 or s2,
                     frozenset(allowed) if allowed else _EMPTY, len(data),
                     self.plan.key(node) if spec.cache is not None else None)
-        dsk[key] = Task(key, run_task, call, *map(TaskRef, deps), *map(TaskRef, data))
+        refs = (*map(TaskRef, deps), *map(TaskRef, data))
+        dsk[key] = Task(key, run_task, call, *refs)
+        if node.index in self._in_chain:
+            self._calls[key] = (call, refs)
         self.keys[node.index] = key
         self.state_keys.append(key)
 
@@ -364,8 +452,9 @@ class Compiler:
         common_refs = tuple(map(TaskRef, deps))
         keys = [(base, i) for i in range(n)]
         cached = spec.cache is not None
+        chained = node.index in self._in_chain
         if (not mapped_refs(mapped) and not (s1 or s2) and not common_refs and not self.scattered
-                and not cached):
+                and not cached and not chained):
             self._emit_constant_children(spec, node.name, keys, args, kwargs, mapped, dsk)
         else:
             for i, key in enumerate(keys):
@@ -386,8 +475,10 @@ class Compiler:
                         k[pos] = item
                 call = Call(spec, node.name, key, i, tuple(a), k, sub, child_allowed,
                             len(child_data), self.plan.key(node, i) if cached else None)
-                dsk[key] = Task(key, run_task, call, *common_refs, *map(TaskRef, extra),
-                                *map(TaskRef, child_data))
+                refs = (*common_refs, *map(TaskRef, extra), *map(TaskRef, child_data))
+                dsk[key] = Task(key, run_task, call, *refs)
+                if chained:
+                    self._calls[key] = (call, refs)
         self.keys[node.index] = keys
         self.state_keys.extend(keys)
         return True
@@ -448,6 +539,23 @@ def as_keys(keys: Any) -> list[Any]:
     if keys is None:
         return []
     return keys if isinstance(keys, list) else [keys]
+
+
+def _elementwise(b: Node, a: Node) -> bool:
+    """Whether map ``b`` uses map ``a`` only element by element."""
+    mapped = set(b.mapped or ())
+    seen = False
+    for pos, value in [*enumerate(b.args), *b.kwargs.items()]:
+        if isinstance(value, Ref) and value.node is a:
+            if pos not in mapped:
+                return False
+            seen = True
+            continue
+        found: dict[int, Node] = {}
+        _collect_refs(value, found)
+        if a.index in found:
+            return False
+    return seen
 
 
 def _collect_refs(value: Any, found: dict[int, Node]) -> None:

@@ -316,7 +316,7 @@ class Engine:
     def __init__(self, name: str, params: dict[str, Any], builder: Any, returned: Any,
                  cluster: Any, scatter: bool = True, flow: Any = None,
                  limits: tuple[tuple[str, int], ...] = (), results: tuple | None = None,
-                 plan: Any = None) -> None:
+                 plan: Any = None, fuse: bool | None = None) -> None:
         self.name = name
         self.flow = flow
         self.params = params
@@ -327,6 +327,7 @@ class Engine:
         self.scatter = scatter
         self.limits = limits
         self.results, self.plan = results, plan
+        self.fuse = fuse
         self.run_id = new_token()
         self.flow_run = FlowRun(name, self.run_id, params)
         self.compiler: Compiler | None = None
@@ -397,6 +398,9 @@ class Engine:
             self.plan.check(self.builder.nodes, self.returned_nodes)
         compiler = self.compiler = Compiler(self.builder.nodes, run, token=self.run_id)
         compiler.plan = self.plan
+        compiler.fuse = bool(config.get("optimization.fuse")) if self.fuse is None else self.fuse
+        compiler.max_fused = int(config.get("optimization.max-fused"))
+        compiler.keep_real = {n.index for n in self.returned_nodes}
         compiler.check_pickle = not isinstance(backend, SyncBackend)
         self.flow_run._live = lambda: self._labelled(
             monitor.snapshot(), lambda key: State(StateType.PENDING))

@@ -261,10 +261,28 @@ def _finish(call: Call, state: State) -> State:
     state._origin = (run, call.key)
     if not states._serialization_registered:
         states.register_serialization()
-    events.emit(worker, run, state_msg=events.encode_state(call.key, state), at_transition=True)
+    events.emit(worker, run, state_msg=events.encode_state(call.key, state),
+                at_transition=not getattr(_fused, "inner", False))
     if call.spec.task.has_hooks:
         _state_hooks(call, state, task_hooks_for(call.spec.task, state), secede=True)
     return state
+
+
+_fused = threading.local()  # .inner: this thread runs a task inside a fused one, not its last
+
+
+def run_fused(calls: tuple[Call, ...], *inputs: Any) -> State:
+    """Several tasks in one Dask task: each runs through :func:`run_task`
+    (its own state, retries, hooks, logs), the next one receiving its state.
+    The states of all but the last are sent as they end."""
+    _fused.inner = True
+    try:
+        state = run_task(calls[0], *inputs)
+        for call in calls[1:-1]:
+            state = run_task(call, state)
+    finally:
+        _fused.inner = False
+    return run_task(calls[-1], state)
 
 
 def _state_hooks(call: Call, state: State, chosen: tuple, secede: bool) -> None:

@@ -23,7 +23,7 @@ def test_all_is_sorted_and_complete():
     public = {n for n in dir(df) if not n.startswith("_")} - {
         "build", "config", "exceptions", "flow", "flowrun", "graph", "resources", "runner",
         "signals", "states", "task", "taskrun", "visualize", "annotations", "cli", "scatter",
-        "events", "specs", "scheduler_plugin", "hooks", "concurrency", "schedule", "report", "cache"}
+        "events", "specs", "scheduler_plugin", "hooks", "concurrency", "schedule", "report", "cache", "progress"}
     assert public <= set(df.__all__) | {"flow", "task"}
 
 
