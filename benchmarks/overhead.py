@@ -1,7 +1,9 @@
 """Per-task overhead: daskflow vs raw Dask futures vs dask.delayed, side by side.
 
 W1: a map of a trivial task over N inputs, then a sum.  W2: a chain of 200
-trivial tasks.  ONE: a one-task flow against ``client.submit(f).result()``;
+trivial tasks.  W4: three maps chained element-wise over N inputs, then a sum
+(raw futures: three ``client.map`` calls and a ``submit``).  "daskflow
+unfused" is daskflow with ``fuse=False``.  ONE: a one-task flow against ``client.submit(f).result()``;
 EMPTY: a flow with no task against a no-op ``submit().result()``.  Every system runs in this one process against the same
 LocalCluster (2 workers x 1 thread), started before timing; runs alternate
 between systems so that drift on a noisy machine hits all of them alike.
@@ -26,8 +28,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import workloads  # noqa: E402
 
 CASES = [("one", 1, 200), ("empty", 1, 200), ("w1", 1000, 5), ("w1", 5000, 3),
-         ("w1", 20000, 3), ("w2", 200, 5)]
-QUICK = [("one", 1, 50), ("empty", 1, 50), ("w1", 1000, 3), ("w1", 5000, 2), ("w2", 200, 3)]
+         ("w1", 20000, 3), ("w2", 200, 5), ("w4", 5000, 3)]
+QUICK = [("one", 1, 50), ("empty", 1, 50), ("w1", 1000, 3), ("w1", 5000, 2), ("w2", 200, 3),
+         ("w4", 1000, 3)]
 
 
 def measure(client, cases):
@@ -43,7 +46,7 @@ def measure(client, cases):
                 times[name].append(time.perf_counter() - start)
                 assert value == workloads.EXPECTED[workload](n), (name, value)
         base = statistics.median(times["dask futures"])
-        tasks = n + 1 if workload == "w1" else max(n, 1)
+        tasks = n + 1 if workload == "w1" else 3 * n + 1 if workload == "w4" else max(n, 1)
         for name, ts in times.items():
             med = statistics.median(ts)
             rows.append({"workload": workload, "n": n, "system": name, "median_s": med,

@@ -38,6 +38,11 @@ def w2_flow(n: int):
 
 
 @df.flow
+def w4_flow(n: int):
+    return total_t(inc_t.map(inc_t.map(inc_t.map(range(n)))))
+
+
+@df.flow
 def empty_flow():
     return None
 
@@ -63,6 +68,17 @@ def w2_daskflow(client, n):
     return w2_flow(n, cluster=client)
 
 
+def w4_daskflow(client, n):
+    return w4_flow(n, cluster=client)
+
+
+UNFUSED = {"w1": lambda c, n: w1_flow(n, cluster=c, fuse=False),
+           "w2": lambda c, n: w2_flow(n, cluster=c, fuse=False),
+           "w4": lambda c, n: w4_flow(n, cluster=c, fuse=False),
+           "one": lambda c, n: one_flow(cluster=c, fuse=False),
+           "empty": lambda c, n: empty_flow(cluster=c, fuse=False)}
+
+
 # -- raw Dask futures ----------------------------------------------------------------
 def one_futures(client, n):
     return client.submit(inc, 1, pure=False).result()
@@ -75,6 +91,14 @@ def empty_futures(client, n):
 def w1_futures(client, n):
     futures = client.map(inc, range(n), pure=False)
     return client.submit(total, futures, pure=False).result()
+
+
+def w4_futures(client, n):
+    """Three maps chained the natural way, then a sum."""
+    a = client.map(inc, range(n), pure=False)
+    b = client.map(inc, a, pure=False)
+    c = client.map(inc, b, pure=False)
+    return client.submit(total, c, pure=False).result()
 
 
 def w2_futures(client, n):
@@ -98,6 +122,13 @@ def w1_delayed(client, n):
     return dask.delayed(total, pure=False)(parts).compute(scheduler=client)
 
 
+def w4_delayed(client, n):
+    parts = [dask.delayed(inc, pure=False)(i) for i in range(n)]
+    parts = [dask.delayed(inc, pure=False)(p) for p in parts]
+    parts = [dask.delayed(inc, pure=False)(p) for p in parts]
+    return dask.delayed(total, pure=False)(parts).compute(scheduler=client)
+
+
 def w2_delayed(client, n):
     x = dask.delayed(inc, pure=False)(0)
     for _ in range(n - 1):
@@ -106,14 +137,16 @@ def w2_delayed(client, n):
 
 
 EXPECTED = {"w1": lambda n: sum(range(1, n + 1)), "w2": lambda n: n,
+            "w4": lambda n: sum(range(3, n + 3)),
             "one": lambda n: 2, "empty": lambda n: None}
 SYSTEMS = {
-    "daskflow": {"w1": w1_daskflow, "w2": w2_daskflow, "one": one_daskflow,
-                 "empty": empty_daskflow},
-    "dask futures": {"w1": w1_futures, "w2": w2_futures, "one": one_futures,
-                     "empty": empty_futures},
-    "dask.delayed": {"w1": w1_delayed, "w2": w2_delayed, "one": one_delayed,
-                     "empty": empty_delayed},
+    "daskflow": {"w1": w1_daskflow, "w2": w2_daskflow, "w4": w4_daskflow,
+                 "one": one_daskflow, "empty": empty_daskflow},
+    "daskflow unfused": UNFUSED,
+    "dask futures": {"w1": w1_futures, "w2": w2_futures, "w4": w4_futures,
+                     "one": one_futures, "empty": empty_futures},
+    "dask.delayed": {"w1": w1_delayed, "w2": w2_delayed, "w4": w4_delayed,
+                     "one": one_delayed, "empty": empty_delayed},
 }
 
 

@@ -316,25 +316,30 @@ class Compiler:
         return chains
 
     def _fuse(self, dsk: dict[Any, _DaskTask]) -> None:
-        """Replace each chain emitted in this stage by one task per element."""
+        """Make one task per element of each chain emitted in this stage; the
+        calls of a chain that cannot be fused after all become tasks of their own."""
         from daskflow.taskrun import run_fused
 
         assert self._chains is not None
+        calls = self._calls
         for last, chain in list(self._chains.items()):
-            if not all(n.index in self.keys and n.index not in self.placeholders
-                       for n in chain):
-                continue
+            if not all(n.index in self.keys for n in chain):
+                continue  # not emitted yet
+            del self._chains[last]
             columns = [as_keys(self.keys[n.index]) for n in chain]
-            if len({len(c) for c in columns}) != 1 or not all(k in self._calls
-                                                               for c in columns for k in c):
+            if (any(n.index in self.placeholders for n in chain)
+                    or len({len(c) for c in columns}) != 1
+                    or not all(k in calls for c in columns for k in c)):
+                for column in columns:
+                    for k in column:
+                        if k in calls:
+                            call, refs = calls.pop(k)
+                            dsk[k] = Task(k, run_task, call, *refs)
                 continue
             for row in zip(*columns):
-                calls = tuple(self._calls.pop(k)[0] for k in row[1:])
-                head_call, head_refs = self._calls.pop(row[0])
-                for k in row[:-1]:
-                    del dsk[k]
-                dsk[row[-1]] = Task(row[-1], run_fused, (head_call, *calls), *head_refs)
-            del self._chains[last]
+                head_call, head_refs = calls.pop(row[0])
+                fused = (head_call, *(calls.pop(k)[0] for k in row[1:]))
+                dsk[row[-1]] = Task(row[-1], run_fused, fused, *head_refs)
 
     def _emit_from_cache(self, node: Node, dsk: dict[Any, _DaskTask], hit: bool) -> None:
         """A node whose results are all stored: one task per result that loads it
@@ -392,9 +397,10 @@ class Compiler:
                     frozenset(allowed) if allowed else _EMPTY, len(data),
                     self.plan.key(node) if spec.cache is not None else None)
         refs = (*map(TaskRef, deps), *map(TaskRef, data))
-        dsk[key] = Task(key, run_task, call, *refs)
-        if node.index in self._in_chain:
+        if node.index in self._in_chain:  # its task is made when the chain is fused
             self._calls[key] = (call, refs)
+        else:
+            dsk[key] = Task(key, run_task, call, *refs)
         self.keys[node.index] = key
         self.state_keys.append(key)
 
@@ -476,9 +482,10 @@ class Compiler:
                 call = Call(spec, node.name, key, i, tuple(a), k, sub, child_allowed,
                             len(child_data), self.plan.key(node, i) if cached else None)
                 refs = (*common_refs, *map(TaskRef, extra), *map(TaskRef, child_data))
-                dsk[key] = Task(key, run_task, call, *refs)
-                if chained:
+                if chained:  # its task is made when the chain is fused
                     self._calls[key] = (call, refs)
+                else:
+                    dsk[key] = Task(key, run_task, call, *refs)
         self.keys[node.index] = keys
         self.state_keys.extend(keys)
         return True
