@@ -18,7 +18,7 @@ from daskflow import runner
 from daskflow.build import Builder, Ref, check_built, current_builder
 from daskflow.concurrency import check as check_concurrency
 from daskflow.concurrency import resolve as resolve_limits
-from daskflow.exceptions import FlowDefinitionError, ParameterError
+from daskflow.exceptions import FlowDefinitionError, ParameterError, check_options
 from daskflow.flowrun import FlowRun
 from daskflow.hooks import check_hooks
 
@@ -103,9 +103,16 @@ class Flow(Generic[R]):
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as err:
+            import difflib
+
             names = ", ".join(self.signature.parameters) or "none"
+            suggestion = ""
+            for key in kwargs:
+                close = difflib.get_close_matches(key, RUN_OPTIONS, n=1)
+                if key not in self.signature.parameters and close:
+                    suggestion = f" (did you mean the run option {close[0]}=?)"
             raise ParameterError(
-                f"flow {self.name!r}: {err}; its parameters are: {names}") from None
+                f"flow {self.name!r}: {err}{suggestion}; its parameters are: {names}") from None
         bound.apply_defaults()
         params = dict(bound.arguments)
         hints = _hints(self.fn)
@@ -281,6 +288,8 @@ class Flow(Generic[R]):
 
 def flow(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Make a function a flow: ``@flow`` or ``@flow(name=..., cluster=...)``."""
+    check_options("@flow", options, [p for p in inspect.signature(Flow.__init__).parameters
+                                     if p not in ("self", "fn")])
     if fn is None:
         return lambda f: Flow(f, **options)
     return Flow(fn, **options)

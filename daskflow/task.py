@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar, overload
 from daskflow import signals
 from daskflow.build import Ref, current_builder
 from daskflow.cache import check_expiration
-from daskflow.exceptions import FlowDefinitionError
+from daskflow.exceptions import FlowDefinitionError, check_options
 from daskflow.hooks import check_hooks
 
 R = TypeVar("R")
@@ -328,6 +328,11 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
 
     See :class:`Task` for the options.
     """
+    check_options("@task", options, _TASK_OPTIONS)
     if fn is None:
         return lambda f: Task(f, **options)
     return Task(fn, **options)
+
+
+_TASK_OPTIONS = tuple(p for p in inspect.signature(Task.__init__).parameters
+                      if p not in ("self", "fn"))

@@ -201,3 +201,12 @@ def test_each_run_is_a_span_on_the_scheduler(client):
     run = pictured.run(n=3, cluster=client)
     assert run.state.is_completed()
     assert [pictured.name, f"run {run.run_id}"] in client.run_on_scheduler(_span_names)
+
+
+def test_a_typo_in_an_option_says_what_was_meant():
+    with pytest.raises(df.FlowDefinitionError, match="'cache_expiraton' .did you mean 'cache_expiration'"):
+        df.task(cache_expiraton=3)
+    with pytest.raises(df.FlowDefinitionError, match="'concurency' .did you mean 'concurrency'"):
+        df.flow(concurency={"db": 1})
+    with pytest.raises(df.ParameterError, match="did you mean the run option concurrency="):
+        pictured.run(concurency={"db": 1}, cluster="sync")
