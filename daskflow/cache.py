@@ -65,18 +65,11 @@ log = logging.getLogger("daskflow.cache")
 
 
 def check_expiration(owner: str, value: Any) -> float | None:
+    from daskflow.config import positive_seconds
+
     if value is None:
         return None
-    if isinstance(value, dt.timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        raise FlowDefinitionError(f"cache_expiration of {owner} must be seconds or a "
-                                  f"timedelta, got {value!r}")
-    if seconds <= 0:
-        raise FlowDefinitionError(f"cache_expiration of {owner} must be positive, got {value!r}")
-    return seconds
+    return positive_seconds(value, f"cache_expiration of {owner}", FlowDefinitionError)
 
 
 class Settings:

@@ -211,24 +211,9 @@ class Interval:
 
 
 def interval_seconds(interval: Any) -> float:
-    if isinstance(interval, dt.timedelta):
-        seconds = interval.total_seconds()
-    elif isinstance(interval, (int, float)) and not isinstance(interval, bool):
-        seconds = float(interval)
-    elif isinstance(interval, str):
-        from dask.utils import parse_timedelta
+    from daskflow.config import positive_seconds
 
-        try:
-            seconds = float(parse_timedelta(interval, default="seconds"))
-        except (ValueError, KeyError):
-            raise ScheduleError(f"interval={interval!r} is not a duration; give seconds, a "
-                                "timedelta or a string such as '10m'") from None
-    else:
-        raise ScheduleError(f"interval= must be seconds, a timedelta or a string such as "
-                            f"'10m', got {type(interval).__name__} {interval!r}")
-    if seconds <= 0:
-        raise ScheduleError(f"interval={interval!r} must be positive")
-    return seconds
+    return positive_seconds(interval, "interval", ScheduleError)
 
 
 # -- the clock ------------------------------------------------------------------------

@@ -368,8 +368,11 @@ def test_flow_wide_cache_and_a_task_that_opts_out(paths):
 
 
 def test_bad_cache_options_are_clear_errors():
-    with pytest.raises(df.FlowDefinitionError, match="cache_expiration of task 'f' must be"):
+    with pytest.raises(df.FlowDefinitionError, match="cache_expiration of task 'f'='a week' is not a duration"):
         df.task(lambda: 1, name="f", cache=True, cache_expiration="a week")
+    with pytest.raises(df.FlowDefinitionError, match="cache_expiration of task 'f' must be seconds"):
+        df.task(lambda: 1, name="f", cache=True, cache_expiration=[7])
+    assert df.task(lambda: 1, cache=True, cache_expiration="7d").cache_expiration == 7 * 86400
     with pytest.raises(df.FlowDefinitionError, match="serializer of task 'f' must be"):
         df.task(lambda: 1, name="f", serializer="json")
     with pytest.raises(df.FlowDefinitionError, match="cache_version of task 'f' must be a str"):
