@@ -22,7 +22,7 @@ def six_threads():
     with dask.config.set({"distributed.scheduler.locks.lease-timeout": "2s",
                           "distributed.scheduler.locks.lease-validation-interval": "0.5s"}):
         with LocalCluster(n_workers=2, threads_per_worker=3, processes=True,
-                          dashboard_address=None) as cluster:
+                          dashboard_address=":0") as cluster:
             with Client(cluster, set_as_default=False) as client:
                 yield client
 

@@ -182,7 +182,7 @@ def test_a_fused_chain_whose_worker_dies_completes(tmp_path):
     from distributed import Client, LocalCluster
 
     marker = str(tmp_path / "marker")
-    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster, \
             Client(cluster, set_as_default=False) as client:
         run = killed_chain.run(marker, cluster=client)
         assert run.result() == 3 and os.path.exists(marker)

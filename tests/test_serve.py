@@ -289,7 +289,7 @@ def test_cli_serve_usage_errors(tmp_path):
 
 def test_a_cluster_it_starts_is_kept_between_runs_and_closed(tmp_path, state_dir):
     path = str(tmp_path / "runs.jsonl")
-    spec = df.clusters.Local(n_workers=1, threads_per_worker=1, dashboard_address=None)
+    spec = df.clusters.Local(n_workers=1, threads_per_worker=1, dashboard_address=":0")
     runs = job.serve(interval=0.5, limit=2, parameters={"path": path}, cluster=spec,
                      state_dir=state_dir)
     assert [r.state.is_completed() for r in runs] == [True, True]
