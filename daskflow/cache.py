@@ -256,6 +256,14 @@ def storage_options() -> dict[str, Any]:
     return dict(config.get("results.storage-options") or {})
 
 
+def _log() -> Any:
+    """The run's logger inside a task, else daskflow.cache (imported late:
+    taskrun imports this module through specs)."""
+    from daskflow.taskrun import task_logger
+
+    return task_logger(log)
+
+
 def _fs(url: str, options: dict[str, Any] | None = None) -> tuple[Any, str]:
     from fsspec.core import url_to_fs
 
@@ -321,8 +329,8 @@ def load(settings: Settings, key: str, task_name: str) -> Any:
     except FileNotFoundError:
         return MISS
     except Exception as err:
-        log.warning("cache record of %s (%s) could not be read (%s: %s); recomputing",
-                    task_name, key, type(err).__name__, err)
+        _log().warning("cache record of %s (%s) could not be read (%s: %s); recomputing",
+                       task_name, key, type(err).__name__, err)
         return MISS
     if meta.get("expires") is not None and meta["expires"] <= time.time():
         return MISS
@@ -332,8 +340,8 @@ def load(settings: Settings, key: str, task_name: str) -> Any:
             raise ValueError(f"{len(data)} bytes where {meta['size']} were written")
         return _loads(data, meta["serializer"], settings.serializer)
     except Exception as err:
-        log.warning("cached result of %s (%s) could not be read (%s: %s); recomputing",
-                    task_name, key, type(err).__name__, err)
+        _log().warning("cached result of %s (%s) could not be read (%s: %s); recomputing",
+                       task_name, key, type(err).__name__, err)
         return MISS
 
 
@@ -343,9 +351,9 @@ def store(settings: Settings, key: str, value: Any, task_name: str, flow_name: s
     try:
         data, kind = _dumps(value, settings.serializer)
     except Exception as err:
-        _logger().warning("the result of %s could not be serialized for the cache (%s: %s); "
-                          "the task stays Completed but is not stored", task_name,
-                          type(err).__name__, err)
+        _log().warning("the result of %s could not be serialized for the cache (%s: %s); "
+                       "the task stays Completed but is not stored", task_name,
+                       type(err).__name__, err)
         return False
     fs, root = _fs(settings.storage, settings.options)
     folder, meta_path = _paths(root, key)
@@ -363,9 +371,9 @@ def store(settings: Settings, key: str, value: Any, task_name: str, flow_name: s
             f.write(data)
         _write_atomic(fs, meta_path, json.dumps(meta).encode())
     except Exception as err:
-        _logger().warning("the result of %s could not be written to %s (%s: %s); the task "
-                          "stays Completed but is not stored", task_name, settings.storage,
-                          type(err).__name__, err)
+        _log().warning("the result of %s could not be written to %s (%s: %s); the task "
+                       "stays Completed but is not stored", task_name, settings.storage,
+                       type(err).__name__, err)
         return False
     return True
 
@@ -384,12 +392,6 @@ def _write_atomic(fs: Any, path: str, data: bytes) -> None:
         os.replace(tmp, path)
     else:
         fs.pipe_file(path, data)
-
-
-def _logger() -> Any:
-    from daskflow.taskrun import _context, get_run_logger
-
-    return get_run_logger() if _context.get() is not None else log
 
 
 def records(url: str, options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -508,7 +510,7 @@ class Plan:
         """Find, before compiling, the cached nodes whose results are all
         stored (reading only metadata, one batch per store) and the nodes
         that only those need, which then do not run at all."""
-        wanted: dict[str, dict[str, tuple[int, int]]] = {}  # storage -> meta path -> node
+        wanted: dict[str, dict[str, int]] = {}  # storage -> record path -> node index
         options: dict[str, dict[str, Any]] = {}
         counts: dict[int, int] = {}
         for node in nodes:
@@ -527,7 +529,7 @@ class Plan:
             options[st.storage] = st.options
             paths = wanted.setdefault(st.storage, {})
             for k in keys:
-                paths[_paths(root, k)[1]] = (node.index, 0)
+                paths[_paths(root, k)[1]] = node.index
             counts[node.index] = len(keys)
         found: dict[int, int] = {}
         now = time.time()
@@ -544,9 +546,9 @@ class Plan:
                     meta = json.loads(raw)
                 except ValueError:
                     continue
-                entry = paths.get(path)
-                if entry is not None and (meta.get("expires") is None or meta["expires"] > now):
-                    found[entry[0]] = found.get(entry[0], 0) + 1
+                index = paths.get(path)
+                if index is not None and (meta.get("expires") is None or meta["expires"] > now):
+                    found[index] = found.get(index, 0) + 1
         stored = {i for i, n in found.items() if n == counts[i]}
         if not stored:
             return
@@ -578,13 +580,6 @@ class Plan:
 
 class _Fresh(Exception):
     """An upstream task without a key: this one has none either."""
-
-
-class _RefKey:
-    __slots__ = ("key",)
-
-    def __init__(self, key: str) -> None:
-        self.key = key
 
 
 def _plain(value: Any, plan: Plan | None = None) -> Any:

@@ -117,7 +117,7 @@ class FlowRun:
         """A few readable lines: the flow's state, then one line per task name."""
         groups: dict[str, Counter] = {}
         for name, st in self.states.items():
-            base = name.split("[", 1)[0] if st.map_index is not None else name
+            base = task_group(name, st.map_index is not None)
             groups.setdefault(base, Counter())[st.name] += 1
         dur = f" in {self.duration:.2f}s" if self.duration is not None else ""
         lines = [f"Flow run {self.flow_name!r} ({self.run_id}) {self.state.name}{dur}"
@@ -196,6 +196,11 @@ class FlowRun:
         from daskflow.report import run_html
 
         return run_html(self.record(), live=not self.done())
+
+
+def task_group(name: str, mapped: bool) -> str:
+    """The task a task run belongs to: ``"decode"`` for ``"decode[3]"`` of a map."""
+    return name.split("[", 1)[0] if mapped else name
 
 
 def _state_record(st: State) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from daskflow.exceptions import NotifyError
+from daskflow.taskrun import task_logger
 
 ONLY = ("Failed", "Crashed")
 _FIELDS = ("flow", "task", "state", "type", "message", "run_id", "duration", "dashboard")
@@ -117,11 +118,11 @@ class _Notifier:
                 return True
             except Exception as err:
                 if attempt == attempts:
-                    _logger().error("%s to %s failed %d time(s), giving up: %s: %s", self.kind,
+                    task_logger(log).error("%s to %s failed %d time(s), giving up: %s: %s", self.kind,
                                     self.where(), attempts, type(err).__name__, err)
                     return False
                 delay = self.retry_delay * 2 ** (attempt - 1)
-                _logger().warning("%s to %s failed (%s: %s); trying again in %gs", self.kind,
+                task_logger(log).warning("%s to %s failed (%s: %s); trying again in %gs", self.kind,
                                   self.where(), type(err).__name__, err, delay)
                 time.sleep(delay)
         return False  # pragma: no cover - the loop returns
@@ -134,13 +135,6 @@ class _Notifier:
 
     def __repr__(self) -> str:
         return f"<{self.__name__} to {self.where()} only={sorted(self.only or ()) or 'all'}>"
-
-
-def _logger() -> Any:
-    """The run logger inside a task (its records reach the driver), else daskflow.notify."""
-    from daskflow.taskrun import _context, get_run_logger
-
-    return get_run_logger() if _context.get() is not None else log
 
 
 class Webhook(_Notifier):

@@ -25,6 +25,8 @@ import time
 from collections import Counter
 from typing import Any
 
+from daskflow.flowrun import task_group
+
 INTERVAL = 0.25  # seconds between redraws
 _WORST = ("CRASHED", "FAILED", "CANCELLED", "RUNNING", "PENDING", "SKIPPED", "COMPLETED")
 _BAR_STYLE = {"COMPLETED": "success", "SKIPPED": "info", "FAILED": "danger",
@@ -78,7 +80,7 @@ class Group:
 def groups_of(states: dict[str, Any]) -> list[Group]:
     out: dict[str, Group] = {}
     for name, st in states.items():
-        base = name.split("[", 1)[0] if st.map_index is not None else name
+        base = task_group(name, st.map_index is not None)
         group = out.get(base)
         if group is None:
             group = out[base] = Group(base)

@@ -16,6 +16,8 @@ import time
 from collections import Counter
 from typing import Any
 
+from daskflow.flowrun import task_group
+
 RETRIED = "#f0a030"  # an attempt that failed and was retried
 COLOURS = {"COMPLETED": "#2e9e44", "FAILED": "#d62728", "CRASHED": "#8c1a1a",
            "SKIPPED": "#9e9e9e", "CANCELLED": "#e08a1e", "PENDING": "#c7c7c7",
@@ -46,10 +48,6 @@ def _badge(name: str, kind: str) -> str:
 
 def _secs(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}s"
-
-
-def _base(name: str, st: dict) -> str:
-    return name.split("[", 1)[0] if "[" in name and name.endswith("]") else name
 
 
 def render(record: dict[str, Any]) -> str:
@@ -157,7 +155,8 @@ def _task_table(states: dict[str, dict], max_groups: int | None = None,
                 heading: bool = True) -> str:
     groups: dict[str, list[dict]] = {}
     for name, st in states.items():
-        groups.setdefault(_base(name, st), []).append(st)
+        # a record keeps labels only: a map child's ends with "[i]"
+        groups.setdefault(task_group(name, name.endswith("]")), []).append(st)
     rows = []
     shown = list(groups.items())
     if max_groups is not None and len(shown) > max_groups:

@@ -194,6 +194,12 @@ def get_run_logger() -> logging.LoggerAdapter:
     return logging.LoggerAdapter(_task_logger(), extra)
 
 
+def task_logger(fallback: logging.Logger) -> Any:
+    """The run logger inside a running task (its records reach the driver),
+    else ``fallback``: for code that runs both in tasks and on the driver."""
+    return get_run_logger() if _context.get() is not None else fallback
+
+
 def _current_worker() -> Any:
     from distributed.worker import thread_state
 
