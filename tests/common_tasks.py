@@ -30,5 +30,11 @@ def linger(seconds):
 
 
 @df.flow
+def mapped(n: int = 4):
+    """A map and a sum: the first flow every provider's tests run."""
+    return total(inc.map(list(range(n))))
+
+
+@df.flow
 def long_flow(seconds: float):
     return linger(seconds)

@@ -75,6 +75,16 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float, what: str) -> N
     raise RuntimeError(f"{what} did not listen on port {port} within {timeout}s")
 
 
+def seconds_until(done, timeout: float, interval: float = 0.1) -> float | None:
+    """Seconds until ``done()`` holds, or None if it did not within ``timeout``."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if done():
+            return time.monotonic() - start
+        time.sleep(interval)
+    return None
+
+
 def stop(proc: subprocess.Popen | None, timeout: float = 10) -> None:
     if proc is None or proc.poll() is not None:
         return
@@ -115,12 +125,7 @@ class ThrowawayUser:
         return out
 
     def wait_no_processes(self, timeout: float) -> float | None:
-        start = time.monotonic()
-        while time.monotonic() - start < timeout:
-            if not [p for p in self.processes() if _running(p)]:
-                return time.monotonic() - start
-            time.sleep(0.1)
-        return None
+        return seconds_until(lambda: not [p for p in self.processes() if _running(p)], timeout)
 
     def remove(self) -> None:
         for proc in self.processes():
@@ -272,12 +277,7 @@ c.Backend.cluster_options = Options(
         return [p for p in children if _running(p) and "dask-gateway-proxy" not in _name(p)]
 
     def wait_no_clusters(self, timeout: float) -> float | None:
-        start = time.monotonic()
-        while time.monotonic() - start < timeout:
-            if not self.processes():
-                return time.monotonic() - start
-            time.sleep(0.1)
-        return None
+        return seconds_until(lambda: not self.processes(), timeout)
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -403,12 +403,7 @@ class Slurm:
         return self.run("squeue", "-h", "-o", "%i").split()
 
     def wait_no_jobs(self, timeout: float) -> float | None:
-        start = time.monotonic()
-        while time.monotonic() - start < timeout:
-            if not self.jobs():
-                return time.monotonic() - start
-            time.sleep(0.2)
-        return None
+        return seconds_until(lambda: not self.jobs(), timeout, interval=0.2)
 
     def close(self) -> None:
         if "slurmctld" in self.procs and self.procs["slurmctld"].poll() is None:

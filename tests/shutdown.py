@@ -38,13 +38,24 @@ def run_spec_driver(spec, mode, sig, tmp_path, env=None, start_timeout=120.0):
         proc = subprocess.Popen([sys.executable, os.path.join(TESTS, "drivers", "spec_driver.py"),
                                  mode, out, spec_file], env=env, stdout=subprocess.DEVNULL,
                                 stderr=log)
+    return drive(proc, out, sig, start_timeout, 90, str(tmp_path / f"{mode}-{sig}.log"))
+
+
+def drive(proc: subprocess.Popen, out: str, sig: int | None, start_timeout: float,
+          wait_timeout: float, log: str | None = None) -> tuple[dict, int, float]:
+    """Wait for a driver to write ``out`` (what it started), signal it a second
+    later if told, and wait for its end; return (info, exit code, monotonic
+    time of its end or signal).  The driver is killed if anything goes wrong."""
     try:
         deadline = time.monotonic() + start_timeout
         while not os.path.exists(out):
             if proc.poll() is not None and not os.path.exists(out):
-                with open(str(tmp_path / f"{mode}-{sig}.log")) as f:
-                    raise AssertionError(f"the driver exited ({proc.returncode}) before starting "
-                                         f"its cluster:\n{f.read()[-3000:]}")
+                tail = ""
+                if log is not None:
+                    with open(log) as f:
+                        tail = ":\n" + f.read()[-3000:]
+                raise AssertionError(f"the driver exited ({proc.returncode}) before starting "
+                                     f"its cluster{tail}")
             assert time.monotonic() < deadline, "the driver did not start its cluster in time"
             time.sleep(0.05)
         with open(out) as f:
@@ -53,7 +64,7 @@ def run_spec_driver(spec, mode, sig, tmp_path, env=None, start_timeout=120.0):
             time.sleep(1.0)  # let the flow run start
             proc.send_signal(sig)
         start = time.monotonic()
-        code = proc.wait(timeout=90)
+        code = proc.wait(timeout=wait_timeout)
         return info, code, start
     finally:
         if proc.poll() is None:

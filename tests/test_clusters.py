@@ -15,6 +15,8 @@ import psutil
 import pytest
 from conftest import SHUTDOWN_TIMES as TIMINGS
 from conftest import TESTS, dask_env, start_cluster, stop_cluster
+from services import seconds_until
+from shutdown import drive
 
 import daskflow as df
 from daskflow import cli
@@ -33,13 +35,9 @@ def small(x: int = 1):
 
 def gone(pids, timeout=30.0):
     """Seconds until every pid has exited, or None if some are still alive."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-                   for p in pids):
-            return time.monotonic() - start
-        time.sleep(0.05)
-    return None
+    return seconds_until(lambda: not any(
+        psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+        for p in pids), timeout, interval=0.05)
 
 
 def test_local_as_context_manager(cleanup):
@@ -231,24 +229,8 @@ def run_driver(mode, tmp_path, signal_to_send=None, address=None):
     proc = subprocess.Popen([sys.executable, os.path.join(TESTS, "drivers", "local_driver.py"),
                              mode, out, *([address] if address else [])], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while not os.path.exists(out):
-            assert time.monotonic() < deadline and proc.poll() is None or os.path.exists(out), \
-                "the driver did not start its cluster"
-            time.sleep(0.05)
-        with open(out) as f:
-            info = json.load(f)
-        if signal_to_send is not None:
-            time.sleep(1.0)  # let the flow run start
-            proc.send_signal(signal_to_send)
-        start = time.monotonic()
-        code = proc.wait(timeout=60)
-        return info, code, (None if address else gone(info["pids"])), start
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    info, code, start = drive(proc, out, signal_to_send, 60, 60)
+    return info, code, (None if address else gone(info["pids"])), start
 
 
 @pytest.mark.parametrize("mode,sig", [("normal", None), ("raise", None), ("wait", signal.SIGINT),

@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from common_tasks import inc, total
+from common_tasks import mapped
 from conftest import SHUTDOWN_TIMES as TIMINGS
 from conftest import TESTS
 from shutdown import EXIT_CODES, SCENARIOS, check_record, label, run_spec_driver
@@ -42,11 +42,6 @@ def gateway_spec(gateway, **kwargs):
 def _basic_auth(monkeypatch):
     # dask-gateway's "basic" auth sends this user name (the simple authenticator takes any)
     monkeypatch.setenv("DASK_GATEWAY__AUTH__KWARGS__USERNAME", "daskflow-tests")
-
-
-@df.flow
-def mapped(n: int = 4):
-    return total(inc.map(list(range(n))))
 
 
 def listed(gateway):

@@ -9,7 +9,7 @@ import shutil
 import time
 
 import pytest
-from common_tasks import inc, total
+from common_tasks import mapped
 from conftest import SHUTDOWN_TIMES as TIMINGS
 from conftest import TESTS
 from shutdown import EXIT_CODES, SCENARIOS, check_record, label, run_spec_driver
@@ -48,11 +48,6 @@ def slurm_spec(slurm, jobs=1, **kwargs):
         jobs=jobs, cores=1, processes=1, memory="1GB", walltime="00:10:00", interface="lo",
         log_directory=os.path.join(slurm.root, "jobs"),
         job_script_prologue=[f"export PYTHONPATH={TESTS}"], **kwargs)
-
-
-@df.flow
-def mapped(n: int = 4):
-    return total(inc.map(list(range(n))))
 
 
 def test_flow_on_a_temporary_slurm_cluster(slurm, cleanup):

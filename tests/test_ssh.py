@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from common_tasks import inc, total
+from common_tasks import mapped
 from conftest import SHUTDOWN_TIMES as TIMINGS
 from conftest import TESTS
 from services import SSHD, Sshd
@@ -37,11 +37,6 @@ def ssh_spec(sshd, hosts=2, **kwargs):
     return df.clusters.SSH(["127.0.0.1"] * hosts, connect_options=sshd.connect_options(),
                            worker_options={"nthreads": 1, "local_directory": sshd.scratch},
                            remote_python=sshd.python, **kwargs)
-
-
-@df.flow
-def mapped(n: int = 4):
-    return total(inc.map(list(range(n))))
 
 
 def test_flow_on_a_temporary_ssh_cluster(sshd, cleanup):
