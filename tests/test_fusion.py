@@ -152,17 +152,27 @@ def test_the_scheduler_receives_fewer_tasks(client):
         client.unregister_scheduler_plugin(name)
 
 
+def _keys(dask_scheduler, name, token):
+    return [str(k) for k in dask_scheduler.plugins[name].seen if token in str(k)]
+
+
 def test_fused_keys_name_the_tasks_inside(client):
     @df.flow
     def named():
         return total(inc.map(fails_at_3.map(range(3))))
 
-    run = named.run(cluster=client)
-    assert run.state.is_completed()
-    assert run.states["inc[0]"].worker is not None
-    keys = client.run_on_scheduler(lambda dask_scheduler: [
-        str(k) for k in dask_scheduler.task_groups])
-    assert any(k.startswith("fails_at_3+inc-") for k in keys), keys
+    # The scheduler forgets finished tasks (and their task groups) once the
+    # run is gathered, so record the keys as they arrive.
+    name = f"keys-{uuid.uuid4().hex[:6]}"
+    client.register_plugin(CountTasks(name), name=name)
+    try:
+        run = named.run(cluster=client)
+        assert run.state.is_completed()
+        assert run.states["inc[0]"].worker is not None
+        keys = client.run_on_scheduler(_keys, name=name, token=run.run_id)
+    finally:
+        client.unregister_scheduler_plugin(name)
+    assert sum(k.startswith("('fails_at_3+inc-") for k in keys) == 3, keys
 
 
 @df.task
