@@ -26,23 +26,22 @@ Nothing here talks to a scheduler; compiled stages run with ``dask.get``.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import itertools
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
+from dask.task_spec import GraphNode, TaskRef
 from dask.task_spec import Task as _DaskTask
-from dask.task_spec import TaskRef
 
-from daskflow.build import Node, Ref, mapped_values
+from daskflow.build import Node, Ref, mapped_values, no_gc
 from daskflow.exceptions import MappingError
 from daskflow.specs import Call, DataSlot, RunInfo, Slot, SlotItem, SlotList, TaskSpec
 from daskflow.states import State, StateType
-from daskflow.taskrun import done, length_of, run_task
+from daskflow.taskrun import MapCall, done, length_of, run_task
 
 _EMPTY: frozenset[int] = frozenset()
+_SLOT0 = Slot(0)
+_ALLOWED0 = frozenset({0})
 
 
 _tokens = itertools.count()
@@ -60,22 +59,6 @@ def Task(key: Any, func: Any, *args: Any) -> _DaskTask:  # noqa: N802 - stands f
     task = _DaskTask(key, func, *args)
     task._token = f"{next(_tokens):x}"
     return task
-
-
-@contextlib.contextmanager
-def no_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building many small objects.
-
-    Compiling creates a few objects per task and no cycles; the collector's
-    full passes over a growing heap would otherwise cost more than the work.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _check_picklable(spec: TaskSpec, node: Node) -> None:
@@ -133,7 +116,8 @@ class Compiler:
         self.keep_real: set[int] = set()  # nodes whose keys must exist (returned ones)
         self._chains: dict[int, list[Node]] | None = None  # last node index -> its chain
         self._in_chain: set[int] = set()
-        self._calls: dict[Any, tuple[Call, tuple]] = {}  # chain members' calls by key
+        self._inner: set[int] = set()  # single calls in a chain after its first
+        self._calls: dict[Any, tuple] = {}  # chain members' calls by key (see _fuse)
         self.synthetic: dict[Any, State] = {}  # states of tasks that did not need to run
 
     # -- public ----------------------------------------------------------------
@@ -160,16 +144,20 @@ class Compiler:
         todo: list[Node] = []
         keys = self.keys
         plan = self.plan
-        if self._chains is None:
-            self._chains = self._plan_fusion() if self.fuse else {}
         with no_gc():
+            if self._chains is None:
+                self._chains = self._plan_fusion() if self.fuse else {}
             for node in self._todo:
                 if plan is not None and (node.index in plan.hits or node.index in plan.unneeded):
                     self._emit_from_cache(node, dsk, node.index in plan.hits)
                     continue
-                if not all(d.index in keys for d in node.upstream) or (
-                        (node.wait_for or node.setups or node.members)
-                        and not all(d.index in keys for d in node.dependencies())):
+                ready = True
+                for d in node.upstream:
+                    if d.index not in keys:
+                        ready = False
+                        break
+                if not ready or ((node.wait_for or node.setups or node.members)
+                                 and not all(d.index in keys for d in node.dependencies())):
                     todo.append(node)
                 elif node.mapped is None:
                     self._emit_single(node, dsk)
@@ -179,9 +167,9 @@ class Compiler:
                 if node.task.resources and node.index in keys:
                     for key in as_keys(keys[node.index]):
                         self.resources[key] = node.task.resources
-        self._todo = todo
-        if self._chains:
-            self._fuse(dsk)
+            self._todo = todo
+            if self._chains:
+                self._fuse(dsk)
         return dsk
 
     def needed_later(self) -> set[Any]:
@@ -225,15 +213,21 @@ class Compiler:
                 upstream: tuple[Node, ...] | list[Node] | None = None,
                 ) -> tuple[list[Any], dict[int, Any], set[int]]:
         """Dependency keys shared by all the Dask tasks of a node, and their slots."""
+        ups = node.upstream if upstream is None else upstream
+        if len(ups) == 1 and not (node.wait_for or node.setups or node.members):
+            keys = self.keys[ups[0].index]  # the common case: one upstream task
+            if type(keys) is not list:
+                index = ups[0].index
+                return [keys], {index: Slot(0)}, {0} if index in node.allowed else set()
         deps: list[Any] = []
         slots: dict[int, Any] = {}
         allowed: set[int] = set()
-        for up in node.upstream if upstream is None else upstream:
+        for up in ups:
             keys = self.keys[up.index]
             first = len(deps)
             if isinstance(keys, list):
                 deps.extend(keys)
-                slots[up.index] = SlotList(tuple(Slot(i) for i in range(first, len(deps))))
+                slots[up.index] = SlotList(first, len(deps))
             else:
                 deps.append(keys)
                 slots[up.index] = Slot(first)
@@ -280,22 +274,21 @@ class Compiler:
         every ``max_fused`` tasks: a fused task holds one worker thread for
         all of them, and a lost worker reruns them all.
         """
-        refs: dict[int, int] = {}
-        referrer: dict[int, Node] = {}
-        for node in self.nodes:
-            for dep in node.dependencies():
-                refs[dep.index] = refs.get(dep.index, 0) + 1
-                referrer[dep.index] = node
+        # node.downstream counts the nodes that use a node as an input or in
+        # wait_for; resource blocks refer to their setups and members too.
+        held = {d.index for n in self.nodes if n.setups or n.members
+                for d in (*n.setups, *n.members)}
         plan = self.plan
-        skip = (plan.hits | plan.unneeded) if plan is not None else set()
+        skip = (plan.hits | plan.unneeded) if plan is not None else _EMPTY
+        keep = self.keep_real
         nxt: dict[int, Node] = {}
-        for a in self.nodes:
-            if (a.kind != "task" or refs.get(a.index) != 1 or a.index in self.keep_real
-                    or a.task.resources or a.index in skip):
+        for b in self.nodes:
+            if (len(b.upstream) != 1 or b.kind != "task" or b.wait_for or b.setups or b.members
+                    or b.task.resources or b.index in skip):
                 continue
-            b = referrer[a.index]
-            if (b.kind != "task" or b.task.resources or b.index in skip
-                    or len(b.upstream) != 1 or b.wait_for or b.setups or b.members):
+            a = b.upstream[0]
+            if (a.downstream != 1 or a.kind != "task" or a.index in keep or a.task.resources
+                    or a.index in skip or a.index in held):
                 continue
             if (a.mapped is None and b.mapped is None) or (
                     a.mapped is not None and b.mapped is not None and _elementwise(b, a)):
@@ -313,12 +306,19 @@ class Compiler:
                 if len(piece) > 1:
                     chains[piece[-1].index] = piece
                     self._in_chain.update(n.index for n in piece)
+                    if piece[0].mapped is None:
+                        self._inner.update(n.index for n in piece[1:])
         return chains
 
     def _fuse(self, dsk: dict[Any, _DaskTask]) -> None:
         """Make one task per element of each chain emitted in this stage; the
-        calls of a chain that cannot be fused after all become tasks of their own."""
-        from daskflow.taskrun import run_fused
+        calls of a chain that cannot be fused after all become tasks of their own.
+
+        A member's entry in ``_calls`` is ``(call, inputs)``, or for a child of
+        a regular map ``(map_call, (i, *elements), inputs)``.  A chain of such
+        children is one :class:`FusedMap` shared by all its elements.
+        """
+        from daskflow.taskrun import FusedMap, run_fused
 
         assert self._chains is not None
         calls = self._calls
@@ -329,17 +329,28 @@ class Compiler:
             columns = [as_keys(self.keys[n.index]) for n in chain]
             if (any(n.index in self.placeholders for n in chain)
                     or len({len(c) for c in columns}) != 1
-                    or not all(k in calls for c in columns for k in c)):
+                    or not all(k in calls for c in columns for k in c)
+                    # a later member takes the previous one's state and nothing else
+                    # (scattered data would be a second input)
+                    or any(len(calls[c[0]][-1]) != 1 for c in columns[1:])):
                 for column in columns:
                     for k in column:
                         if k in calls:
-                            call, refs = calls.pop(k)
-                            dsk[k] = Task(k, run_task, call, *refs)
+                            dsk[k] = _unfused(k, calls.pop(k))
+                continue
+            heads = [calls[c[0]] for c in columns]
+            if all(len(e) == 3 for e in heads):
+                fused = FusedMap(tuple(e[0] for e in heads))
+                for row in zip(*columns):
+                    entries = [calls.pop(k) for k in row]
+                    elements = [x for e in entries for x in e[1][1:]]
+                    dsk[row[-1]] = Task(row[-1], fused, entries[0][1][0], *elements,
+                                        *entries[0][2])
                 continue
             for row in zip(*columns):
-                head_call, head_refs = calls.pop(row[0])
-                fused = (head_call, *(calls.pop(k)[0] for k in row[1:]))
-                dsk[row[-1]] = Task(row[-1], run_fused, fused, *head_refs)
+                entries = [calls.pop(k) for k in row]
+                fused_calls = tuple(_call_of(e) for e in entries)
+                dsk[row[-1]] = Task(row[-1], run_fused, fused_calls, *entries[0][-1])
 
     def _emit_from_cache(self, node: Node, dsk: dict[Any, _DaskTask], hit: bool) -> None:
         """A node whose results are all stored: one task per result that loads it
@@ -381,6 +392,8 @@ class Compiler:
     def _emit_single(self, node: Node, dsk: dict[Any, _DaskTask]) -> None:
         if node.kind == "cleanup":
             return self._emit_cleanup(node, dsk)
+        if node.index in self._inner and not self.scattered:
+            return self._emit_inner(node)
         deps, slots, allowed = self._common(node, dsk)
         data: list[Any] = []
         if self.scattered:
@@ -396,11 +409,27 @@ class Compiler:
         call = Call(spec, node.name, key, None, args, kwargs, s1 or s2,
                     frozenset(allowed) if allowed else _EMPTY, len(data),
                     self.plan.key(node) if spec.cache is not None else None)
-        refs = (*map(TaskRef, deps), *map(TaskRef, data))
+        refs = tuple([TaskRef(k) for k in (deps + data if data else deps)])
         if node.index in self._in_chain:  # its task is made when the chain is fused
             self._calls[key] = (call, refs)
         else:
             dsk[key] = Task(key, run_task, call, *refs)
+        self.keys[node.index] = key
+        self.state_keys.append(key)
+
+    def _emit_inner(self, node: Node) -> None:
+        """A single call inside a fused chain, after its first: its only input
+        is the previous call's state (see :func:`~daskflow.taskrun.run_fused`)."""
+        index = node.upstream[0].index
+        slots = {index: _SLOT0}
+        args, s1 = _template_args(node.args, slots)
+        kwargs, s2 = _template(node.kwargs, slots) if node.kwargs else (node.kwargs, False)
+        key = self._base(node)
+        spec = self._spec(node)
+        self._calls[key] = (Call(spec, node.name, key, None, args, kwargs, s1 or s2,
+                                 _ALLOWED0 if index in node.allowed else _EMPTY, 0,
+                                 self.plan.key(node) if spec.cache is not None else None),
+                            (TaskRef(self.keys[index]),))
         self.keys[node.index] = key
         self.state_keys.append(key)
 
@@ -459,10 +488,10 @@ class Compiler:
         keys = [(base, i) for i in range(n)]
         cached = spec.cache is not None
         chained = node.index in self._in_chain
-        if (not mapped_refs(mapped) and not (s1 or s2) and not common_refs and not self.scattered
-                and not cached and not chained):
-            self._emit_constant_children(spec, node.name, keys, args, kwargs, mapped, dsk)
-        else:
+        if not cached and self._regular(mapped):
+            self._emit_children(node, spec, base, keys, args, kwargs, s1 or s2, allowed,
+                                mapped, slots, common_refs, tuple(map(TaskRef, data)), dsk)
+        else:  # one Call per child: cached children, or refs or scattered data per element
             for i, key in enumerate(keys):
                 extra: list[Any] = []
                 child_data = list(data)
@@ -490,22 +519,69 @@ class Compiler:
         self.state_keys.extend(keys)
         return True
 
-    def _emit_constant_children(self, spec: TaskSpec, name: str, keys: list, args: tuple,
-                                kwargs: dict, mapped: dict, dsk: dict[Any, _DaskTask]) -> None:
-        """The fast path: a map over plain values with no dependencies at all."""
-        empty = _EMPTY
-        if not kwargs and len(args) == 1 and 0 in mapped:
-            for key, value in zip(keys, mapped[0]):
-                dsk[key] = Task(key, run_task, Call(spec, name, key, key[1], (value,), {}, False, empty))
-            return
-        for i, key in enumerate(keys):
-            a, k = list(args), dict(kwargs)
-            for pos, value in mapped.items():
+    def _regular(self, mapped: dict) -> bool:
+        """Whether every child of a map has the same argument layout: no mapped
+        element is a ref, scattered data or a Dask graph node (so the
+        children can share one :class:`~daskflow.taskrun.MapCall`)."""
+        scattered = self.scattered
+        for value in mapped.values():
+            if isinstance(value, Ref):
+                continue
+            for x in value:
+                t = type(x)
+                if t is Ref or isinstance(x, GraphNode) or (scattered and id(x) in scattered):
+                    return False
+        return True
+
+    def _emit_children(self, node: Node, spec: TaskSpec, base: str, keys: list, args: tuple,
+                       kwargs: dict, sub: bool, allowed: set[int], mapped: dict, slots: dict,
+                       refs: tuple, data: tuple, dsk: dict[Any, _DaskTask]) -> None:
+        """The children of a regular map: ``Task((base, i), map_call, i, *elements,
+        *inputs)``, the shared part pickled once (see :class:`MapCall`).  The
+        inputs are the shared upstream states, child i of each map mapped
+        over, then scattered data."""
+        a, k = list(args), dict(kwargs)
+        values: list[Any] = []
+        columns: list[Any] = []
+        items: list[tuple[Any, int]] = []
+        per_child: list[list[Any]] = []  # dependency keys of each map mapped over
+        offset = len(refs)
+        child_allowed = set(allowed)
+        for pos, value in mapped.items():
+            if isinstance(value, Ref) and value.node.mapped is not None:
+                slot = offset + len(per_child)
+                if value.node.index in node.allowed:
+                    child_allowed.add(slot)
+                per_child.append(self.keys[value.node.index])
                 if isinstance(pos, int):
-                    a[pos] = value[i]
+                    a[pos] = Slot(slot)
                 else:
-                    k[pos] = value[i]
-            dsk[key] = Task(key, run_task, Call(spec, name, key, i, tuple(a), k, False, empty))
+                    k[pos] = Slot(slot)
+                sub = True
+            elif isinstance(value, Ref):  # element i of an upstream task's result
+                items.append((pos, slots[value.node.index].i))
+                sub = True
+            else:
+                values.append(pos)
+                columns.append(value)
+        template = MapCall(spec, node.name, base, tuple(a), k, sub,
+                           frozenset(child_allowed) if child_allowed else _EMPTY, len(data),
+                           tuple(values), tuple(items))
+        chained = node.index in self._in_chain
+        calls = self._calls
+        shared = refs + data
+        if len(columns) == 1 and not per_child and not chained:
+            for key, i, value in zip(keys, range(len(keys)), columns[0]):
+                dsk[key] = Task(key, template, i, value, *shared)
+            return
+        rows = zip(*columns) if columns else itertools.repeat(())
+        inputs = zip(*per_child) if per_child else itertools.repeat(())
+        for key, i, row, own in zip(keys, range(len(keys)), rows, inputs):
+            child_refs = (*refs, *map(TaskRef, own), *data) if own else shared
+            if chained:  # its task is made when the chain is fused
+                calls[key] = (template, (i, *row), child_refs)
+            else:
+                dsk[key] = Task(key, template, i, *row, *child_refs)
 
     def _child_arg(self, value: Any, i: int, offset: int, extra: list, slots: dict,
                    data: list) -> tuple[Any, bool]:
@@ -523,7 +599,7 @@ class Compiler:
             start = offset + len(extra)
             if isinstance(keys, list):
                 extra.extend(keys)
-                return SlotList(tuple(Slot(j) for j in range(start, start + len(keys)))), True
+                return SlotList(start, start + len(keys)), True
             extra.append(keys)
             return Slot(start), True
         if self.scattered and id(item) in self.scattered:
@@ -539,6 +615,38 @@ class Compiler:
         self.keys[node.index] = key
         self.placeholders.add(node.index)
         self.state_keys.append(key)
+
+
+def _call_of(entry: tuple) -> Call:
+    """The Call of a chain member's entry (see :meth:`Compiler._fuse`)."""
+    if len(entry) == 2:
+        return entry[0]
+    template, (i, *elements), _ = entry
+    return template.call(i, elements)
+
+
+def _unfused(key: Any, entry: tuple) -> _DaskTask:
+    """The task of a chain member that runs on its own after all."""
+    if len(entry) == 2:
+        return Task(key, run_task, entry[0], *entry[1])
+    return Task(key, entry[0], *entry[1], *entry[2])
+
+
+def calls_in(task: Any) -> list[Call]:
+    """The calls one compiled Dask task runs (none for a helper task)."""
+    from daskflow.taskrun import FusedMap
+
+    func = getattr(task, "func", None)
+    args: tuple = getattr(task, "args", ())
+    if isinstance(func, MapCall):
+        return [func.call(args[0], args[1:1 + len(func.values)])]
+    if isinstance(func, FusedMap):
+        return list(func.calls(args[0], args[1:])[0])
+    if args and isinstance(args[0], Call):
+        return [args[0]]
+    if args and isinstance(args[0], tuple) and args[0] and isinstance(args[0][0], Call):
+        return list(args[0])  # run_fused
+    return []
 
 
 def as_keys(keys: Any) -> list[Any]:

@@ -289,22 +289,28 @@ def _unpicklable_argument(dsk: dict[Any, Task], err: BaseException) -> BaseExcep
     """Name the task and argument that made a graph unpicklable (else ``err``)."""
     import cloudpickle
 
-    from daskflow.specs import Call
+    from daskflow.graph import calls_in
 
     for task in dsk.values():
-        call = next((a for a in getattr(task, "args", ()) if isinstance(a, Call)), None)
-        if call is None:
-            continue
-        for pos, value in [*enumerate(call.args), *call.kwargs.items()]:
-            try:
-                cloudpickle.dumps(value)
-            except Exception as bad:
-                what = f"argument {pos}" if isinstance(pos, int) else f"argument {pos!r}"
-                return FlowDefinitionError(
-                    f"task {call.display_name!r}: {what} (a {type(value).__name__}) cannot be "
-                    f"sent to the workers: {bad}. Create such an object inside the task (or "
-                    "in a resource) and pass something picklable instead")
+        for call in calls_in(task):
+            culprit = _unpicklable_value(call, cloudpickle)
+            if culprit is not None:
+                return culprit
     return err
+
+
+def _unpicklable_value(call: Any, cloudpickle: Any) -> BaseException | None:
+    """The error naming the first argument of ``call`` that cannot be pickled."""
+    for pos, value in [*enumerate(call.args), *call.kwargs.items()]:
+        try:
+            cloudpickle.dumps(value)
+        except Exception as bad:
+            what = f"argument {pos}" if isinstance(pos, int) else f"argument {pos!r}"
+            return FlowDefinitionError(
+                f"task {call.display_name!r}: {what} (a {type(value).__name__}) cannot be "
+                f"sent to the workers: {bad}. Create such an object inside the task (or "
+                "in a resource) and pass something picklable instead")
+    return None
 
 
 # -- the engine ------------------------------------------------------------------

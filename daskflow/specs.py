@@ -202,12 +202,16 @@ class DataSlot:
 
 
 class SlotList:
-    """Placeholder for the list of values of a whole map."""
+    """Placeholder for the list of values of a whole map: upstream states
+    ``start`` to ``stop`` (two numbers, whatever the map's length)."""
 
-    __slots__ = ("items",)
+    __slots__ = ("start", "stop")
 
-    def __init__(self, items: tuple) -> None:
-        self.items = items
+    def __init__(self, start: int, stop: int) -> None:
+        self.start, self.stop = start, stop
+
+    def __reduce__(self) -> Any:
+        return (SlotList, (self.start, self.stop))
 
 
 def run_parameters(run: RunInfo) -> dict[str, Any]:

@@ -78,7 +78,7 @@ def _subst(v: Any, states: tuple[State, ...], data: tuple = ()) -> Any:
     if t is DataSlot:
         return data[v.j]
     if t is SlotList:
-        return [_subst(s, states, data) for s in v.items]
+        return [_value(states[j]) for j in range(v.start, v.stop)]
     if t is list or t is tuple or t is set or t is frozenset:
         return t(_subst(x, states, data) for x in v)
     if t is dict:
@@ -275,6 +275,94 @@ def _finish(call: Call, state: State) -> State:
 
 
 _fused = threading.local()  # .inner: this thread runs a task inside a fused one, not its last
+
+
+class MapCall:
+    """What every child of one map shares; it is the function of their tasks.
+
+    A map child's :class:`~daskflow.specs.Call` differs from its siblings'
+    only in its index and its element of each mapped constant.  Their Dask
+    tasks are ``Task((base, i), map_call, i, *elements, *inputs)``: the
+    shared part is pickled once per graph, so a child costs about what a raw
+    Dask task does, and the child's ``Call`` is made on the worker.
+    ``values`` are the argument positions filled from ``elements``;
+    ``items`` are the positions of element ``i`` of a whole upstream result
+    (``(position, slot)``).
+    """
+
+    __slots__ = ("spec", "name", "base", "args", "kwargs", "subst", "allowed", "ndata",
+                 "values", "items")
+
+    def __init__(self, spec: TaskSpec, name: str, base: str, args: tuple, kwargs: dict,
+                 subst: bool, allowed: frozenset[int], ndata: int, values: tuple,
+                 items: tuple) -> None:
+        self.spec, self.name, self.base = spec, name, base
+        self.args, self.kwargs, self.subst = args, kwargs, subst
+        self.allowed, self.ndata = allowed, ndata
+        self.values, self.items = values, items
+
+    def __reduce__(self) -> Any:
+        return (MapCall, (self.spec, self.name, self.base, self.args, self.kwargs, self.subst,
+                          self.allowed, self.ndata, self.values, self.items))
+
+    def __dask_tokenize__(self) -> Any:
+        return ("daskflow.MapCall", self.base)
+
+    def call(self, i: int, elements: tuple | list) -> Call:
+        """The ``Call`` of child ``i``."""
+        if self.values == (0,) and not self.items and len(self.args) == 1:
+            args: tuple = (elements[0],)  # the common case: f.map(values)
+            kwargs = self.kwargs
+        else:
+            a, kwargs = list(self.args), dict(self.kwargs) if self.kwargs else self.kwargs
+            for pos, value in zip(self.values, elements):
+                if type(pos) is int:
+                    a[pos] = value
+                else:
+                    kwargs[pos] = value
+            for pos, slot in self.items:
+                if type(pos) is int:
+                    a[pos] = SlotItem(slot, i)
+                else:
+                    kwargs[pos] = SlotItem(slot, i)
+            args = tuple(a)
+        return Call(self.spec, self.name, (self.base, i), i, args, kwargs, self.subst,
+                    self.allowed, self.ndata)
+
+    def __call__(self, i: int, *rest: Any) -> State:
+        n = len(self.values)
+        return run_task(self.call(i, rest[:n]), *rest[n:])
+
+
+class FusedMap:
+    """The function of one element of a fused chain of maps: child ``i`` of
+    each map in turn (see :func:`run_fused`).  Its task's arguments are
+    ``i``, the mapped constants of each map in order, then the inputs of the
+    first."""
+
+    __slots__ = ("maps",)
+
+    def __init__(self, maps: tuple[MapCall, ...]) -> None:
+        self.maps = maps
+
+    def __reduce__(self) -> Any:
+        return (FusedMap, (self.maps,))
+
+    def __dask_tokenize__(self) -> Any:
+        return ("daskflow.FusedMap", self.maps[-1].base)
+
+    def calls(self, i: int, rest: tuple) -> tuple[tuple[Call, ...], tuple]:
+        """The calls of element ``i`` and the inputs left for the first."""
+        calls, at = [], 0
+        for m in self.maps:
+            n = len(m.values)
+            calls.append(m.call(i, rest[at:at + n]))
+            at += n
+        return tuple(calls), rest[at:]
+
+    def __call__(self, i: int, *rest: Any) -> State:
+        calls, inputs = self.calls(i, rest)
+        return run_fused(calls, *inputs)
 
 
 def run_fused(calls: tuple[Call, ...], *inputs: Any) -> State:

@@ -166,6 +166,25 @@ def client(scheduler_address, cleanup):  # noqa: F811 - distributed's fixture
         yield c
 
 
+@pytest.fixture
+def graph_bytes(client, monkeypatch):
+    """The serialized size of every graph this client sends to the scheduler
+    (Client._send_to_scheduler is private: a spy for tests only)."""
+    from distributed.utils import nbytes
+
+    sizes = []
+    send = client._send_to_scheduler
+
+    def spy(msg):
+        if msg.get("op") == "update-graph":
+            ser = msg["expr_ser"]
+            sizes.append(sum(nbytes(f) for f in ser.frames))
+        return send(msg)
+
+    monkeypatch.setattr(client, "_send_to_scheduler", spy)
+    return sizes
+
+
 @pytest.fixture(params=["sync", "distributed"])
 def on(request):
     """Run a test on Dask's synchronous scheduler and on the real cluster."""

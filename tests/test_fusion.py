@@ -8,6 +8,7 @@ import signal
 import uuid
 
 import dask
+import numpy as np
 import pytest
 from distributed.diagnostics.plugin import SchedulerPlugin
 
@@ -199,3 +200,75 @@ def test_a_fused_chain_whose_worker_dies_completes(tmp_path):
         assert sorted(run.states) == ["dies_once", "inc", "inc-2"]
         # one state per task: the rerun's states replaced the first ones
         assert all(st.is_completed() for st in run.states.values())
+
+
+# -- the argument layouts of map children (one shared MapCall per map) -------------------
+
+
+@df.task
+def combine(a, b, *, c=0, d=None):
+    return (a, b, c, d)
+
+
+@df.task
+def triple():
+    return [10, 20, 30]
+
+
+@df.task
+def shape_of(a, arr, c):
+    return (a, arr.shape, float(arr.sum()), c)
+
+
+@df.task
+def describe(x) -> str:
+    return type(x).__name__
+
+
+@df.flow
+def layouts(big):
+    xs = inc.map([1, 2, 3])  # a map over constants
+    p = triple()  # a task result mapped element-wise, and given whole
+    r1 = combine.map(xs, p, c=df.unmapped(p), d=[7, 8, 9])
+    r2 = shape_of.map([1, 2, 3], df.unmapped(big), c=xs)  # scattered data after the inputs
+    r3 = describe.map(df.allow_failure(fails_at_3.map(range(1, 6))))  # element 3 fails
+    r4 = combine.map(inc.map(inc.map([0, 1])), [5, 6], d=["x", "y"])  # fused with constants
+    return r1, r2, r3, r4
+
+
+def test_every_argument_layout_of_map_children(on):
+    big = np.arange(300_000, dtype="float64").reshape(1000, 300)  # 2.4 MB: scattered
+    expected = (
+        [(2, 10, [10, 20, 30], 7), (3, 20, [10, 20, 30], 8), (4, 30, [10, 20, 30], 9)],
+        [(i, (1000, 300), float(big.sum()), i + 1) for i in (1, 2, 3)],
+        ["int", "int", "int", "ValueError", "int"],
+        [(2, 5, 0, "x"), (3, 6, 0, "y")],
+    )
+    runs = [layouts.run(big, cluster=on, fuse=fuse) for fuse in (False, True)]
+    for run in runs:
+        assert run.state.is_completed(), run.state
+        assert run.result() == expected
+        assert run.states["describe[3]"].is_completed()
+        assert run.states["fails_at_3[3]"].is_failed()
+    assert summary(runs[0]) == summary(runs[1])
+
+
+# -- lean graphs ------------------------------------------------------------------------
+
+
+def test_a_map_child_costs_no_more_graph_bytes_than_a_raw_dask_task(client, graph_bytes):
+    n = 500
+    futures = client.map(inc.fn, range(n), pure=False)
+    assert client.submit(sum, futures).result() == sum(range(1, n + 1))
+    raw = sum(graph_bytes) / (n + 1)
+    graph_bytes.clear()
+    run = w4.run(n, cluster=client)  # 3 maps fused into one task per element
+    assert run.result() == sum(range(3, n + 3))
+    fused = sum(graph_bytes) / (3 * n + 1)
+    graph_bytes.clear()
+    run = w4.run(n, cluster=client, fuse=False)
+    unfused = sum(graph_bytes) / (3 * n + 1)
+    # Measured: raw futures ~100 B a task, daskflow ~64 B unfused, ~23 B fused.
+    print(f"graph bytes per task: raw {raw:.0f}, unfused {unfused:.0f}, fused {fused:.0f}")
+    assert unfused <= 1.5 * raw, (unfused, raw)
+    assert fused < unfused / 2, (fused, unfused)

@@ -81,3 +81,17 @@ def test_keys_are_unique_per_run():
     k1 = Compiler(b.nodes, RunInfo("t", "a", {})).stage()
     k2 = Compiler(b.nodes, RunInfo("t", "b", {})).stage()
     assert set(k1).isdisjoint(k2)
+
+
+def test_a_100k_map_stays_under_distributed_large_graph_warning():
+    import pickle
+
+    from dask.utils import parse_bytes
+
+    b, ref, c = compile_body(lambda: total(inc.map(range(100_000))))
+    c.fuse = True
+    dsk = c.stage()
+    size = len(pickle.dumps(dsk, protocol=5))
+    # ~66 B a task; the children share one MapCall, pickled once
+    assert size < parse_bytes(dask.config.get("distributed.admin.large-graph-warning-threshold"))
+    assert size / len(dsk) < 80, size / len(dsk)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -377,17 +378,33 @@ def test_exits_on_sync_fail_the_task_and_the_run_returns():
         run.result()
 
 
-def test_unpicklable_constant_is_rejected_before_submission_naming_the_argument(client):
+@df.task
+def describe(x):
+    return str(x)
+
+
+@pytest.mark.parametrize("shape", ["single", "map", "fused map", "fused chain"])
+def test_unpicklable_constant_is_rejected_before_submission_naming_the_argument(client, shape):
     from plugins import GraphCounter, graph_counts
 
+    plain = use_lock.with_options(resources=None)
     client.register_plugin(GraphCounter(), name="graph-counter")
     try:
         @df.flow
         def with_lock():
-            return use_lock.with_options(resources=None)(threading.Lock())
+            if shape == "single":
+                return plain(threading.Lock())
+            if shape == "map":
+                return plain.map([1, threading.Lock()])
+            if shape == "fused map":  # one task per element runs both maps
+                describe.map(plain.map([1, threading.Lock()]))
+                return None
+            describe(plain(threading.Lock()))
+            return None
 
+        name = "use_lock[1]" if "map" in shape else "use_lock"
         with pytest.raises(df.FlowDefinitionError,
-                           match=r"task 'use_lock': argument 0 \(a lock\) cannot be sent"):
+                           match=rf"task '{re.escape(name)}': argument 0 \(a lock\) cannot be sent"):
             with_lock.run(cluster=client)
         assert client.run_on_scheduler(graph_counts, client_id=client.id) == (0, 0)
     finally:

@@ -11,7 +11,6 @@ import warnings
 
 import numpy as np
 import pytest
-from distributed.utils import nbytes
 from plugins import scheduler_keys, worker_keys
 
 import daskflow as df
@@ -41,22 +40,6 @@ def use_then_fail(arr):
 @df.flow
 def failing(arr: np.ndarray):
     return use_then_fail(arr)
-
-
-@pytest.fixture
-def graph_bytes(client, monkeypatch):
-    """The serialized size of every graph this client sends to the scheduler."""
-    sizes = []
-    send = client._send_to_scheduler
-
-    def spy(msg):
-        if msg.get("op") == "update-graph":
-            ser = msg["expr_ser"]
-            sizes.append(sum(nbytes(f) for f in ser.frames))
-        return send(msg)
-
-    monkeypatch.setattr(client, "_send_to_scheduler", spy)
-    return sizes
 
 
 def wait_until(predicate, timeout=10.0):

@@ -1,0 +1,179 @@
+"""Graph bytes per task: what the client sends and what the scheduler keeps.
+
+Raw Dask futures (``client.map(inc, xs)`` then ``client.submit(total, futs)``),
+a raw ``dask.task_spec.Task`` graph given to ``client.get`` and daskflow's
+W1 (map + sum) and W4 (three chained maps + sum, fused by default) on one
+LocalCluster.  *Sent* is the size of each serialized graph the client
+sends, read from distributed's own large-graph warning with its threshold set
+to 0 (the public way to get the figure).  *Stored* is the memory of the tasks'
+run specs on the scheduler, measured by a scheduler plugin as each graph
+arrives: a deep ``sys.getsizeof`` walk (an object's own size, not dask's
+estimates) that counts a shared object once and leaves out functions, classes
+and modules.  Also printed: how long building
+and compiling took and whether distributed warned about a large graph
+(default threshold 10 MB).
+
+    python benchmarks/graph_bytes.py [--n 100000] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+import time
+import types
+import warnings
+
+import dask
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import workloads  # noqa: E402
+
+_UNITS = {"B": 1, "kiB": 2**10, "MiB": 2**20, "GiB": 2**30}
+_SKIP = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType,
+         types.MethodType, types.CodeType)
+
+
+def deep_size(objects) -> int:
+    """Bytes held by ``objects`` and what they refer to, each object once."""
+    seen: set[int] = set()
+    total = 0
+    stack = list(objects)
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, _SKIP):
+            continue
+        seen.add(id(obj))
+        if type(obj).__module__ == "builtins":
+            total += sys.getsizeof(obj)
+        else:  # the object itself; dask's Task.__sizeof__ estimates more than that
+            total += object.__sizeof__(obj)
+        if isinstance(obj, dict):
+            stack.extend(obj.keys())
+            stack.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            stack.extend(obj)
+        elif not isinstance(obj, (str, bytes, int, float, bool)):
+            for cls in type(obj).__mro__:
+                for name in getattr(cls, "__slots__", ()):
+                    if name != "__weakref__" and hasattr(obj, name):
+                        stack.append(getattr(obj, name))
+            if hasattr(obj, "__dict__"):
+                stack.append(obj.__dict__)
+    return total
+
+
+def install_probe(dask_scheduler, name):
+    """A scheduler plugin recording the run-spec bytes of each new graph."""
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    class Probe(SchedulerPlugin):
+        def __init__(self):
+            self.sizes = []
+
+        def update_graph(self, scheduler, *, tasks=(), **kwargs):
+            specs = [scheduler.tasks[k].run_spec for k in tasks if k in scheduler.tasks]
+            self.sizes.append((len(specs), deep_size(specs)))
+
+    dask_scheduler.add_plugin(Probe(), name=name)
+
+
+def read_probe(dask_scheduler, name):
+    plugin = dask_scheduler.plugins[name]
+    sizes, plugin.sizes = plugin.sizes, []
+    return sizes
+
+
+def sent(caught) -> list[int]:
+    """Graph sizes from distributed's 'Sending large graph of size X' warnings."""
+    out = []
+    for w in caught:
+        m = re.search(r"large graph of size ([\d.]+) (\w+)", str(w.message))
+        if m:
+            out.append(int(float(m.group(1)) * _UNITS[m.group(2)]))
+    return out
+
+
+def raw_futures(client, n):
+    futs = client.map(workloads.inc, range(n))
+    return client.submit(workloads.total, futs).result()
+
+
+def raw_tasks(client, n):
+    from dask.task_spec import List, Task, TaskRef
+
+    name = f"inc-{dask.base.tokenize(n, time.time())}"
+    dsk = {(name, i): Task((name, i), workloads.inc, i) for i in range(n)}
+    dsk["total-" + name] = Task("total-" + name, workloads.total,
+                                List(*(TaskRef((name, i)) for i in range(n))))
+    return client.get(dsk, "total-" + name)
+
+
+SYSTEMS = {
+    "dask futures (W1)": (raw_futures, 1),
+    "dask Task graph (W1)": (raw_tasks, 1),
+    "daskflow W1": (workloads.w1_daskflow, 1),
+    "daskflow W1 unfused": (lambda c, n: workloads.w1_flow(n, cluster=c, fuse=False), 1),
+    "daskflow W4 (3N+1 tasks, N+1 after fusion)": (workloads.w4_daskflow, 3),
+}
+
+
+def measure(client, n):
+    rows = []
+    for label, (fn, per) in SYSTEMS.items():
+        tasks = per * n + 1
+        with warnings.catch_warnings(record=True) as caught, dask.config.set(
+                {"distributed.admin.large-graph-warning-threshold": "0B"}):
+            warnings.simplefilter("always")
+            start = time.perf_counter()
+            value = fn(client, n)
+            elapsed = time.perf_counter() - start
+        expected = sum(range(per + 0, n + per)) if per == 3 else sum(range(1, n + 1))
+        assert value == expected, (label, value, expected)
+        sizes = sent(caught)
+        stored = client.run_on_scheduler(read_probe, name="graph-bytes")
+        nbytes = sum(sizes)
+        rows.append({"system": label, "n": n, "tasks": tasks, "graphs": len(sizes),
+                     "sent_bytes": nbytes, "sent_per_task": nbytes / tasks,
+                     "stored_bytes": sum(s for _, s in stored),
+                     "stored_per_task": sum(s for _, s in stored) / tasks,
+                     "large_graph_warning": max(sizes, default=0) > 10 * 2**20,
+                     "seconds": elapsed})
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, action="append", help="map length (repeatable)")
+    parser.add_argument("--json", help="also write the figures here")
+    args = parser.parse_args(argv)
+    ns = args.n or [10_000, 100_000]
+
+    from distributed import Client, LocalCluster
+
+    logging.getLogger("daskflow").setLevel(logging.WARNING)
+    rows = []
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        client.wait_for_workers(2)
+        client.run_on_scheduler(install_probe, name="graph-bytes")
+        for n in ns:
+            rows.extend(measure(client, n))
+    print("| system | N | graphs | sent B/task | stored B/task | >10 MB warning | run s |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['system']} | {r['n']} | {r['graphs']} | {r['sent_per_task']:.0f} | "
+              f"{r['stored_per_task']:.0f} | {'yes' if r['large_graph_warning'] else 'no'} | "
+              f"{r['seconds']:.2f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
