@@ -117,6 +117,7 @@ class Compiler:
         self._chains: dict[int, list[Node]] | None = None  # last node index -> its chain
         self._in_chain: set[int] = set()
         self._inner: set[int] = set()  # single calls in a chain after its first
+        self._fused_into: dict[int, Node] = {}  # chain members but the last -> the last
         self._calls: dict[Any, tuple] = {}  # chain members' calls by key (see _fuse)
         self.synthetic: dict[Any, State] = {}  # states of tasks that did not need to run
 
@@ -265,19 +266,24 @@ class Compiler:
     def _plan_fusion(self) -> dict[int, list[Node]]:
         """The chains to fuse, by the index of their last node.
 
-        An edge ``a -> b`` fuses when ``b`` is the only node that refers to
-        ``a`` at all (no ``wait_for``, no resource block waiting for it), ``b``
-        depends on ``a`` alone, neither asks for worker resources, neither is
-        served from the cache, ``a``'s result is not returned by the flow, and
-        either both are single calls or ``b`` maps over ``a`` element by
-        element (child i of ``b`` needs child i of ``a`` only).  Chains are cut
+        An edge ``a -> b`` fuses when ``b`` is the only task that uses ``a``
+        (no ``wait_for`` on it), ``b`` depends on ``a`` alone, both are in the
+        same resource blocks (a block's cleanup then waits for the fused task),
+        neither asks for worker resources, neither is served from the cache,
+        ``a``'s result is not returned by the flow, and either both are single
+        calls or ``b`` maps over ``a`` element by element (child i of ``b``
+        needs child i of ``a`` only).  Chains are cut
         every ``max_fused`` tasks: a fused task holds one worker thread for
         all of them, and a lost worker reruns them all.
         """
         # node.downstream counts the nodes that use a node as an input or in
-        # wait_for; resource blocks refer to their setups and members too.
-        held = {d.index for n in self.nodes if n.setups or n.members
-                for d in (*n.setups, *n.members)}
+        # wait_for.  A resource's cleanup waits for every task of its block:
+        # a chain fuses inside one block (the cleanup then waits for the
+        # fused task), never across a block's edge.
+        blocks: dict[int, tuple[int, ...]] = {}
+        for n in self.nodes:
+            for m in n.members:
+                blocks[m.index] = (*blocks.get(m.index, ()), n.index)
         plan = self.plan
         skip = (plan.hits | plan.unneeded) if plan is not None else _EMPTY
         keep = self.keep_real
@@ -288,7 +294,7 @@ class Compiler:
                 continue
             a = b.upstream[0]
             if (a.downstream != 1 or a.kind != "task" or a.index in keep or a.task.resources
-                    or a.index in skip or a.index in held):
+                    or a.index in skip or blocks.get(a.index) != blocks.get(b.index)):
                 continue
             if (a.mapped is None and b.mapped is None) or (
                     a.mapped is not None and b.mapped is not None and _elementwise(b, a)):
@@ -306,6 +312,7 @@ class Compiler:
                 if len(piece) > 1:
                     chains[piece[-1].index] = piece
                     self._in_chain.update(n.index for n in piece)
+                    self._fused_into.update((n.index, piece[-1]) for n in piece[:-1])
                     if piece[0].mapped is None:
                         self._inner.update(n.index for n in piece[1:])
         return chains
@@ -381,8 +388,11 @@ class Compiler:
 
         setup_key = self.keys[node.upstream[0].index]
         waits = [setup_key]
-        for member in node.members + node.setups:
-            waits.extend(as_keys(self.keys[member.index]))
+        fused_into = self._fused_into
+        for member in dict.fromkeys(fused_into.get(m.index, m) for m in node.members):
+            waits.extend(as_keys(self.keys[member.index]))  # a fused task: its last key
+        for setup in node.setups:
+            waits.extend(as_keys(self.keys[setup.index]))
         key = self._base(node)
         call = Call(self._spec(node), node.name, key, None, (setup_key,), {}, False, _EMPTY)
         dsk[key] = Task(key, run_cleanup, call, *(TaskRef(self._done_key(k, dsk)) for k in waits))

@@ -231,3 +231,74 @@ def test_interrupt_runs_cleanup_of_open_resources(client, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         f.run(cluster=client)
     assert _events(path) == ["open-db", "close-db"]
+
+
+# -- fused chains inside a block ----------------------------------------------------------
+
+
+@df.task
+def step(path, x, label):
+    _log(path, f"step-{label}")
+    return x + 1
+
+
+def _fused_keys(dask_scheduler, name):
+    return [str(k) for k in dask_scheduler.plugins[name].seen if str(k).startswith("step+")]
+
+
+def test_a_chain_inside_a_block_fuses_and_the_cleanup_waits_for_it(client, tmp_path):
+    import uuid
+
+    from test_fusion import CountTasks
+
+    path = str(tmp_path / "log")
+
+    @df.flow
+    def f():
+        with journal(path, "db"):
+            x = step(path, step(path, step(path, 0, "a"), "b"), "c")  # one fused task
+        after = step(path, x, "after")  # outside the block: not fused with the chain
+        return after
+
+    name = f"keys-{uuid.uuid4().hex[:6]}"
+    client.register_plugin(CountTasks(name), name=name)
+    try:
+        runs = [f.run(cluster=client, fuse=fuse) for fuse in (True, False)]
+        fused = client.run_on_scheduler(_fused_keys, name=name)
+    finally:
+        client.unregister_scheduler_plugin(name)
+    assert len(fused) == 1 and fused[0].startswith("step+step-2+step-3-"), fused
+    for run in runs:
+        assert run.result() == 4
+    assert {n: s.name for n, s in runs[0].states.items()} == {
+        n: s.name for n, s in runs[1].states.items()}
+    events = _events(path)
+    half = len(events) // 2
+    for events in (events[:half], events[half:]):  # the cleanup and "after" may swap
+        assert events[:4] == ["open-db", "step-a", "step-b", "step-c"], events
+        assert sorted(events[4:]) == ["close-db", "step-after"], events
+
+
+def test_interrupting_a_fused_chain_in_a_block_runs_the_cleanup(client, tmp_path):
+    import _thread
+    import threading
+    import time
+
+    path, flag = str(tmp_path / "log"), str(tmp_path / "started")
+
+    @df.flow
+    def f():
+        with journal(path, "db"):
+            x = block_until_interrupted(path, step(path, step(path, 0, "a"), "b"), flag)
+        return x
+
+    def interrupt():
+        deadline = time.monotonic() + 30
+        while not os.path.exists(flag) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        f.run(cluster=client)
+    assert _events(path) == ["open-db", "step-a", "step-b", "close-db"]
