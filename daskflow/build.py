@@ -124,10 +124,10 @@ class allow_failure:  # noqa: N801 - Prefect's spelling
 def no_gc() -> Iterator[None]:
     """Pause the cyclic garbage collector while building many small objects.
 
-    Building and compiling create a few objects per task and no cycles; the
-    collector's full passes over a growing heap would otherwise cost as much
-    as the work (half of building a 100k-task flow).  The collector is on
-    again as soon as the block ends, whatever happens in it.
+    Compiling creates a few objects per task and no cycles; the collector's
+    full passes over a growing heap would otherwise cost as much as the work.
+    The collector is on again as soon as the block ends, whatever happens in
+    it.  Only daskflow's own loops run under it, never a flow body (user code).
     """
     enabled = gc.isenabled()
     gc.disable()

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from daskflow import runner
-from daskflow.build import Builder, Ref, check_built, current_builder, no_gc
+from daskflow.build import Builder, Ref, check_built, current_builder
 from daskflow.concurrency import check as check_concurrency
 from daskflow.concurrency import resolve as resolve_limits
 from daskflow.exceptions import FlowDefinitionError, ParameterError, check_options
@@ -129,7 +129,7 @@ class Flow(Generic[R]):
 
     def build(self, params: dict[str, Any]) -> tuple[Builder, Any]:
         """Run the body once with a builder active; return it and the body's return value."""
-        with no_gc(), Builder(self.name) as builder:
+        with Builder(self.name) as builder:
             builder.enter_flow(self)
             returned = self.fn(**params)
             builder.exit_flow()

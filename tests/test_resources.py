@@ -208,18 +208,11 @@ def block_until_interrupted(path, handle, flag):
     return handle
 
 
-def test_interrupt_runs_cleanup_of_open_resources(client, tmp_path):
+def run_until_interrupted(flow, client, flag):
+    """Run ``flow``; Ctrl-C (as a signal to the main thread) once ``flag`` exists."""
     import _thread
     import threading
     import time
-
-    path, flag = str(tmp_path / "log"), str(tmp_path / "started")
-
-    @df.flow
-    def f():
-        with journal(path, "db") as h:
-            x = block_until_interrupted(path, h, flag)
-        return x
 
     def interrupt():
         deadline = time.monotonic() + 30
@@ -229,7 +222,19 @@ def test_interrupt_runs_cleanup_of_open_resources(client, tmp_path):
 
     threading.Thread(target=interrupt, daemon=True).start()
     with pytest.raises(KeyboardInterrupt):
-        f.run(cluster=client)
+        flow.run(cluster=client)
+
+
+def test_interrupt_runs_cleanup_of_open_resources(client, tmp_path):
+    path, flag = str(tmp_path / "log"), str(tmp_path / "started")
+
+    @df.flow
+    def f():
+        with journal(path, "db") as h:
+            x = block_until_interrupted(path, h, flag)
+        return x
+
+    run_until_interrupted(f, client, flag)
     assert _events(path) == ["open-db", "close-db"]
 
 
@@ -279,10 +284,6 @@ def test_a_chain_inside_a_block_fuses_and_the_cleanup_waits_for_it(client, tmp_p
 
 
 def test_interrupting_a_fused_chain_in_a_block_runs_the_cleanup(client, tmp_path):
-    import _thread
-    import threading
-    import time
-
     path, flag = str(tmp_path / "log"), str(tmp_path / "started")
 
     @df.flow
@@ -291,13 +292,5 @@ def test_interrupting_a_fused_chain_in_a_block_runs_the_cleanup(client, tmp_path
             x = block_until_interrupted(path, step(path, step(path, 0, "a"), "b"), flag)
         return x
 
-    def interrupt():
-        deadline = time.monotonic() + 30
-        while not os.path.exists(flag) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        _thread.interrupt_main()
-
-    threading.Thread(target=interrupt, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        f.run(cluster=client)
+    run_until_interrupted(f, client, flag)
     assert _events(path) == ["open-db", "step-a", "step-b", "close-db"]
