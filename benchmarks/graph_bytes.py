@@ -136,6 +136,9 @@ SYSTEMS = {  # label: (submit and return a canceller, tasks per element, Dask ta
 
 def measure(client, n):
     """Each system's graphs for N, sent then cancelled once the scheduler has them."""
+    from dask.utils import parse_bytes
+
+    limit = parse_bytes(dask.config.get("distributed.admin.large-graph-warning-threshold"))
     rows = []
     for label, (send, per, dask_per) in SYSTEMS.items():
         tasks = per * n + 1
@@ -160,7 +163,8 @@ def measure(client, n):
         rows.append({"system": label, "n": n, "tasks": tasks, "graphs": len(sizes),
                      "sent_bytes": nbytes, "sent_per_task": nbytes / tasks,
                      "stored_bytes": kept, "stored_per_task": kept / tasks,
-                     "large_graph_warning": max(sizes, default=0) > 10 * 2**20,
+                     "largest_graph": max(sizes, default=0),
+                     "large_graph_warning": max(sizes, default=0) > limit,
                      "to_scheduler_s": elapsed})
     return rows
 

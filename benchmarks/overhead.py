@@ -8,9 +8,10 @@ EMPTY: a flow with no task against a no-op ``submit().result()``.  Every system 
 LocalCluster (2 workers x 1 thread), started before timing; runs alternate
 between systems so that drift on a noisy machine hits all of them alike.
 Medians, min-max and the ratio to raw futures are printed, then the time to
-build and compile 100k-task flows without any cluster.
+build and compile 100k-task flows without any cluster (best of 5, fused and
+unfused).
 
-    python benchmarks/overhead.py [--quick] [--json out.json]
+    python benchmarks/overhead.py [--quick] [--compile-only] [--json out.json]
 """
 
 from __future__ import annotations
@@ -55,25 +56,30 @@ def measure(client, cases):
     return rows
 
 
-def compile_times():
-    """Build and compile 100k-task flows with no cluster."""
+def compile_times(reps=5):
+    """Build and compile 100k-task flows with no cluster, fused (the default)
+    and unfused; best of ``reps``."""
     from daskflow.graph import Compiler
     from daskflow.specs import RunInfo
 
     out = {}
     for label, flow, n in (("map-reduce 100k", workloads.w1_flow, 100_000),
-                           ("chain 100k", workloads.w2_flow, 100_000)):
-        best_build = best_compile = float("inf")
-        for _ in range(3):
-            start = time.perf_counter()
-            builder, _ = flow.build(flow.bind(n))
-            built = time.perf_counter()
-            dsk = Compiler(builder.nodes, RunInfo(flow.name, "bench")).stage()
-            done = time.perf_counter()
-            assert len(dsk) >= n
-            best_build = min(best_build, built - start)
-            best_compile = min(best_compile, done - built)
-        out[label] = {"build_s": best_build, "compile_s": best_compile}
+                           ("chain 100k", workloads.w2_flow, 100_000),
+                           ("W4, 3 maps of 33,333", workloads.w4_flow, 33_333)):
+        for fuse in (True, False):
+            best = (float("inf"), float("inf"), 0)
+            for _ in range(reps):
+                start = time.perf_counter()
+                builder, _ = flow.build(flow.bind(n))
+                built = time.perf_counter()
+                compiler = Compiler(builder.nodes, RunInfo(flow.name, "bench"))
+                compiler.fuse = fuse
+                dsk = compiler.stage()
+                done = time.perf_counter()
+                if (built - start) + (done - built) < sum(best[:2]):
+                    best = (built - start, done - built, len(dsk))
+            out[f"{label}{'' if fuse else ' unfused'}"] = {
+                "build_s": best[0], "compile_s": best[1], "dask_tasks": best[2]}
     return out
 
 
@@ -87,11 +93,22 @@ def table(rows):
     return "\n".join(lines)
 
 
+def print_compile_times(compiled):
+    print("| flow | build s | compile s | Dask tasks |\n|---|---|---|---|")
+    for label, t in compiled.items():
+        print(f"| {label} | {t['build_s']:.3f} | {t['compile_s']:.3f} | {t['dask_tasks']:,} |")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer cases and repetitions")
     parser.add_argument("--json", help="also write the raw figures here")
+    parser.add_argument("--compile-only", action="store_true",
+                        help="only the build and compile times (no cluster)")
     args = parser.parse_args(argv)
+    if args.compile_only:
+        print_compile_times(compile_times())
+        return
 
     from distributed import Client, LocalCluster
 
@@ -105,9 +122,7 @@ def main(argv=None):
     compiled = compile_times()
     print(table(rows))
     print()
-    print("| flow | build s | compile s |\n|---|---|---|")
-    for label, t in compiled.items():
-        print(f"| {label} | {t['build_s']:.3f} | {t['compile_s']:.3f} |")
+    print_compile_times(compiled)
     print(f"\nload average before/after: {load_before[0]:.2f} / {load_after[0]:.2f} "
           f"on {os.cpu_count()} cores")
     if args.json:
