@@ -82,8 +82,14 @@ class SyncBackend:
         def pretask(key: Any, dsk: Any, state: Any) -> None:
             check()
 
-        self.values.update(zip(keys, dask.get(graph, keys, callbacks=[(None, None, pretask,
-                                                                         None, None)])))
+        from daskflow.taskrun import _fused
+
+        _fused.check = check  # and between the tasks inside a fused one
+        try:
+            self.values.update(zip(keys, dask.get(graph, keys, callbacks=[
+                (None, None, pretask, None, None)])))
+        finally:
+            _fused.check = None
 
     def wait_lengths(self, keys: list[Any]) -> dict[Any, tuple[int, str]]:
         return {k: self.values[k] for k in keys}

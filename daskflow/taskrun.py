@@ -373,10 +373,48 @@ def run_fused(calls: tuple[Call, ...], *inputs: Any) -> State:
     try:
         state = run_task(calls[0], *inputs)
         for call in calls[1:-1]:
+            _check_wanted(calls[-1].key)
             state = run_task(call, state)
     finally:
         _fused.inner = False
+    _check_wanted(calls[-1].key)
     return run_task(calls[-1], state)
+
+
+class FusedTaskCancelled(Exception):
+    """The run was cancelled while a fused task ran: the rest of its tasks never start."""
+
+
+def _check_wanted(key: Any) -> None:
+    """Between the tasks of a fused one, stop if the run was cancelled.
+
+    In process (``cluster="sync"``) the runner installs its cancel check as
+    ``_fused.check`` (it raises); on a worker the fused task's own key tells:
+    the driver released it, so the worker marked it cancelled.
+    """
+    check = getattr(_fused, "check", None)
+    if check is not None:
+        check()
+    elif _cancelled_on_worker(key):
+        raise FusedTaskCancelled(f"{key!r} was cancelled; its remaining tasks do not start")
+
+
+def _cancelled_on_worker(key: Any) -> bool:
+    """Whether this worker has marked the task ``key`` cancelled.
+
+    distributed has no public API for "is my task still wanted": this reads
+    ``Worker.state.tasks[key].state`` (the worker state machine's own
+    record), isolated here and checked by
+    ``test_a_cancelled_fused_task_stops_between_its_tasks``.
+    """
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except ValueError:  # not on a worker
+        return False
+    ts = worker.state.tasks.get(key)
+    return ts is None or ts.state in ("cancelled", "released", "forgotten")
 
 
 def _state_hooks(call: Call, state: State, chosen: tuple, secede: bool) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 import uuid
 
 import dask
@@ -272,3 +273,61 @@ def test_a_map_child_costs_no_more_graph_bytes_than_a_raw_dask_task(client, grap
     print(f"graph bytes per task: raw {raw:.0f}, unfused {unfused:.0f}, fused {fused:.0f}")
     assert unfused <= 1.5 * raw, (unfused, raw)
     assert fused < unfused / 2, (fused, unfused)
+
+
+# -- cancelling a fused task -------------------------------------------------------------
+
+
+@df.task
+def wait_for_go(where: str) -> int:
+    open(os.path.join(where, "started"), "w").close()
+    deadline = time.time() + 60
+    while not os.path.exists(os.path.join(where, "go")) and time.time() < deadline:
+        time.sleep(0.02)
+    return 1
+
+
+@df.task
+def leave_mark(x: int, where: str) -> int:
+    open(os.path.join(where, "second ran"), "w").close()
+    return x
+
+
+@df.flow
+def two_in_one(where: str):
+    leave_mark(wait_for_go(where), where)  # one fused task
+
+
+def test_a_cancelled_fused_task_stops_between_its_tasks(client, tmp_path):
+    where = str(tmp_path)
+    run = two_in_one.submit(where, cluster=client)
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "started").exists():
+        assert time.monotonic() < deadline, "the first task did not start"
+        time.sleep(0.02)
+    assert run.cancel(timeout=30) is True
+    (tmp_path / "go").write_text("")  # the first task ends; the second must not start
+    assert run.state.is_cancelled()
+    assert run.states["leave_mark"].is_cancelled()
+    # the worker finishes the first task and checks its key before the second
+    key_gone = time.monotonic() + 10
+    while time.monotonic() < key_gone and client.run(_executing_count) != {
+            w: 0 for w in client.scheduler_info()["workers"]}:
+        time.sleep(0.05)
+    assert not (tmp_path / "second ran").exists()
+    # what _cancelled_on_worker reads (distributed internals) is still there
+    assert client.submit(_wanted_inside_a_task, pure=False).result() == ("executing", False)
+
+
+def _executing_count(dask_worker):
+    return sum(ts.state in ("executing", "cancelled") for ts in dask_worker.state.tasks.values())
+
+
+def _wanted_inside_a_task():
+    from distributed import get_worker
+
+    from daskflow.taskrun import _cancelled_on_worker
+
+    worker = get_worker()
+    key = worker.get_current_task()
+    return worker.state.tasks[key].state, _cancelled_on_worker(key)
