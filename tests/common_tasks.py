@@ -1,5 +1,6 @@
 """Small tasks shared by several test modules (workers import this module)."""
 
+import os
 import time
 
 import daskflow as df
@@ -38,3 +39,13 @@ def mapped(n: int = 4):
 @df.flow
 def long_flow(seconds: float):
     return linger(seconds)
+
+
+@df.task
+def wait_for_go(where):
+    """Mark ``where/started``, then wait (up to 60 s) for ``where/go`` to exist."""
+    open(os.path.join(where, "started"), "w").close()
+    deadline = time.time() + 60
+    while not os.path.exists(os.path.join(where, "go")) and time.time() < deadline:
+        time.sleep(0.02)
+    return 1

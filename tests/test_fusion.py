@@ -11,6 +11,7 @@ import uuid
 import dask
 import numpy as np
 import pytest
+from common_tasks import wait_for_go
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 import daskflow as df
@@ -276,15 +277,6 @@ def test_a_map_child_costs_no_more_graph_bytes_than_a_raw_dask_task(client, grap
 
 
 # -- cancelling a fused task -------------------------------------------------------------
-
-
-@df.task
-def wait_for_go(where: str) -> int:
-    open(os.path.join(where, "started"), "w").close()
-    deadline = time.time() + 60
-    while not os.path.exists(os.path.join(where, "go")) and time.time() < deadline:
-        time.sleep(0.02)
-    return 1
 
 
 @df.task

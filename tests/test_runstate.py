@@ -22,6 +22,7 @@ import time
 import dask
 import psutil
 import pytest
+from common_tasks import wait_for_go
 from conftest import dask_env
 from distributed import Client, LocalCluster, get_worker
 
@@ -566,19 +567,10 @@ def test_cancel_a_submitted_run_ends_its_resources(client, tmp_path):
     (tmp_path / "go").write_text("")  # let the orphaned gate task end
 
 
-@df.task
-def step(where):
-    open(os.path.join(where, "started"), "w").close()
-    deadline = time.time() + 60
-    while not os.path.exists(os.path.join(where, "go")) and time.time() < deadline:
-        time.sleep(0.02)
-    return 1
-
-
 @df.flow
 def two_steps(where: str):
     with marked(where) as w:
-        out = square(step(w))
+        out = square(wait_for_go(w))
     return out
 
 
@@ -588,7 +580,7 @@ def test_cancel_on_sync_takes_effect_before_the_next_task(tmp_path):
     assert run.cancel(timeout=0.1) is True  # the step in progress cannot be interrupted
     (tmp_path / "go").write_text("")
     assert run.wait(30).is_cancelled()
-    assert run.states["step"].is_completed()
+    assert run.states["wait_for_go"].is_completed()
     assert run.states["square"].is_cancelled()  # never started
     assert (tmp_path / "cleaned").read_text() == "yes"
 
