@@ -119,6 +119,10 @@ _workers: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
 
 
 _flush_on_transition: weakref.WeakSet = weakref.WeakSet()  # workers with RunEventsFlush
+# Workers whose scheduler installed RunEventsFlush, and so has RunEvents' stream
+# handler: an unknown op on a worker's stream makes the scheduler drop the worker.
+_plugged: weakref.WeakSet = weakref.WeakSet()
+_unplugged_warned: weakref.WeakSet = weakref.WeakSet()
 
 
 def emit(worker: Any, run: Any, state_msg: dict | None = None, log_msg: dict | None = None,
@@ -156,6 +160,14 @@ def _flush(worker: Any) -> None:
     with _pending_lock:
         items = _pending.pop(worker, [])
     if not items:
+        return
+    if worker not in _plugged:
+        if worker not in _unplugged_warned:
+            _unplugged_warned.add(worker)
+            logging.getLogger("daskflow").warning(
+                "worker %s runs daskflow tasks but its scheduler has no daskflow plugin "
+                "(it restarted since the run began?); their states and logs cannot reach "
+                "the driver", worker.address)
         return
     groups: dict[tuple[str, str], tuple[list, list]] = {}
     for owner, run_id, state_msg, log_msg in items:
@@ -201,7 +213,7 @@ class RunMonitor:
 
 
 _monitors: dict[str, RunMonitor] = {}
-_attached: weakref.WeakSet = weakref.WeakSet()
+_attached: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 _attach_lock = threading.Lock()
 
 
@@ -229,12 +241,23 @@ def _dispatch(event: Any) -> None:
         mon.receive(states, logs)
 
 
+def connection(client: Any) -> Any:
+    """The client's current connection to its scheduler: a new object each time
+    the client (re)connects, so a scheduler that restarted on the same address
+    is seen as new.  ``Client.scheduler_comm`` is not documented; pinned by
+    ``test_runstate.test_a_scheduler_restarted_on_its_address_serves_the_next_runs``."""
+    return client.scheduler_comm
+
+
 def attach(client: Any) -> None:
-    """Install the scheduler plugin and subscribe this client, once per client."""
-    if client in _attached:
+    """Install the plugins and subscribe this client, once per connection: a
+    client that reconnected (to a scheduler restarted on the same address,
+    which knows none of them) installs them again."""
+    conn = connection(client)
+    if _attached.get(client) is conn:
         return
     with _attach_lock:
-        if client in _attached:
+        if _attached.get(client) is conn:
             return
         from daskflow.scheduler_plugin import RunEvents, RunEventsFlush
 
@@ -247,13 +270,12 @@ def attach(client: Any) -> None:
                 f"{client.scheduler.address}: {err!r}. The scheduler (and the workers) "
                 "need daskflow installed, with the same version as here") from err
         client.subscribe_topic(TOPIC, _dispatch)
-        _attached.add(client)
+        _attached[client] = conn
 
 
 def detach(client: Any) -> None:
     """Unsubscribe a client that daskflow opened, before it is closed."""
-    if client in _attached:
-        _attached.discard(client)
+    if _attached.pop(client, None) is not None:
         try:
             client.unsubscribe_topic(TOPIC)
         except Exception:  # a client whose scheduler is gone: nothing to tell it

@@ -122,6 +122,7 @@ class DistributedBackend:
         from daskflow.states import register_serialization
 
         register_serialization()
+        _connected(client)
         self.client = client
         self.owner = client.id
         self.address = client.scheduler.address
@@ -134,6 +135,8 @@ class DistributedBackend:
         self.timeout = config.seconds_setting("run.scheduler-timeout")
         self._last_answer = time.monotonic()
         self._ping: Any = None
+        self._no_workers_since: float | None = None
+        self._said_no_workers = False
         events.attach(client)
 
     def scatter(self, objects: list[Any], broadcast: bool) -> list[Any]:
@@ -232,6 +235,7 @@ class DistributedBackend:
             self._ping = None
             if ping.exception() is None:
                 self._last_answer = now
+                self._count_workers(ping.result(), now)
             elif isinstance(ping.exception(), OSError):
                 self.lost = True
                 raise ClusterError(f"the Dask scheduler at {self.address} cannot be reached: "
@@ -245,8 +249,23 @@ class DistributedBackend:
                 f"(now {self.timeout:g}s) if it is only slow")
         if self._ping is None and silent >= min(5.0, self.timeout / 3):
             self._ping = asyncio.run_coroutine_threadsafe(
-                asyncio.wait_for(self.client.scheduler.identity(), self.timeout),
+                asyncio.wait_for(self.client.scheduler.identity(n_workers=0), self.timeout),
                 self.client.loop.asyncio_loop)
+
+    def _count_workers(self, identity: dict, now: float) -> None:
+        """Say once when the scheduler has had no worker for longer than the
+        scheduler timeout: the run waits for workers (an adaptive cluster at
+        zero scales up; a shared scheduler whose workers all left does not)."""
+        if identity.get("n_workers", 1):
+            self._no_workers_since = None
+            return
+        since = self._no_workers_since = self._no_workers_since or now
+        if now - since >= self.timeout and not self._said_no_workers:
+            self._said_no_workers = True
+            log = self.engine.log if self.engine is not None else logging.getLogger("daskflow")
+            log.warning(
+                "the Dask scheduler at %s has had no workers for %.0fs: the run's tasks wait "
+                "for workers to join (start some, or cancel the run)", self.address, now - since)
 
     def gather(self, keys: list[Any]) -> dict[Any, State]:
         futs = {k: self.futures[k] for k in keys if k in self.futures}
@@ -738,7 +757,33 @@ def _temporary_local_cluster() -> Iterator[Any]:
         yield client
 
 
-_descriptions: weakref.WeakKeyDictionary[Any, tuple[str, str | None]] = weakref.WeakKeyDictionary()
+_descriptions: weakref.WeakKeyDictionary[Any, tuple[Any, str, str | None]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _connected(client: Any) -> None:
+    """Wait (bounded by ``daskflow.connect-timeout``) for a client that is
+    reconnecting to its scheduler; a closed client, or one that does not get
+    back in time, is a ClusterError before anything of the run is started."""
+    status = client.status
+    address = getattr(client.scheduler, "address", None) or "(unknown)"
+    if status == "connecting":
+        timeout = config.seconds_setting("connect-timeout")
+        deadline = time.monotonic() + timeout
+        while client.status == "connecting" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        status = client.status
+        if status == "connecting":
+            raise ClusterError(
+                f"the client has been reconnecting to the Dask scheduler at "
+                f"{address} for over {timeout:g}s "
+                "(daskflow.connect-timeout): the scheduler is down or unreachable; nothing "
+                "of the run was started")
+    if status != "running":
+        raise ClusterError(
+            f"the client of the Dask scheduler at {address} is {status}: "
+            "it lost its scheduler for good or was closed; open a new Client (or pass "
+            "cluster='ADDRESS' to let daskflow connect); nothing of the run was started")
 
 
 def _dashboard_hint(cluster: Any) -> str:
@@ -753,16 +798,18 @@ def _dashboard_hint(cluster: Any) -> str:
 
 
 def _describe_client(client: Any) -> tuple[str, str | None]:
-    """('<cluster class> at <address> (dashboard <link>)', the link), once per client."""
+    """('<cluster class> at <address> (dashboard <link>)', the link), once per
+    connection (a scheduler restarted on the same address has a new dashboard)."""
+    conn = events.connection(client)
     known = _descriptions.get(client)
-    if known is None:
+    if known is None or known[0] is not conn:
         cluster = getattr(client, "cluster", None)
         name = type(cluster).__name__ if cluster is not None else "scheduler"
         link = getattr(client, "dashboard_link", None)
         text = f"{name} at {client.scheduler.address}" + (
             f" (dashboard {link}{_dashboard_hint(cluster)})" if link else "")
-        known = _descriptions[client] = (text, link)
-    return known
+        known = _descriptions[client] = (conn, text, link)
+    return known[1], known[2]
 
 
 # -- logs -----------------------------------------------------------------------

@@ -72,6 +72,7 @@ class RunEventsFlush(WorkerPlugin):
         register_serialization()
         self.worker = worker
         events._flush_on_transition.add(worker)
+        events._plugged.add(worker)
 
     def teardown(self, worker: Any) -> None:
         events._flush_on_transition.discard(worker)

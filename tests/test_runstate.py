@@ -44,9 +44,11 @@ class Processes:
         self.procs: list[subprocess.Popen] = []
         self.address = ""
 
-    def start_scheduler(self) -> subprocess.Popen:
+    def start_scheduler(self, port: str = "0") -> subprocess.Popen:
+        with _suppress():
+            os.remove(self.sfile)  # a scheduler started again writes it anew
         proc = self._popen(["distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port",
-                            "0", "--dashboard-address", "127.0.0.1:0", "--scheduler-file",
+                            port, "--dashboard-address", "127.0.0.1:0", "--scheduler-file",
                             self.sfile])
         deadline = time.monotonic() + 60
         while not os.path.exists(self.sfile):
@@ -84,7 +86,7 @@ class _suppress:
         return self
 
     def __exit__(self, *exc):
-        return exc[0] is ProcessLookupError
+        return exc[0] in (ProcessLookupError, FileNotFoundError)
 
 
 @pytest.fixture
@@ -444,6 +446,91 @@ def test_lost_scheduler_is_a_cluster_error_within_the_setting(processes, tmp_pat
         assert "has not answered" in str(err)
         assert elapsed < 3 + 5 + 5, elapsed  # the timeout, a ping interval, the disconnect
     print(f"scheduler {how.name}: ClusterError after {elapsed:.2f}s")
+
+
+def test_a_scheduler_restarted_on_its_address_serves_the_next_runs(processes, caplog):
+    """A client reconnects by itself to a scheduler restarted on the same
+    address, which knows none of daskflow's plugins: the next run installs
+    them again (it used to hang, its worker dropped for an unknown message),
+    and a run started while the client reconnects waits for it."""
+    from daskflow import events
+
+    caplog.set_level(logging.WARNING, logger="daskflow")
+    scheduler = processes.start_scheduler()
+    processes.start_worker("--no-nanny")
+    port = processes.address.rsplit(":", 1)[1]
+    with Client(processes.address, set_as_default=False, timeout=60) as c:
+        c.wait_for_workers(1, timeout=60)
+        assert simple(3, cluster=c) == [0, 1, 4]
+        first = events.connection(c)
+        os.killpg(scheduler.pid, signal.SIGKILL)  # its worker ends with it (no nanny)
+        wait_for(lambda: c.status == "connecting", what="the client to notice")
+        thread, box = _run_in_thread(lambda: simple(4, cluster=c, progress=False))
+        time.sleep(0.5)  # the run is waiting for the client
+        processes.start_scheduler(port)
+        processes.start_worker("--no-nanny")
+        thread.join(60)
+        assert not thread.is_alive()
+        assert box.get("value") == [0, 1, 4, 9], box
+        assert events.connection(c) is not first
+        run = simple.run(5, cluster=c)
+        assert run.result() == [0, 1, 4, 9, 16]
+        assert [s.name for s in run.states.values()] == ["Completed"] * 5
+        plugins = c.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.plugins))
+        assert "daskflow-run-events" in plugins
+        assert len(c.scheduler_info()["workers"]) == 1  # no worker was dropped
+    assert not [r for r in caplog.records if "no daskflow plugin" in r.getMessage()]
+
+
+def test_a_run_on_a_scheduler_without_workers_says_so_and_waits(processes, caplog):
+    caplog.set_level(logging.WARNING, logger="daskflow")
+    processes.start_scheduler()
+    with dask.config.set({"daskflow.run.scheduler-timeout": "2s"}):
+        thread, box = _run_in_thread(lambda: simple(3, cluster=processes.address,
+                                                    progress=False))
+        wait_for(lambda: any("has had no workers" in r.getMessage() for r in caplog.records),
+                 what="the warning")
+        assert thread.is_alive()  # waiting, not failed
+        processes.start_worker("--no-nanny")
+        thread.join(60)
+    assert box.get("value") == [0, 1, 4], box
+    said = [r for r in caplog.records if "has had no workers" in r.getMessage()]
+    assert len(said) == 1 and processes.address in said[0].getMessage()
+
+
+def test_a_closed_client_is_a_clear_error_before_anything_runs():
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as cluster:
+        c = Client(cluster, set_as_default=False)
+        c.close()
+        with pytest.raises(df.ClusterError, match="is closed.*open a new Client"):
+            simple(2, cluster=c)
+
+
+def _emit_without_plugin():
+    from daskflow import events
+
+    class Run:
+        owner, run_id = "nobody", "r0"
+
+    events.emit(get_worker(), Run(), state_msg={"k": "x"})
+    time.sleep(0.5)  # the worker's loop sends (or not) meanwhile
+    return True
+
+
+def test_a_worker_whose_scheduler_lacks_the_plugin_is_not_dropped(caplog):
+    """Sent to a scheduler without daskflow's stream handler, a state message
+    would make it drop the worker: a worker without the plugin keeps it."""
+    caplog.set_level(logging.WARNING, logger="daskflow")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as cluster, \
+            Client(cluster, set_as_default=False) as c:
+        worker = next(iter(cluster.workers.values()))
+        assert c.submit(_emit_without_plugin, pure=False).result(timeout=30)
+        assert c.submit(_emit_without_plugin, pure=False).result(timeout=30)
+        assert list(cluster.scheduler.workers) == [worker.address]
+        warned = [r for r in caplog.records if "no daskflow plugin" in r.getMessage()]
+        assert len(warned) == 1, warned  # once per worker
 
 
 # -- no cross-talk ---------------------------------------------------------------------
