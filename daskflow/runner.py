@@ -576,7 +576,8 @@ class Engine:
             if error is None:
                 error = FlowRunError(f"flow run {self.name!r} {final.name}: {final.message}")
         self.flow_run._finish(final, states, value, error)
-        self.log.info("%s", self.flow_run.summary().splitlines()[0])
+        self.log.log(logging.INFO if final.is_completed() else logging.ERROR, "%s",
+                     self.flow_run.summary().splitlines()[0])
 
 
 def _label(compiler: Compiler, key: Any) -> str:

@@ -588,17 +588,17 @@ def _attempt_loop(call: Call, args: tuple, kwargs: dict, start: float,
             return State(StateType.SKIPPED, message=sig.message, result=sig.result,
                          attempts=attempt, start=start)
         except signals.FAIL as sig:
-            return _failed(sig, attempt, start, sig.message or "FAIL signal raised")
+            return _failed(sig, attempt, start, sig.message or "FAIL signal raised", call)
         except _PROCESS_EXITS as err:
             if isinstance(err, KeyboardInterrupt) and _current_worker() is None:
                 raise  # in process this is the user's Ctrl-C: it interrupts the run
             return _failed(err, attempt, start,
                            f"the task raised {type(err).__name__}({_args(err)}); it ends the "
-                           "task, never the worker process")
+                           "task, never the worker process", call)
         except Exception as err:
             retryable = spec.retry_on is None or isinstance(err, spec.retry_on)
             if attempt > spec.retries or not retryable:
-                return _failed(err, attempt, start, f"{type(err).__name__}: {err}")
+                return _failed(err, attempt, start, f"{type(err).__name__}: {err}", call)
             marks.append(time.time())
             delay = spec.retry_delays[min(attempt - 1, len(spec.retry_delays) - 1)]
             _log_retry(call, attempt, err, delay)
@@ -620,9 +620,14 @@ def _call(spec: TaskSpec, args: tuple, kwargs: dict) -> Any:
     return _with_timeout(spec, args, kwargs)
 
 
-def _failed(err: BaseException, attempt: int, start: float, message: str) -> State:
+def _failed(err: BaseException, attempt: int, start: float, message: str,
+            call: Call | None = None) -> State:
     """A Failed state whose exception can travel: one that does not survive
-    pickling and unpickling is replaced by a RemoteTaskError describing it."""
+    pickling and unpickling is replaced by a RemoteTaskError describing it.
+    The failure is one ERROR line of the run's log (its traceback is in the state)."""
+    if call is not None:
+        _run_log(call).error("failed%s: %s", f" after {attempt} attempts" if attempt > 1 else "",
+                             message)
     tb = "".join(traceback.format_exception(type(err), err, err.__traceback__))
     if _current_worker() is not None and events.dump_exception(err) is None:
         err = RemoteTaskError(type(err).__name__, str(err), tb)
@@ -634,13 +639,17 @@ def _args(err: BaseException) -> str:
     return ", ".join(map(repr, err.args))
 
 
-def _log_retry(call: Call, attempt: int, err: BaseException, delay: float) -> None:
+def _run_log(call: Call) -> logging.LoggerAdapter:
     spec = call.spec
-    logging.LoggerAdapter(_task_logger(), {
+    return logging.LoggerAdapter(_task_logger(), {
         "daskflow_task": f"{spec.run.flow_name}/{call.display_name}",
         "daskflow_run": spec.run.run_id,
-    }).warning("attempt %d of %d failed with %s: %s; retrying in %gs",
-               attempt, spec.retries + 1, type(err).__name__, err, delay)
+    })
+
+
+def _log_retry(call: Call, attempt: int, err: BaseException, delay: float) -> None:
+    _run_log(call).warning("attempt %d of %d failed with %s: %s; retrying in %gs",
+                           attempt, call.spec.retries + 1, type(err).__name__, err, delay)
 
 
 def _sleep(delay: float) -> None:

@@ -202,6 +202,31 @@ def test_logs_in_sync_mode(caplog):
     assert len([r for r in caplog.records if r.getMessage().startswith("hello from pid")]) == 2
 
 
+@df.task(retries=1)
+def frame(i):
+    if i == 1:
+        raise ValueError(f"bad frame {i}")
+    return i
+
+
+@df.flow
+def frames():
+    return frame.map(range(3))
+
+
+def test_a_failed_task_and_a_failed_run_are_error_lines(on, caplog):
+    """One ERROR line per failed task (after its retries), labelled, and the
+    run's last line at ERROR, as Prefect logs them."""
+    caplog.set_level(logging.INFO, logger="daskflow")
+    run = frames.run(cluster=on)
+    assert run.state.is_failed()
+    failed = [r for r in caplog.records if r.getMessage().startswith("failed")]
+    assert [(r.levelname, r.daskflow_task, r.getMessage()) for r in failed] == [
+        ("ERROR", "frames/frame[1]", "failed after 2 attempts: ValueError: bad frame 1")]
+    last = [r for r in caplog.records if r.getMessage().startswith("Flow run 'frames'")]
+    assert [r.levelname for r in last] == ["ERROR"]
+
+
 def test_ref_misuse_is_a_definition_error():
     @df.flow
     def branchy():
