@@ -188,6 +188,7 @@ class RunMonitor:
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
         self.states: dict[Any, State] = {}
+        self.changes: list[tuple[Any, State]] = []  # every (key, state) received, in order
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
 
@@ -196,6 +197,7 @@ class RunMonitor:
         with self.lock:
             for key, state in decoded:
                 self.states[key] = state
+            self.changes.extend(decoded)
             self.changed.notify_all()
         task_logger = logging.getLogger("daskflow.task")
         for msg in logs:
@@ -205,6 +207,7 @@ class RunMonitor:
         """A state from this process (in-process runs)."""
         with self.lock:
             self.states[key] = state
+            self.changes.append((key, state))
             self.changed.notify_all()
 
     def snapshot(self) -> dict[Any, State]:

@@ -48,6 +48,7 @@ class FlowRun:
         self.logs: deque[dict[str, Any]] = deque(maxlen=10_000)  # the run's log records
         self._final: dict[str, State] | None = None
         self._live: Any = None  # () -> dict[str, State] while running
+        self._progress: Any = None  # () -> per-task progress groups while running
         self._value: Any = None
         self._error: BaseException | None = None
         self._done = threading.Event()
@@ -99,7 +100,7 @@ class FlowRun:
                 error: BaseException | None) -> None:
         """Record the final state; ``done()`` follows once the flow's hooks ran (``_settle``)."""
         self.state, self._final, self._value, self._error = state, states, value, error
-        self._live = None
+        self._live = self._progress = None
         self._ended = True
 
     def _settle(self) -> None:

@@ -435,6 +435,10 @@ class Engine:
         compiler.check_pickle = not isinstance(backend, SyncBackend)
         self.flow_run._live = lambda: self._labelled(
             monitor.snapshot(), lambda key: State(StateType.PENDING))
+        from daskflow.progress import LiveGroups
+
+        self.flow_run._progress = LiveGroups(compiler.state_keys, compiler.synthetic,
+                                             monitor.changes, lambda key: _label(compiler, key))
         self.flow_run.state = State(StateType.RUNNING, start=start)
         self.log.info("run %s started on %s (%d nodes)", self.run_id, backend.description,
                       len(self.builder.nodes))

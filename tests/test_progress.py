@@ -13,6 +13,7 @@ import time
 
 import dask
 import pytest
+from common_tasks import wait_for_go
 from conftest import dask_env
 
 import daskflow as df
@@ -75,6 +76,39 @@ def test_the_widget_bars_move_to_the_final_counts(client, tmp_path, shown):
     assert renderer.bars["after"][0].value == 1
     assert run.run_id in renderer.header.value
     assert "dashboard" in renderer.header.value
+
+
+@df.flow
+def stepping_then_gate(n: int, marker: str, where: str):
+    return after(df.allow_failure(step.map(range(n), marker=df.unmapped(marker)))), \
+        wait_for_go(where)
+
+
+def _view(groups):
+    return {g.name: (g.total, dict(+g.counts), g.retries, g.worst) for g in groups}
+
+
+def test_live_counts_match_a_full_recount(client, tmp_path):
+    """A redraw reads only the states received since the previous one; what it
+    shows is what a pass over every state would show, mid-run and at the end."""
+    run = stepping_then_gate.submit(6, str(tmp_path / "marker"), str(tmp_path),
+                                    cluster=client, progress=False)
+    deadline = time.monotonic() + 60
+    while run._progress is None or not (tmp_path / "started").exists():
+        assert time.monotonic() < deadline and not run.done()
+        time.sleep(0.05)
+    live = run._progress
+    while len([s for s in run.states.values() if s.is_final()]) < 7:  # all but the gate
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    middle = _view(live())
+    assert middle == _view(progress.groups_of(run.states))
+    assert middle["step"] == (6, {"COMPLETED": 5, "FAILED": 1}, 2, "FAILED")
+    assert middle["wait_for_go"][1] == {"PENDING": 1}
+    (tmp_path / "go").touch()
+    assert run.wait(60) is not None
+    assert _view(live()) == _view(progress.groups_of(run.states))
+    assert _view(live())["wait_for_go"] == (1, {"COMPLETED": 1}, 0, "COMPLETED")
 
 
 def test_progress_false_shows_nothing(client, tmp_path, shown):
