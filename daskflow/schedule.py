@@ -325,28 +325,70 @@ def serve(flow: Any, *, cron: str | None = None, interval: Any = None,
         runner.setup_logging()
         with _cluster_for_runs(cluster) as where:
             log.info("serving flow %r on %r (catchup=%s, overlap=%s) on %s; next run at %s",
-                     flow.name, schedule, catchup, overlap, where[1],
+                     flow.name, schedule, catchup, overlap, where.description,
                      schedule.next_after(last).isoformat(timespec="seconds"))
-            return _loop(flow, schedule, parameters, where[0], state, last, catchup, overlap,
+            return _loop(flow, schedule, parameters, where, state, last, catchup, overlap,
                          limit, grace, clock)
     finally:
         state.unlock()
 
 
-@contextlib.contextmanager
-def _cluster_for_runs(cluster: Any) -> Iterator[tuple[Any, str]]:
-    """A ``cluster=`` for every run of the server: a cluster it starts (a spec,
-    a profile, the temporary default) is started once and closed at the end."""
-    from daskflow.runner import SyncBackend, open_backend
+class _Where:
+    """The ``cluster=`` of every run of a server.  A cluster it starts (a spec,
+    a profile, the temporary default) or a client it opens (an address) is
+    opened once and closed at the end; when that client is lost for good
+    (its scheduler died and did not come back within the client's reconnect
+    timeout), the next fire opens it again instead of crashing every run
+    from then on.  A ``Client`` of the caller's is used as it is."""
 
-    with open_backend(cluster) as backend:
+    def __init__(self, cluster: Any) -> None:
+        from distributed import Client
+
+        self.cluster = cluster
+        self.reopen = not isinstance(cluster, Client) and cluster != "sync"
+        self.stack = contextlib.ExitStack()
+        self.where: Any = None
+        self.description = ""
+
+    def open(self) -> None:
+        from daskflow.runner import SyncBackend, open_backend
+
+        backend = self.stack.enter_context(open_backend(self.cluster))
         if isinstance(backend, SyncBackend):
-            yield "sync", backend.description
+            self.where = "sync"
         else:
-            yield backend.client, backend.description
+            self.where = backend.client
+        self.description = backend.description
+
+    def current(self) -> Any:
+        """Where the next run goes (reopened first if it was lost)."""
+        where = self.where
+        if self.reopen and getattr(where, "status", "running") in ("closed", "closing"):
+            log.warning("the cluster of the server (%s) was lost; opening it again for "
+                        "the next run", self.description)
+            self.close()
+            self.stack = contextlib.ExitStack()
+            self.open()
+        return self.where
+
+    def close(self) -> None:
+        try:
+            self.stack.close()
+        except Exception as err:  # a lost cluster may fail to close: it is gone anyway
+            log.warning("closing the lost cluster of the server failed: %r", err)
 
 
-def _loop(flow: Any, schedule: Any, parameters: dict, where: Any, state: State,
+@contextlib.contextmanager
+def _cluster_for_runs(cluster: Any) -> Iterator[_Where]:
+    where = _Where(cluster)
+    where.open()
+    try:
+        yield where
+    finally:
+        where.stack.close()
+
+
+def _loop(flow: Any, schedule: Any, parameters: dict, where: _Where, state: State,
           last: dt.datetime, catchup: str, overlap: str, limit: int | None,
           grace: float, clock: Any) -> list[Any]:
     runs: list[Any] = []
@@ -422,11 +464,17 @@ def _catch_up(due: list[dt.datetime], now: dt.datetime, catchup: str,
     return [f for f in due[-1:] if (now - f).total_seconds() <= grace]
 
 
-def _start(flow: Any, parameters: dict, where: Any, fire: dt.datetime, runs: list,
+def _start(flow: Any, parameters: dict, where: _Where, fire: dt.datetime, runs: list,
            active: list) -> None:
     log.info("fire at %s: starting a run of flow %r", fire.isoformat(timespec="seconds"),
              flow.name)
-    run = flow.submit(cluster=where, **parameters)
+    try:
+        cluster = where.current()
+    except Exception as err:  # a cluster that cannot be opened again: this fire is lost
+        log.error("fire at %s of flow %r: no run, the cluster could not be opened: %s",
+                  fire.isoformat(timespec="seconds"), flow.name, err)
+        return
+    run = flow.submit(cluster=cluster, **parameters)
     run.scheduled_for = fire
     runs.append(run)
     active.append(run)

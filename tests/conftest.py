@@ -284,3 +284,70 @@ def _close_comms_to_pods(timeout: float = 10) -> None:
         time.sleep(0.1)
     for comm in to_pods():
         comm.abort()
+
+
+# -- a cluster of our own, processes recorded by pid -----------------------------
+
+
+class Processes:
+    """A scheduler and workers started as subprocesses; stopped by pid."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.sfile = os.path.join(directory, "scheduler.json")
+        self.log = open(os.path.join(directory, "cluster.log"), "ab")
+        self.procs: list[subprocess.Popen] = []
+        self.address = ""
+
+    def start_scheduler(self, port: str = "0") -> subprocess.Popen:
+        with _suppress():
+            os.remove(self.sfile)  # a scheduler started again writes it anew
+        proc = self._popen(["distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port",
+                            port, "--dashboard-address", "127.0.0.1:0", "--scheduler-file",
+                            self.sfile])
+        deadline = time.monotonic() + 60
+        while not os.path.exists(self.sfile):
+            assert proc.poll() is None and time.monotonic() < deadline, "scheduler did not start"
+            time.sleep(0.05)
+        import json
+
+        with open(self.sfile) as f:
+            self.address = json.load(f)["address"]
+        return proc
+
+    def start_worker(self, *args: str) -> subprocess.Popen:
+        return self._popen(["distributed.cli.dask_worker", "--scheduler-file", self.sfile,
+                            "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1", *args])
+
+    def _popen(self, argv: list[str]) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-m", *argv], env=dask_env(), stdout=self.log,
+                                stderr=self.log, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                with _suppress():
+                    os.killpg(proc.pid, signal.SIGCONT)
+                    os.killpg(proc.pid, signal.SIGKILL)
+        for proc in self.procs:
+            proc.wait(timeout=30)
+        self.log.close()
+
+
+class _suppress:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return exc[0] in (ProcessLookupError, FileNotFoundError)
+
+
+@pytest.fixture
+def processes(tmp_path, cleanup):  # noqa: F811 - distributed's fixture
+    procs = Processes(str(tmp_path))
+    try:
+        yield procs
+    finally:
+        procs.stop()

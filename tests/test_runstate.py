@@ -31,73 +31,6 @@ import daskflow as df
 pytestmark = pytest.mark.timeout(180)
 
 
-# -- a cluster of our own, processes recorded by pid -----------------------------
-
-
-class Processes:
-    """A scheduler and workers started as subprocesses; stopped by pid."""
-
-    def __init__(self, directory: str) -> None:
-        self.directory = directory
-        self.sfile = os.path.join(directory, "scheduler.json")
-        self.log = open(os.path.join(directory, "cluster.log"), "ab")
-        self.procs: list[subprocess.Popen] = []
-        self.address = ""
-
-    def start_scheduler(self, port: str = "0") -> subprocess.Popen:
-        with _suppress():
-            os.remove(self.sfile)  # a scheduler started again writes it anew
-        proc = self._popen(["distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port",
-                            port, "--dashboard-address", "127.0.0.1:0", "--scheduler-file",
-                            self.sfile])
-        deadline = time.monotonic() + 60
-        while not os.path.exists(self.sfile):
-            assert proc.poll() is None and time.monotonic() < deadline, "scheduler did not start"
-            time.sleep(0.05)
-        import json
-
-        with open(self.sfile) as f:
-            self.address = json.load(f)["address"]
-        return proc
-
-    def start_worker(self, *args: str) -> subprocess.Popen:
-        return self._popen(["distributed.cli.dask_worker", "--scheduler-file", self.sfile,
-                            "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1", *args])
-
-    def _popen(self, argv: list[str]) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-m", *argv], env=dask_env(), stdout=self.log,
-                                stderr=self.log, start_new_session=True)
-        self.procs.append(proc)
-        return proc
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                with _suppress():
-                    os.killpg(proc.pid, signal.SIGCONT)
-                    os.killpg(proc.pid, signal.SIGKILL)
-        for proc in self.procs:
-            proc.wait(timeout=30)
-        self.log.close()
-
-
-class _suppress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return exc[0] in (ProcessLookupError, FileNotFoundError)
-
-
-@pytest.fixture
-def processes(tmp_path, cleanup):
-    procs = Processes(str(tmp_path))
-    try:
-        yield procs
-    finally:
-        procs.stop()
-
-
 def wait_for(predicate, timeout=30.0, what="condition"):
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -496,6 +429,23 @@ def test_a_run_on_a_scheduler_without_workers_says_so_and_waits(processes, caplo
     assert box.get("value") == [0, 1, 4], box
     said = [r for r in caplog.records if "has had no workers" in r.getMessage()]
     assert len(said) == 1 and processes.address in said[0].getMessage()
+
+
+def test_a_client_that_gave_up_reconnecting_leaves_no_thread(processes):
+    """A sync Client that closed itself (its scheduler gone past its reconnect
+    timeout) keeps its loop thread, and close() returns at once; daskflow's
+    close_client stops it (distributed's ``cleanup`` fixture checks threads)."""
+    from daskflow.clusters.base import close_client
+
+    scheduler = processes.start_scheduler()
+    client = Client(processes.address, set_as_default=False, timeout=1)
+    try:
+        os.killpg(scheduler.pid, signal.SIGKILL)
+        wait_for(lambda: client.status == "closed", what="the client to give up")
+        assert client._loop_runner.is_started()  # what upstream leaves behind
+    finally:
+        close_client(client)
+    assert not client._loop_runner.is_started()
 
 
 def test_a_closed_client_is_a_clear_error_before_anything_runs():

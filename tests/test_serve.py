@@ -220,6 +220,46 @@ def test_interval_one_second_three_runs_on_a_cluster(client, tmp_path, state_dir
     assert [round(b - a) for a, b in zip(starts, starts[1:])] == [1, 1]
 
 
+def test_a_server_on_an_address_opens_it_again_after_losing_it(processes, tmp_path, state_dir,
+                                                              caplog):
+    """The scheduler dies and the server's client gives up reconnecting: the
+    runs meanwhile crash, and once the scheduler is back the next fire opens
+    a new connection instead of crashing every run from then on."""
+    import dask
+
+    caplog.set_level(logging.INFO, logger="daskflow")
+    scheduler = processes.start_scheduler()
+    processes.start_worker("--no-nanny")
+    port = processes.address.rsplit(":", 1)[1]
+    path = str(tmp_path / "runs.jsonl")
+    killed: list = []
+
+    class Chaos:
+        """The wall clock; after the first run, kills the scheduler, waits for
+        the client to give up, and starts a scheduler on the same port."""
+
+        def now(self):
+            return dt.datetime.now(UTC)
+
+        def sleep(self, seconds):
+            time.sleep(seconds)
+            if os.path.exists(path) and not killed:
+                killed.append(True)
+                os.killpg(scheduler.pid, signal.SIGKILL)
+                time.sleep(4)  # past the client's 2 s reconnect timeout: it closes
+                processes.start_scheduler(port)
+                processes.start_worker("--no-nanny")
+
+    with dask.config.set({"daskflow.connect-timeout": "2s"}):  # also the reconnect timeout
+        runs = job.serve(interval=0.5, limit=4, parameters={"path": path},
+                         cluster=processes.address, state_dir=state_dir, clock=Chaos())
+    assert killed
+    assert runs[0].state.is_completed() and runs[-1].state.is_completed(), \
+        [r.state for r in runs]
+    assert any("opening it again" in r.getMessage() for r in caplog.records)
+    assert len(spans(path)) >= 2
+
+
 SERVED = textwrap.dedent("""
     import time
     import daskflow as df

@@ -60,6 +60,21 @@ from daskflow.exceptions import ClusterError
 logger = logging.getLogger("daskflow.run")
 
 
+def close_client(client: Any) -> None:
+    """``client.close()``, and the loop thread of a client that closed itself.
+
+    A synchronous ``Client`` that gave up reconnecting to a lost scheduler
+    closes itself without stopping its event-loop thread, and ``close()`` then
+    returns at once (distributed 2026.8): every such client would leave a
+    thread behind.  Stopping its ``_loop_runner`` (private) is idempotent;
+    pinned by ``test_a_client_that_gave_up_reconnecting_leaves_no_thread``.
+    """
+    client.close()
+    runner = getattr(client, "_loop_runner", None)
+    if runner is not None and not client.asynchronous:
+        runner.stop()
+
+
 class Lifecycle(enum.Enum):
     NEW = "new"
     STARTING = "starting"
@@ -130,7 +145,7 @@ class ClusterSpec:
     def _destroy(self, handle: Handle, client: Any, cluster: Any) -> None:
         """End what ``_create`` made (close the client; shut down if temporary)."""
         if client is not None:
-            client.close()
+            close_client(client)
         if cluster is not None and self.temporary:
             cluster.close()
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from daskflow import config
-from daskflow.clusters.base import ClusterSpec, Handle, need, terminate_nannies
+from daskflow.clusters.base import ClusterSpec, Handle, close_client, need, terminate_nannies
 from daskflow.exceptions import ClusterError
 
 
@@ -121,7 +121,7 @@ class Gateway(ClusterSpec):
         if client is not None:
             if self.temporary:  # the gateway stops a busy worker only after its own grace period
                 terminate_nannies(client)
-            client.close()
+            close_client(client)
         if cluster is not None:
             try:
                 if self.temporary:

@@ -20,7 +20,7 @@ import threading
 from typing import Any
 
 from daskflow import config
-from daskflow.clusters.base import ClusterSpec, Handle, need
+from daskflow.clusters.base import ClusterSpec, Handle, close_client, need
 from daskflow.exceptions import ClusterError
 
 
@@ -94,7 +94,7 @@ class Slurm(ClusterSpec):
     def _destroy(self, handle: Handle, client: Any, cluster: Any) -> None:
         try:
             if client is not None:
-                client.close()
+                close_client(client)
             if cluster is not None:
                 cluster.close()
         finally:

@@ -8,7 +8,7 @@ import multiprocessing
 import os
 from typing import Any
 
-from daskflow.clusters.base import ClusterSpec, Handle, process_identity
+from daskflow.clusters.base import ClusterSpec, Handle, close_client, process_identity
 from daskflow.exceptions import ClusterError
 
 
@@ -63,7 +63,7 @@ class Local(ClusterSpec):
 
     def _destroy(self, handle: Handle, client: Any, cluster: Any) -> None:
         if client is not None:
-            client.close()
+            close_client(client)
         if cluster is not None:
             # A worker busy in a task exits only when killed, and a nanny waits
             # 80% of its close timeout (5 s by default) before killing it.

@@ -16,7 +16,7 @@ from typing import Any
 import dask.config
 
 from daskflow import config
-from daskflow.clusters.base import ClusterSpec, need
+from daskflow.clusters.base import ClusterSpec, close_client, need
 from daskflow.exceptions import ClusterError
 
 
@@ -154,7 +154,7 @@ class Coiled(_ProviderSpec):
 
     def _destroy(self, handle: Any, client: Any, cluster: Any) -> None:
         if client is not None:
-            client.close()
+            close_client(client)
         if cluster is not None:
             if self.temporary:
                 cluster.shutdown()
