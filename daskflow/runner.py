@@ -519,10 +519,13 @@ class Engine:
             what, state_type = "cancelled", StateType.CANCELLED
         elif isinstance(err, ClusterError):
             what, state_type = "lost its scheduler", StateType.CRASHED
+        elif isinstance(err, Exception):  # e.g. a definition error found while submitting
+            what, state_type = f"failed with {type(err).__name__}", StateType.FAILED
         else:
             what, state_type = "interrupted", StateType.CANCELLED
-        self.log.warning("run %s %s; its tasks were cancelled and %d open resource(s) "
-                         "cleaned up", self.run_id, what, len(ended))
+        self.log.log(logging.ERROR if state_type is StateType.FAILED else logging.WARNING,
+                     "run %s %s; its tasks were cancelled and %d open resource(s) cleaned up",
+                     self.run_id, what, len(ended))
         self._end_without_value(state_type, err, monitor, start)
 
     def _end_without_value(self, state_type: StateType, err: BaseException,
