@@ -227,6 +227,32 @@ def test_a_failed_task_and_a_failed_run_are_error_lines(on, caplog):
     assert [r.levelname for r in last] == ["ERROR"]
 
 
+def test_a_run_stopped_by_an_error_while_submitting_ends_failed(client, caplog):
+    """Not 'interrupted' and Cancelled: Failed, with its error named (the task
+    closes over a lock, so it cannot be sent)."""
+    import threading
+
+    caplog.set_level(logging.INFO, logger="daskflow")
+    lock = threading.Lock()
+
+    @df.task
+    def guarded(x):
+        with lock:
+            return x
+
+    @df.flow
+    def locked():
+        return guarded(1)
+
+    run = locked.submit(cluster=client, progress=False)
+    assert run.wait(60) is not None
+    assert run.state.is_failed() and "FlowDefinitionError" in run.state.message
+    with pytest.raises(df.FlowDefinitionError, match="task 'guarded' cannot be sent"):
+        run.result()
+    said = [r for r in caplog.records if "failed with FlowDefinitionError" in r.getMessage()]
+    assert [r.levelname for r in said] == ["ERROR"]
+
+
 def test_ref_misuse_is_a_definition_error():
     @df.flow
     def branchy():
