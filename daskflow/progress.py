@@ -89,9 +89,14 @@ def groups_of(states: dict[str, Any]) -> list[Group]:
         group.counts[kind] += 1
         group.retries += max(st.attempts - 1, 0)
     for group in out.values():
-        finished = [k for k in _WORST if group.counts.get(k) and k not in ("PENDING", "RUNNING")]
-        group.worst = finished[0] if finished else "PENDING"
+        group.worst = _worst(group.counts)
     return list(out.values())
+
+
+def _worst(counts: Counter[str]) -> str:
+    """The worst finished state among a group's runs, else PENDING."""
+    return next((k for k in _WORST if counts.get(k) and k not in ("PENDING", "RUNNING")),
+                "PENDING")
 
 
 class LiveGroups:
@@ -155,9 +160,7 @@ class _Live:
         unknown = self.total - sum(group.counts.values())
         if unknown:
             group.counts["PENDING"] += unknown
-        finished = [k for k in _WORST
-                    if group.counts.get(k) and k not in ("PENDING", "RUNNING")]
-        group.worst = finished[0] if finished else "PENDING"
+        group.worst = _worst(group.counts)
         return group
 
 

@@ -189,9 +189,16 @@ def get_run_logger() -> logging.LoggerAdapter:
             "df.get_run_logger() was called outside a running task; use it inside "
             "a @df.task body, or logging.getLogger(...) elsewhere"
         )
-    extra = {"daskflow_task": f"{ctx.flow_name}/{ctx.task_run_name}",
-             "daskflow_run": ctx.flow_run_id}
-    return logging.LoggerAdapter(_task_logger(), extra)
+    return _call_logger(ctx._call)
+
+
+def _call_logger(call: Call) -> logging.LoggerAdapter:
+    """The run logger of one task run, labelled ``flow/task[i]``."""
+    spec = call.spec
+    return logging.LoggerAdapter(_task_logger(), {
+        "daskflow_task": f"{spec.run.flow_name}/{call.display_name}",
+        "daskflow_run": spec.run.run_id,
+    })
 
 
 def task_logger(fallback: logging.Logger) -> Any:
@@ -407,11 +414,8 @@ def _cancelled_on_worker(key: Any) -> bool:
     record), isolated here and checked by
     ``test_a_cancelled_fused_task_stops_between_its_tasks``.
     """
-    try:
-        from distributed import get_worker
-
-        worker = get_worker()
-    except ValueError:  # not on a worker
+    worker = _current_worker()
+    if worker is None:
         return False
     ts = worker.state.tasks.get(key)
     return ts is None or ts.state in ("cancelled", "released", "forgotten")
@@ -626,7 +630,7 @@ def _failed(err: BaseException, attempt: int, start: float, message: str,
     pickling and unpickling is replaced by a RemoteTaskError describing it.
     The failure is one ERROR line of the run's log (its traceback is in the state)."""
     if call is not None:
-        _run_log(call).error("failed%s: %s", f" after {attempt} attempts" if attempt > 1 else "",
+        _call_logger(call).error("failed%s: %s", f" after {attempt} attempts" if attempt > 1 else "",
                              message)
     tb = "".join(traceback.format_exception(type(err), err, err.__traceback__))
     if _current_worker() is not None and events.dump_exception(err) is None:
@@ -639,16 +643,8 @@ def _args(err: BaseException) -> str:
     return ", ".join(map(repr, err.args))
 
 
-def _run_log(call: Call) -> logging.LoggerAdapter:
-    spec = call.spec
-    return logging.LoggerAdapter(_task_logger(), {
-        "daskflow_task": f"{spec.run.flow_name}/{call.display_name}",
-        "daskflow_run": spec.run.run_id,
-    })
-
-
 def _log_retry(call: Call, attempt: int, err: BaseException, delay: float) -> None:
-    _run_log(call).warning("attempt %d of %d failed with %s: %s; retrying in %gs",
+    _call_logger(call).warning("attempt %d of %d failed with %s: %s; retrying in %gs",
                            attempt, call.spec.retries + 1, type(err).__name__, err, delay)
 
 
