@@ -59,8 +59,8 @@ def measure(client, cases):
 def compile_times(reps=5):
     """Build and compile 100k-task flows with no cluster, fused (the default)
     and unfused; best of ``reps``."""
-    from daskflow.graph import Compiler
-    from daskflow.specs import RunInfo
+    from daskflow.compile.graph import Compiler
+    from daskflow.wire import RunInfo
 
     out = {}
     for label, flow, n in (("map-reduce 100k", workloads.w1_flow, 100_000),

@@ -15,7 +15,21 @@ from __future__ import annotations
 
 from daskflow import clusters, notify
 from daskflow import config as _config  # noqa: F401 - loads daskflow.yaml into dask.config
-from daskflow.build import allow_failure, unmapped
+from daskflow.core.signals import (
+    FAIL,
+    SKIP,
+    all_failed,
+    all_finished,
+    all_successful,
+    always_run,
+    any_failed,
+    any_successful,
+)
+from daskflow.core.states import State, StateType
+from daskflow.define.build import allow_failure, unmapped
+from daskflow.define.resources import resource, resource_manager
+from daskflow.define.task import Task, task
+from daskflow.driver.flowrun import FlowRun
 from daskflow.exceptions import (
     CacheKeyError,
     CacheMissError,
@@ -37,24 +51,10 @@ from daskflow.exceptions import (
     UnpicklableResultError,
 )
 from daskflow.flow import Flow, flow
-from daskflow.flowrun import FlowRun
-from daskflow.resources import resource, resource_manager
-from daskflow.shell import shell
-from daskflow.signals import (
-    FAIL,
-    SKIP,
-    all_failed,
-    all_finished,
-    all_successful,
-    always_run,
-    any_failed,
-    any_successful,
-)
-from daskflow.states import State, StateType
-from daskflow.task import Task, task
-from daskflow.taskrun import context, get_run_logger
+from daskflow.integrations.shell import shell
+from daskflow.worker.context import context, get_run_logger
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place the version is written (pyproject.toml reads it)
 
 __all__ = [
     "CacheKeyError",

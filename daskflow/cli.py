@@ -12,65 +12,39 @@ interrupted.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import importlib
 import json
 import os
-import signal
+import runpy
 import sys
+import time
 from typing import Any
 
-from daskflow.clusters.base import records, same_process
+from dask.utils import format_bytes, parse_timedelta
+
+from daskflow.clusters import KINDS, ClusterSpec
+from daskflow.clusters.records import records
+from daskflow.driver.flowrun import FlowRun
+from daskflow.exceptions import (
+    DaskflowError,
+    FlowDefinitionError,
+    FlowRunError,
+    ParameterError,
+    ScheduleError,
+)
+from daskflow.flow import Flow
+from daskflow.wire import storage_url
+from daskflow.worker import store
 
 
-def _processes(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """The processes a record owns, each a pid with its start time.
-
-    Records written before start times were kept list bare pids: those are
-    never signalled (the pid may have been reused), only reported.
-    """
-    owned = list(record.get("processes", []))
-    owned += [{"pid": pid, "create_time": None} for pid in record.get("worker_pids", [])]
-    return owned
-
-
-def _driver_alive(record: dict[str, Any]) -> bool:
-    driver = record.get("driver") or {"pid": record.get("driver_pid"), "create_time": None}
-    return same_process(driver)
-
-
-def _reachable(address: str) -> bool:
-    from daskflow.clusters.address import probe
-    from daskflow.exceptions import ClusterError
-
-    try:
-        probe(address, 2.0)
-    except ClusterError:
-        return False
-    return True
+def spec_class(record: dict[str, Any]) -> type[ClusterSpec]:
+    """The spec class that answers for a recorded cluster's kind."""
+    return KINDS.get(record.get("kind") or "", ClusterSpec)
 
 
 def status(record: dict[str, Any]) -> str:
-    if record.get("kind") == "kubernetes":  # its DaskCluster decides, not one address
-        from daskflow.clusters.kube import daskcluster_exists
-
-        if not daskcluster_exists(record["name"], record.get("namespace")):
-            return "gone"
-        return "running" if _driver_alive(record) else "orphaned"
-    if record.get("kind") == "gateway":  # its gateway decides
-        from daskflow.clusters.gateway import gateway_cluster_running
-
-        if not gateway_cluster_running(record):
-            return "gone"
-        return "running" if _driver_alive(record) else "orphaned"
-    if record.get("kind") == "slurm":
-        from daskflow.clusters.jobqueue import live_jobs
-
-        if not live_jobs(record.get("jobs", [])) and not _reachable(record["address"]):
-            return "gone"
-        return "running" if _driver_alive(record) else "orphaned"
-    if _reachable(record["address"]):
-        return "running" if _driver_alive(record) else "orphaned"
-    return "running" if any(map(same_process, _processes(record))) else "gone"
+    """``running``, ``orphaned`` or ``gone``, as the record's provider says."""
+    return spec_class(record).record_status(record)
 
 
 def _safe_status(record: dict[str, Any]) -> str:
@@ -97,51 +71,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def close_record(record: dict[str, Any]) -> str:
-    """End one recorded cluster: shut its scheduler down, then stray processes.
-
-    A Kubernetes cluster is ended by deleting its DaskCluster: shutting its
-    scheduler down would only get the pod restarted.
-    """
-    how = "already gone"
-    if record.get("kind") == "gateway":
-        from daskflow.clusters.gateway import stop_gateway_cluster
-
-        if stop_gateway_cluster(record):
-            how = "gateway cluster stopped"
-        records.remove(record["id"])
-        return how
-    if record.get("kind") == "kubernetes":
-        from daskflow.clusters.kube import delete_daskcluster
-
-        if delete_daskcluster(record["name"], record.get("namespace")):
-            how = "DaskCluster deleted"
-        records.remove(record["id"])
-        return how
-    if _reachable(record["address"]):
-        from distributed import Client
-
-        with contextlib.suppress(Exception), Client(record["address"], timeout=10,
-                                                    set_as_default=False) as client:
-            client.shutdown()
-            how = "scheduler shut down"
-    if record.get("jobs"):
-        from daskflow.clusters.jobqueue import cancel_jobs
-
-        if cancel_jobs(record["jobs"]):
-            how = f"{how}; jobs cancelled" if how != "already gone" else "jobs cancelled"
-    skipped = []
-    for proc in _processes(record):
-        if proc.get("create_time") is None:
-            skipped.append(str(proc["pid"]))
-        elif same_process(proc):  # still that very process, not a reused pid
-            with contextlib.suppress(OSError):
-                os.kill(int(proc["pid"]), signal.SIGTERM)
-                how = "processes terminated"
-    if skipped:
-        how += (f" (pids {', '.join(skipped)} left alone: the record has no start times "
-                "to tell them from reused pids)")
-    records.remove(record["id"])
-    return how
+    """End one recorded cluster, as its provider does; say how."""
+    return spec_class(record).close_record(record)
 
 
 def cmd_close(args: argparse.Namespace) -> int:
@@ -171,11 +102,6 @@ def load_flow(target: str) -> Any:
     ``if __name__ == "__main__":`` block does not run) and whose tasks
     travel to the workers by value, as a notebook's do.
     """
-    import importlib
-    import runpy
-
-    from daskflow.flow import Flow
-
     where, sep, name = target.rpartition(":")
     if not sep or not where or not name:
         raise UsageError(f"{target!r}: say which flow, as path/to/file.py:flow_name or "
@@ -216,8 +142,6 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from daskflow.exceptions import DaskflowError, FlowDefinitionError, ParameterError
-
     try:
         flow = load_flow(args.target)
         params = parse_params(args.param or [])
@@ -248,9 +172,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from daskflow.exceptions import FlowRunError
-    from daskflow.flowrun import FlowRun
-
     try:
         with open(args.record, encoding="utf-8") as f:
             run = FlowRun.from_json(f.read())
@@ -271,13 +192,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from daskflow.exceptions import (
-        DaskflowError,
-        FlowDefinitionError,
-        ParameterError,
-        ScheduleError,
-    )
-
     if (args.cron is None) == (args.interval is None):
         print("daskflow serve: give one of --cron '0 * * * *' and --interval 10m",
               file=sys.stderr)
@@ -309,13 +223,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    import time
-
-    from dask.utils import format_bytes, parse_timedelta
-
-    from daskflow import cache
-
-    url = cache.storage_url(args.storage)
+    url = storage_url(args.storage)
     older = None
     if args.older_than:
         try:
@@ -325,7 +233,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
                   "(e.g. 7d, 12h, 3600)", file=sys.stderr)
             return 2
     now = time.time()
-    chosen = [m for m in cache.records(url)
+    chosen = [m for m in store.records(url)
               if (args.flow is None or m.get("flow") == args.flow)
               and (older is None or now - m.get("created", now) > older)]
     if args.action == "list":
@@ -345,7 +253,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
         print(f"{len(chosen)} stored result(s), {format_bytes(total)} in {url}")
         return 0
     for m in chosen:
-        cache.remove(url, m)
+        store.remove(url, m)
     print(f"removed {len(chosen)} stored result(s) from {url}")
     return 0
 
@@ -354,6 +262,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="daskflow", description="daskflow: run flows, and manage the clusters it started")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run(sub)
+    _add_report(sub)
+    _add_serve(sub)
+    _add_cache(sub)
+    _add_clusters(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def _add_run(sub: Any) -> None:
     p_run = sub.add_parser(
         "run", help="run a flow from a file or module and print its summary",
         description="Run a flow and print its summary. Exit code: 0 Completed, 1 not "
@@ -368,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--report", metavar="FILE.html",
                        help="also write the run's report (one self-contained HTML file)")
     p_run.set_defaults(func=cmd_run)
+
+
+def _add_report(sub: Any) -> None:
     p_report = sub.add_parser(
         "report", help="make the HTML report of a run from its JSON record",
         description="Write the report of a run recorded with `daskflow run --json` or "
@@ -376,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     p_report.add_argument("--output", "-o", default=None,
                           help="where to write the report (default: the record's name, .html)")
     p_report.set_defaults(func=cmd_report)
+
+
+def _add_serve(sub: Any) -> None:
     p_serve = sub.add_parser(
         "serve", help="run a flow on a schedule (cron or interval) while this process lives",
         description="Run a flow on a schedule until interrupted (or --limit runs). Runs "
@@ -401,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
                          help="where the last fire and the lock are kept (default: the "
                               "setting daskflow.serve.state-dir)")
     p_serve.set_defaults(func=cmd_serve)
+
+
+def _add_cache(sub: Any) -> None:
     p_cache = sub.add_parser("cache", help="list or clear stored task results (cache=True, "
                                            "persist=True)")
     p_cache.add_argument("action", choices=("list", "clear"))
@@ -411,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
                          help="the store (default: the setting daskflow.results.storage)")
     p_cache.add_argument("--json", action="store_true", help="list as JSON")
     p_cache.set_defaults(func=cmd_cache)
+
+
+def _add_clusters(sub: Any) -> None:
     clusters = sub.add_parser("clusters", help="list or close the clusters daskflow started")
     csub = clusters.add_subparsers(dest="action", required=True)
     p_list = csub.add_parser("list", help="show recorded clusters and whether they run")
@@ -420,8 +350,6 @@ def main(argv: list[str] | None = None) -> int:
     p_close.add_argument("name", nargs="?")
     p_close.add_argument("--all", action="store_true")
     p_close.set_defaults(func=cmd_close)
-    args = parser.parse_args(argv)
-    return args.func(args)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from typing import Any
 
 import dask.config
 import yaml
+from dask.utils import parse_bytes, parse_timedelta
 
 _HERE = os.path.dirname(__file__)
 
@@ -33,40 +34,10 @@ def get(key: str, override_with: Any = None) -> Any:
 
 def bytes_setting(key: str, override_with: Any = None) -> int:
     """Read a size setting such as ``"1MiB"`` as a number of bytes."""
-    from dask.utils import parse_bytes
-
     value = get(key, override_with)
     return int(parse_bytes(value)) if isinstance(value, str) else int(value)
 
 
 def seconds_setting(key: str, override_with: Any = None) -> float:
     """Read a duration setting such as ``"100ms"`` as seconds."""
-    from dask.utils import parse_timedelta
-
     return float(parse_timedelta(get(key, override_with), default="seconds"))
-
-
-def positive_seconds(value: Any, what: str, error: type[Exception]) -> float:
-    """A user's duration (seconds, a ``timedelta`` or a string such as
-    ``"10m"``) as a positive number of seconds, or ``error`` saying ``what``
-    was wrong."""
-    import datetime
-
-    from dask.utils import parse_timedelta
-
-    if isinstance(value, datetime.timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str):
-        try:
-            seconds = float(parse_timedelta(value, default="seconds"))
-        except (ValueError, KeyError):
-            raise error(f"{what}={value!r} is not a duration; give seconds, a timedelta "
-                        "or a string such as '10m'") from None
-    else:
-        raise error(f"{what} must be seconds, a timedelta or a string such as '10m', "
-                    f"got {type(value).__name__} {value!r}")
-    if seconds <= 0:
-        raise error(f"{what}={value!r} must be positive")
-    return seconds

@@ -29,8 +29,6 @@ message and traceback text.
 
 from __future__ import annotations
 
-from typing import Any
-
 
 class DaskflowError(Exception):
     """Root of every error raised by daskflow itself."""
@@ -130,18 +128,3 @@ class ShellError(DaskflowError):
 
     def __str__(self) -> str:
         return self.message
-
-
-def check_options(what: str, given: Any, accepted: Any) -> None:
-    """Refuse unknown keyword options with a did-you-mean, before anything is made."""
-    import difflib
-
-    unknown = sorted(set(given) - set(accepted))
-    if not unknown:
-        return
-    hints = []
-    for name in unknown:
-        close = difflib.get_close_matches(name, list(accepted), n=1)
-        hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    raise FlowDefinitionError(f"{what} got unknown option(s) {', '.join(hints)}; its options "
-                              f"are: {', '.join(sorted(accepted))}")

@@ -2,25 +2,34 @@
 
 ``flow.run(**params, cluster=...)`` validates the parameters against the
 function's signature and type hints, builds the body (no task runs), and
-hands the nodes to the runner.  A flow called inside another flow's body is
-built into the same graph, its task names prefixed with its own name.
+hands the nodes to the engine (:mod:`daskflow.driver.engine`).  A flow
+called inside another flow's body is built into the same graph, its task
+names prefixed with its own name.  This is the facade users touch: it
+defines nothing of how a run goes.
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 import typing
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from daskflow import runner
-from daskflow.build import Builder, Ref, check_built, current_builder
-from daskflow.concurrency import check as check_concurrency
-from daskflow.concurrency import resolve as resolve_limits
-from daskflow.exceptions import FlowDefinitionError, ParameterError, check_options
-from daskflow.flowrun import FlowRun
-from daskflow.hooks import check_hooks
+from daskflow import serve as schedule
+from daskflow.compile.cachekeys import plan_for
+from daskflow.core.hooks import check_hooks
+from daskflow.core.options import check_limits, check_options
+from daskflow.define.build import Builder, Ref, check_built, current_builder
+from daskflow.driver.connect import check_cluster
+from daskflow.driver.engine import Engine, returned_nodes
+from daskflow.driver.flowrun import FlowRun
+from daskflow.driver.limits import resolve as resolve_limits
+from daskflow.exceptions import FlowDefinitionError, ParameterError
+from daskflow.ui import progress as live
+from daskflow.ui.visualize import to_graphviz
+from daskflow.wire import RunResults
 
 R = TypeVar("R")
 
@@ -38,13 +47,13 @@ class Flow(Generic[R]):
     name : str, optional
         Defaults to the function's name.
     cluster : optional
-        The default ``cluster=`` of its runs (see :func:`daskflow.runner.open_backend`).
+        The default ``cluster=`` of its runs (see :mod:`daskflow.driver.connect`).
     scatter : bool
         Scatter large parameters and constants before submitting (default True).
     concurrency : dict, optional
         Tag concurrency limits of its runs, e.g. ``{"db": 2}``: at most two
         tasks tagged ``db`` run at once on the cluster (see
-        :mod:`daskflow.concurrency`).
+        :mod:`daskflow.worker.slots`).
     cache : bool, optional
         The default ``cache=`` of its tasks (a task's own option wins).
     result_storage : str, optional
@@ -55,7 +64,7 @@ class Flow(Generic[R]):
         each (default: the setting ``daskflow.optimization.fuse``, on).
     on_completion, on_failure, on_crashed, on_cancellation : list of callables, optional
         Flow hooks, each called as ``hook(flow, run)`` on the driver when a
-        run ends in that state (see :mod:`daskflow.hooks`).
+        run ends in that state (see :mod:`daskflow.core.hooks`).
 
     >>> import daskflow as df
     >>> @df.task
@@ -84,10 +93,10 @@ class Flow(Generic[R]):
                     f"flow {self.name!r} has a parameter named {reserved!r}, which daskflow "
                     f"reserves for the run option {reserved}=; rename it"
                 )
-        runner.check_cluster(cluster)
+        check_cluster(cluster)
         self.cluster = cluster
         self.scatter = bool(scatter)
-        self.concurrency = check_concurrency(f"flow {self.name!r}", concurrency)
+        self.concurrency = check_limits(f"flow {self.name!r}", concurrency)
         self.cache = None if cache is None else bool(cache)
         self.result_storage = result_storage
         self.fuse = None if fuse is None else bool(fuse)
@@ -103,8 +112,6 @@ class Flow(Generic[R]):
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as err:
-            import difflib
-
             names = ", ".join(self.signature.parameters) or "none"
             suggestion = ""
             for key in kwargs:
@@ -166,15 +173,13 @@ class Flow(Generic[R]):
         for task errors (a cluster that cannot be used, a lost scheduler, or
         Ctrl-C do raise).
 
-        ``cluster=`` says where (see :func:`daskflow.runner.open_backend`);
+        ``cluster=`` says where (see :mod:`daskflow.driver.connect`);
         ``scatter=False`` keeps large constants in the graph for this run;
         ``concurrency={"tag": n}`` adds tag concurrency limits (over the flow's);
         ``refresh_cache=True`` recomputes cached tasks and overwrites their results;
-        ``progress=False`` hides the live progress (see :mod:`daskflow.progress`);
+        ``progress=False`` hides the live progress (see :mod:`daskflow.ui.progress`);
         ``fuse=False`` keeps one Dask task per task run.
         """
-        from daskflow import progress as live
-
         engine = self._engine("run", args, kwargs, cluster, scatter, concurrency, refresh_cache,
                               fuse)
         tracker = live.follow(engine.flow_run, live.wanted(progress))
@@ -195,8 +200,6 @@ class Flow(Generic[R]):
         checked and the body is built before this returns, so those errors
         raise here.
         """
-        from daskflow import progress as live
-
         engine = self._engine("submit", args, kwargs, cluster, scatter, concurrency,
                               refresh_cache, fuse)
         run = engine.submit()
@@ -205,40 +208,24 @@ class Flow(Generic[R]):
 
     def _engine(self, how: str, args: tuple, kwargs: dict, cluster: Any,
                 scatter: bool | None, concurrency: Any = None,
-                refresh_cache: bool = False, fuse: bool | None = None) -> runner.Engine:
+                refresh_cache: bool = False, fuse: bool | None = None) -> Engine:
         if current_builder() is not None:
             raise FlowDefinitionError(
                 f"{self.name}.{how}() was called inside a flow body; call {self.name}(...) "
                 "to nest it instead")
         cluster = self.cluster if cluster is None else cluster
-        runner.check_cluster(cluster)
-        limits = check_concurrency(f"this run of flow {self.name!r}", concurrency)
+        check_cluster(cluster)
+        limits = check_limits(f"this run of flow {self.name!r}", concurrency)
         params = self.bind(*args, **kwargs)
         builder, returned = self.build(params)
         used = {tag for node in builder.nodes for tag in node.task.tags}
-        results, plan = self._cache_plan(builder.nodes, bool(refresh_cache))
-        return runner.Engine(self.name, params, builder, returned, cluster,
+        results = RunResults.of_flow(bool(self.cache), self.result_storage, bool(refresh_cache))
+        plan = plan_for(builder.nodes, results)
+        return Engine(self.name, params, builder, returned, cluster,
                              self.scatter if scatter is None else scatter, flow=self,
                              limits=resolve_limits(self.concurrency, limits, used),
-                             results=results, plan=plan,
+                             results=results if plan is not None else None, plan=plan,
                              fuse=self.fuse if fuse is None else bool(fuse))
-
-    def _cache_plan(self, nodes: list, refresh: bool) -> tuple[tuple | None, Any]:
-        """The run's result settings and the keys of its nodes, when any task
-        stores its result (computed before anything starts, so a task whose key
-        cannot be computed fails here)."""
-        from daskflow import cache
-
-        stores = [n for n in nodes if n.task.persist or n.task.cache
-                  or (n.task.cache is None and self.cache)]
-        if not stores:
-            return None, None
-        results = (bool(self.cache), cache.storage_url(self.result_storage), refresh,
-                   cache.storage_options())
-        plan = cache.Plan()
-        for node in nodes:
-            plan.node(node, cache.settings_for(node.task, results))
-        return results, plan
 
     def serve(self, *, cron: str | None = None, interval: Any = None,
               parameters: dict[str, Any] | None = None, cluster: Any = None, tz: Any = None,
@@ -265,21 +252,17 @@ class Flow(Generic[R]):
         Runs happen only while this process lives: see the README for a
         systemd timer or crontab line running ``daskflow run`` instead.
         """
-        from daskflow.schedule import serve
-
         if current_builder() is not None:
             raise FlowDefinitionError(f"{self.name}.serve() was called inside a flow body")
-        return serve(self, cron=cron, interval=interval, parameters=parameters,
+        return schedule.serve(self, cron=cron, interval=interval, parameters=parameters,
                      cluster=cluster, tz=tz, catchup=catchup, overlap=overlap, limit=limit,
                      state_dir=state_dir, grace=grace, clock=clock)
 
     def visualize(self, *args: Any, filename: str | None = None, format: str | None = None,
                   **kwargs: Any) -> Any:
         """The flow's task graph as a ``graphviz.Digraph`` (rendered to ``filename`` if given)."""
-        from daskflow.visualize import to_graphviz
-
         builder, returned = self.build(self.bind(*args, **kwargs))
-        return to_graphviz(self.name, builder.nodes, runner._returned_nodes(returned),
+        return to_graphviz(self.name, builder.nodes, returned_nodes(returned),
                            filename=filename, format=format)
 
     def __repr__(self) -> str:

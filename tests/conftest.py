@@ -58,6 +58,15 @@ from distributed import Client  # noqa: E402
 from distributed.utils_test import cleanup, loop, loop_in_thread  # noqa: F401, E402 - fixtures
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
+# The tests mirror the package in folders without __init__.py: pytest imports
+# each test module by its own name (``test_semantics``), and the dask
+# processes the tests start import them (and the tasks in them) by that name,
+# so every folder of tests is on their path.
+TEST_DIRS = [TESTS, *sorted(
+    os.path.join(TESTS, d) for d in os.listdir(TESTS)
+    if os.path.isdir(os.path.join(TESTS, d))
+    and any(f.startswith("test_") and f.endswith(".py") for f in os.listdir(os.path.join(TESTS, d))))]
+TEST_PATH = os.pathsep.join(TEST_DIRS)
 SHUTDOWN_TIMES: dict[str, float] = {}  # filled by the shutdown tests, shown in the summary
 NOTEBOOKS_RUN: list[str] = []  # filled by test_notebooks, counted in the summary
 
@@ -101,7 +110,8 @@ ROOT = os.path.dirname(TESTS)
 
 def dask_env() -> dict[str, str]:
     """The environment for dask processes: tests importable, quiet logs."""
-    path = [TESTS, ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    path = [*TEST_DIRS, ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                                 if p]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(path),
             "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
 

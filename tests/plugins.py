@@ -35,7 +35,20 @@ def scheduler_keys(dask_scheduler):
 
 
 def worker_keys(dask_worker):
-    from daskflow import events, specs
+    from daskflow import wire
+    from daskflow.events import queue
 
-    return {"data": len(dask_worker.data), "specs": len(specs._spec_cache.entries),
-            "pending": sum(map(len, events._pending.values()))}
+    return {"data": len(dask_worker.data), "specs": len(wire._spec_cache.entries),
+            "pending": sum(map(len, queue._pending.values()))}
+
+
+class CountTasks(SchedulerPlugin):
+    """Counts the tasks the scheduler is given, by run token."""
+
+    def __init__(self, name):
+        self.name = name
+        self.seen = set()
+
+    def transition(self, key, start, finish, *args, **kwargs):
+        if start == "released" and finish == "waiting":
+            self.seen.add(key)

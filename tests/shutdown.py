@@ -15,7 +15,7 @@ import time
 from conftest import TESTS, dask_env
 
 from daskflow import cli
-from daskflow.clusters.base import records
+from daskflow.clusters.records import records
 
 SCENARIOS = [("normal", None), ("raise", None), ("wait", signal.SIGINT),
              ("wait", signal.SIGTERM), ("wait", signal.SIGKILL)]

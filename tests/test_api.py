@@ -20,10 +20,10 @@ def test_all_is_sorted_and_complete():
     assert df.__all__ == sorted(df.__all__)
     for name in df.__all__:
         assert hasattr(df, name), name
-    public = {n for n in dir(df) if not n.startswith("_")} - {
-        "build", "config", "exceptions", "flow", "flowrun", "graph", "resources", "runner",
-        "signals", "states", "task", "taskrun", "visualize", "annotations", "cli", "scatter",
-        "events", "specs", "scheduler_plugin", "hooks", "concurrency", "schedule", "report", "cache", "progress"}
+    # the package's layers (subpackages and modules imported on the way) are not names
+    layers = {"annotations", "cli", "compile", "config", "core", "define", "driver", "events",
+              "exceptions", "flow", "integrations", "serve", "ui", "wire", "worker"}
+    public = {n for n in dir(df) if not n.startswith("_")} - layers
     assert public <= set(df.__all__) | {"flow", "task"}
 
 
@@ -152,7 +152,7 @@ def test_tests_never_touch_the_home_directory(monkeypatch, tmp_path):
     import dask
     from conftest import REAL_HOME, SESSION_HOME
 
-    from daskflow.clusters.base import records
+    from daskflow.clusters.records import records
 
     assert os.path.expanduser("~") == SESSION_HOME != REAL_HOME
     with dask.config.set({"daskflow.lifecycle.state-dir": "~/.local/state/daskflow/clusters"}):
@@ -181,16 +181,16 @@ def test_profiles_are_found_from_any_folder(monkeypatch, tmp_path):
 def test_the_dashboard_of_a_temporary_cluster_is_the_real_one(monkeypatch):
     import urllib.request
 
-    from daskflow.runner import _dashboard_hint
+    from daskflow.driver.backends import dashboard_hint
 
     with df.clusters.Local(n_workers=1, threads_per_worker=1, dashboard_address=":0") as client:
         link = client.dashboard_link
         with urllib.request.urlopen(link, timeout=30) as response:
             page = response.read().decode()
         assert "needs bokeh" not in page and "Dask" in page and len(page) > 1000
-        assert _dashboard_hint(client.cluster) == ""
+        assert dashboard_hint(client.cluster) == ""
         monkeypatch.setitem(sys.modules, "bokeh", None)  # as if bokeh were not installed
-        assert "pip install 'daskflow[dashboard]'" in _dashboard_hint(client.cluster)
+        assert "pip install 'daskflow[dashboard]'" in dashboard_hint(client.cluster)
 
 
 def _span_names(dask_scheduler):

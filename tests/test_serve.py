@@ -17,7 +17,7 @@ import pytest
 from conftest import dask_env
 
 import daskflow as df
-from daskflow.schedule import Cron, State
+from daskflow.serve import Cron, ServeState
 
 UTC = dt.timezone.utc
 
@@ -151,7 +151,7 @@ def test_overlap_allow(tmp_path, state_dir):
 
 def woke_at_13_30(state_dir):
     """The server last handled the 10:00 fire, then the machine slept until 13:30."""
-    state = State(state_dir, "job")
+    state = ServeState(state_dir, "job")
     os.makedirs(state.dir, exist_ok=True)
     state.save(at(2026, 11, 23, 10), "cron")
     return FakeClock(at(2026, 11, 23, 13, 30))
@@ -183,7 +183,7 @@ def test_a_restart_neither_reruns_nor_loses_a_fire(tmp_path, state_dir):
                   catchup="all", overlap="queue", state_dir=state_dir)
     first = job.serve(limit=1, clock=woke_at_13_30(state_dir), **kwargs)
     assert [r.scheduled_for for r in first] == [at(2026, 11, 23, 11)]
-    with open(State(state_dir, "job").path) as f:
+    with open(ServeState(state_dir, "job").path) as f:
         assert json.load(f)["last_fire"] == "2026-11-23T11:00:00+00:00"  # 12:00 still owed
     # the process restarts at 13:40: the fires owed are 12:00 and 13:00, once
     again = job.serve(limit=2, clock=FakeClock(at(2026, 11, 23, 13, 40)), **kwargs)

@@ -19,9 +19,9 @@ from daskflow import config
 from daskflow.clusters.address import Address
 from daskflow.clusters.base import ClusterSpec, Handle, Lifecycle
 from daskflow.clusters.gateway import Gateway
-from daskflow.clusters.jobqueue import Slurm
 from daskflow.clusters.local import Local
 from daskflow.clusters.providers import Coiled, Kubernetes
+from daskflow.clusters.slurm import Slurm
 from daskflow.clusters.ssh import SSH
 from daskflow.exceptions import ClusterError
 

@@ -42,12 +42,10 @@ import atexit
 import contextlib
 import enum
 import functools
-import json
+import html
 import logging
-import os
 import signal
 import threading
-import time
 import uuid
 import warnings
 import weakref
@@ -55,9 +53,20 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from daskflow import config
+from daskflow.clusters import records as record_files
+from daskflow.clusters.in_flow import cluster as cluster_resource
+from daskflow.clusters.records import records
+from daskflow.define.build import current_builder
 from daskflow.exceptions import ClusterError
 
 logger = logging.getLogger("daskflow.run")
+
+
+MAIN_GUARD_HINT = (
+    "a script that runs flows on the default (process-based) local cluster must do it "
+    "under `if __name__ == \"__main__\":`, because each worker process imports the "
+    "script again. Put the flow calls there (tasks and flows stay at module level), or "
+    "pass cluster='sync' or df.clusters.Local(processes=False)")
 
 
 def close_client(client: Any) -> None:
@@ -156,6 +165,18 @@ class ClusterSpec:
         """Provider facts for the record (processes, jobs, namespace)."""
         return {}
 
+    @classmethod
+    def record_status(cls, record: dict[str, Any]) -> str:
+        """``running``, ``orphaned`` (its driver is gone) or ``gone``: the state of
+        a cluster of this kind recorded on disk (``daskflow clusters list``)."""
+        return record_files.status(record)
+
+    @classmethod
+    def close_record(cls, record: dict[str, Any]) -> str:
+        """End a cluster of this kind recorded on disk and forget its record;
+        say how (``daskflow clusters close``)."""
+        return record_files.close(record)
+
     def describe(self) -> str:
         return type(self).__name__
 
@@ -174,12 +195,8 @@ class ClusterSpec:
 
     def __enter__(self) -> Any:
         """``with spec as client:`` outside flows; a resource in a flow body."""
-        from daskflow.build import current_builder
-
         if current_builder() is not None:
-            from daskflow.clusters.resource import cluster
-
-            entered: Any = cluster(self)
+            entered: Any = cluster_resource(self)
             value = entered.__enter__()
         else:
             entered = self.open()
@@ -198,7 +215,7 @@ class ClusterSpec:
 
     @contextlib.contextmanager
     def __daskflow_open__(self) -> Iterator[Any]:
-        """What the runner uses for ``cluster=spec``: a handle of its own."""
+        """What ``cluster=spec`` opens for a run: a handle of its own."""
         with self.open() as client:
             yield client
 
@@ -215,8 +232,6 @@ class ClusterSpec:
         return f"<{type(self).__name__}{name}>"
 
     def _repr_html_(self) -> str:
-        import html
-
         items: dict[str, Any] = {}
         for k, v in self.__dict__.items():
             if k.startswith("_") or v is None or v == {} or v == ():
@@ -259,8 +274,6 @@ class Handle:
         return self.spec.temporary
 
     def _repr_html_(self) -> str:
-        import html
-
         facts = [f"<b>{html.escape(self.name)}</b> ({html.escape(type(self.spec).__name__)})",
                  html.escape(self.state.value)]
         client = self.client
@@ -409,8 +422,6 @@ def _within(timeout: float, create: Callable[[], tuple[Any, Any]],
         err = box["error"]
         hint = ""
         if "__mp_main__" in repr(err) or "Nanny failed to start" in repr(err):
-            from daskflow.clusters.local import MAIN_GUARD_HINT
-
             hint = f". If this is a script: {MAIN_GUARD_HINT}"
         if isinstance(err, ClusterError):
             raise err
@@ -485,67 +496,3 @@ def terminate_nannies(client: Any, timeout: float = 1.0) -> None:
         client.sync(client.scheduler.broadcast, nanny=True, on_error="ignore",
                     msg={"op": "terminate", "timeout": timeout, "reason": "daskflow-close"},
                     callback_timeout=timeout + 10)
-
-
-def process_identity(pid: int) -> dict[str, Any]:
-    """A pid with its start time: what ``clusters close`` checks before a kill,
-    so that a pid reused by an unrelated process is never signalled."""
-    import psutil
-
-    return {"pid": pid, "create_time": psutil.Process(pid).create_time()}
-
-
-def same_process(identity: dict[str, Any]) -> bool:
-    """Whether ``identity`` (from :func:`process_identity`) still runs, as that
-    very process (not a zombie, not a newer process with the same pid)."""
-    import psutil
-
-    try:
-        proc = psutil.Process(int(identity["pid"]))
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        created = proc.create_time()
-    except (psutil.Error, KeyError, TypeError, ValueError):
-        return False
-    recorded = identity.get("create_time")
-    return recorded is not None and abs(created - float(recorded)) < 0.05
-
-
-class _Records:
-    """One JSON file per started cluster, for ``daskflow clusters list/close``."""
-
-    def directory(self) -> str:
-        path = os.path.expanduser(str(config.get("lifecycle.state-dir")))
-        os.makedirs(path, exist_ok=True)
-        return path
-
-    def write(self, handle: Handle) -> None:
-        record = {"id": handle.record_id, "name": handle.name, "kind": handle.spec.kind,
-                  "address": handle.client.scheduler.address,
-                  "driver": process_identity(os.getpid()), "driver_pid": os.getpid(),
-                  "started": time.time(),
-                  "dashboard": getattr(handle.client, "dashboard_link", None)}
-        record.update(handle.spec.record_extra(handle))
-        path = os.path.join(self.directory(), f"{handle.record_id}.json")
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(record, f)
-        os.replace(tmp, path)  # a reader never sees half a record
-
-    def remove(self, record_id: str) -> None:
-        with contextlib.suppress(OSError):
-            os.remove(os.path.join(self.directory(), f"{record_id}.json"))
-
-    def all(self) -> list[dict[str, Any]]:
-        out = []
-        directory = self.directory()
-        for fname in sorted(os.listdir(directory)):
-            if fname.endswith(".json"):
-                with contextlib.suppress(OSError, ValueError), open(os.path.join(directory, fname)) as f:
-                    record = json.load(f)
-                    record.setdefault("id", fname[:-5])
-                    out.append(record)
-        return out
-
-
-records = _Records()

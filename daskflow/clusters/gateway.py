@@ -16,7 +16,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from daskflow import config
+from daskflow.clusters import records as record_files
 from daskflow.clusters.base import ClusterSpec, Handle, close_client, need, terminate_nannies
+from daskflow.clusters.records import records
 from daskflow.exceptions import ClusterError
 
 
@@ -135,6 +137,17 @@ class Gateway(ClusterSpec):
         return {"gateway": self.address, "proxy_address": self.proxy_address,
                 "gateway_cluster": handle.name,
                 "auth": self.auth if isinstance(self.auth, str) or self.auth is None else None}
+
+    @classmethod
+    def record_status(cls, record: dict[str, Any]) -> str:
+        """Its gateway decides."""
+        return record_files.status(record, gone=lambda r: not gateway_cluster_running(r))
+
+    @classmethod
+    def close_record(cls, record: dict[str, Any]) -> str:
+        stopped = stop_gateway_cluster(record)
+        records.remove(record["id"])
+        return "gateway cluster stopped" if stopped else "already gone"
 
     def describe(self) -> str:
         return "Dask Gateway cluster"

@@ -8,7 +8,8 @@ import multiprocessing
 import os
 from typing import Any
 
-from daskflow.clusters.base import ClusterSpec, Handle, close_client, process_identity
+from daskflow.clusters.base import MAIN_GUARD_HINT, ClusterSpec, Handle, close_client
+from daskflow.clusters.records import process_identity
 from daskflow.exceptions import ClusterError
 
 
@@ -102,12 +103,6 @@ async def _close_workers(cluster: Any, timeout: float) -> None:
     await asyncio.gather(*(w.close(timeout=timeout) for w in list(cluster.workers.values())),
                          return_exceptions=True)
 
-
-MAIN_GUARD_HINT = (
-    "a script that runs flows on the default (process-based) local cluster must do it "
-    "under `if __name__ == \"__main__\":`, because each worker process imports the "
-    "script again. Put the flow calls there (tasks and flows stay at module level), or "
-    "pass cluster='sync' or df.clusters.Local(processes=False)")
 
 
 def _refuse_in_spawned_main(kwargs: dict[str, Any]) -> None:

@@ -16,20 +16,42 @@ from typing import Any
 import dask.config
 
 from daskflow import config
+from daskflow.clusters import records as record_files
 from daskflow.clusters.base import ClusterSpec, close_client, need
+from daskflow.clusters.records import records
 from daskflow.exceptions import ClusterError
 
 
 @contextlib.contextmanager
 def preserved_dask_config() -> Any:
-    """Undo changes an import makes to dask's global config (coiled sets
-    ``distributed.scheduler.no-workers-timeout`` when imported)."""
-    saved = copy.deepcopy(dask.config.config)  # nested keys too
+    """Put back the settings an import changed (coiled sets
+    ``distributed.scheduler.no-workers-timeout`` when imported).
+
+    Only settings that existed before and that now hold another value are
+    put back, each to its value before.  What the import added (its own
+    section of defaults) stays, and so does a setting another thread added
+    meanwhile: the config is never cleared and refilled.
+    """
+    before = _flat(dask.config.config)
     try:
         yield
     finally:
-        dask.config.config.clear()
-        dask.config.config.update(saved)
+        after = _flat(dask.config.config)
+        changed = {key: value for key, value in before.items()
+                   if key in after and after[key] != value}
+        if changed:
+            dask.config.set({".".join(key): value for key, value in changed.items()})
+
+
+def _flat(config: dict, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """A nested config as ``{(key, subkey, ...): leaf value}`` (values copied)."""
+    out: dict[tuple[str, ...], Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, prefix + (key,)))
+        else:
+            out[prefix + (key,)] = copy.deepcopy(value)
+    return out
 
 
 class _ProviderSpec(ClusterSpec):
@@ -116,6 +138,24 @@ class Kubernetes(_ProviderSpec):
     def record_extra(self, handle: Any) -> dict[str, Any]:
         namespace = getattr(handle.cluster, "namespace", None) or self.kwargs.get("namespace")
         return {"namespace": namespace}
+
+    @classmethod
+    def record_status(cls, record: dict[str, Any]) -> str:
+        """Its DaskCluster decides, not one address."""
+        from daskflow.clusters.kube import daskcluster_exists
+
+        return record_files.status(
+            record, gone=lambda r: not daskcluster_exists(r["name"], r.get("namespace")))
+
+    @classmethod
+    def close_record(cls, record: dict[str, Any]) -> str:
+        """Delete its DaskCluster: shutting its scheduler down would only get the
+        pod restarted."""
+        from daskflow.clusters.kube import delete_daskcluster
+
+        deleted = delete_daskcluster(record["name"], record.get("namespace"))
+        records.remove(record["id"])
+        return "DaskCluster deleted" if deleted else "already gone"
 
 
 class Coiled(_ProviderSpec):

@@ -1,0 +1,433 @@
+"""The build of a flow body: nodes recorded from task calls, and lazy refs.
+
+A flow body runs once, at build time, with a :class:`Builder` active.  Each
+task call inside it appends a :class:`Node` and returns a :class:`Ref`; no
+task runs.  Nodes are appended in call order, so a node only ever refers to
+nodes before it and the list is already topologically sorted: compiling
+(:mod:`daskflow.compile.graph`) is one linear pass over it.
+
+Nothing here imports distributed: this is what users write.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from daskflow.core.walk import inside, transform
+from daskflow.exceptions import FlowDefinitionError, MappingError
+
+if TYPE_CHECKING:
+    from daskflow.define.task import Task
+
+_builder: contextvars.ContextVar[Builder | None] = contextvars.ContextVar(
+    "daskflow_builder", default=None
+)
+
+
+def current_builder() -> Builder | None:
+    """The builder of the flow body being built, or None outside one."""
+    return _builder.get()
+
+
+class Ref:
+    """A lazy reference to the result of a task call inside a flow body.
+
+    It has no value while the flow is built; pass it to other tasks, return
+    it from the flow, or map over it.
+    """
+
+    __slots__ = ("node",)
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def _misuse(self, what: str) -> FlowDefinitionError:
+        return FlowDefinitionError(
+            f"{what} the result of task {self.node.name!r} while the flow is being "
+            "built, but it has no value yet: pass it to another task (or map over "
+            "it with .map) and do the work inside that task"
+        )
+
+    def __bool__(self) -> bool:
+        raise self._misuse("Used `if`/`bool()` on")
+
+    def __iter__(self) -> Iterator[Any]:
+        raise self._misuse("Iterated over")
+
+    def __len__(self) -> int:
+        raise self._misuse("Took len() of")
+
+    def __getitem__(self, item: Any) -> Any:
+        raise self._misuse(f"Indexed [{item!r}]")
+
+    def __reduce__(self):
+        raise self._misuse("Pickled")
+
+    # Comparing or formatting a ref would silently give a wrong answer
+    # (`ref == 12` is False, f"{ref}" is "<Ref ...>"): refuse, as `if ref:` does.
+    def __eq__(self, other: Any) -> bool:  # type: ignore[override]
+        raise self._misuse("Compared (==)")
+
+    def __ne__(self, other: Any) -> bool:  # type: ignore[override]
+        raise self._misuse("Compared (!=)")
+
+    def __lt__(self, other: Any) -> bool:
+        raise self._misuse("Compared (<)")
+
+    def __le__(self, other: Any) -> bool:
+        raise self._misuse("Compared (<=)")
+
+    def __gt__(self, other: Any) -> bool:
+        raise self._misuse("Compared (>)")
+
+    def __ge__(self, other: Any) -> bool:
+        raise self._misuse("Compared (>=)")
+
+    __hash__ = object.__hash__
+
+    def __str__(self) -> str:
+        raise self._misuse("Turned into a string (str())")
+
+    def __format__(self, spec: str) -> str:
+        raise self._misuse("Formatted (an f-string or format())")
+
+    def __repr__(self) -> str:
+        kind = " (map)" if self.node.mapped is not None else ""
+        return f"<Ref {self.node.name}{kind}>"
+
+
+class unmapped:  # noqa: N801 - Prefect's spelling
+    """Keep an argument whole in ``.map`` instead of mapping over it."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+class allow_failure:  # noqa: N801 - Prefect's spelling
+    """Let a task run even if this upstream failed; it receives the exception."""
+
+    __slots__ = ("ref",)
+
+    def __init__(self, ref: Ref) -> None:
+        if not isinstance(ref, Ref):
+            raise FlowDefinitionError(
+                f"allow_failure() takes the result of a task call inside a flow, "
+                f"got {type(ref).__name__}"
+            )
+        self.ref = ref
+
+
+class Node:
+    """One task call (or one ``.map`` call) recorded in a flow body.
+
+    ``mapped`` is None for a single call; for a map it is the tuple of
+    positions (int for positional, str for keyword) that are mapped.
+    """
+
+    __slots__ = ("index", "name", "task", "kind", "args", "kwargs", "upstream",
+                 "wait_for", "allowed", "mapped", "length", "setups", "members", "downstream")
+
+    def __init__(self, index: int, name: str, task: Task, kind: str = "task") -> None:
+        self.index = index
+        self.name = name
+        self.task = task
+        self.kind = kind  # "task", "setup" or "cleanup"
+        self.args: tuple = ()
+        self.kwargs: dict[str, Any] = {}
+        self.upstream: tuple[Node, ...] = ()  # data dependencies, in order
+        self.wait_for: tuple[Node, ...] = ()  # order-only dependencies
+        self.allowed: frozenset[int] = frozenset()  # upstream indexes allowed to fail
+        self.mapped: tuple[int | str, ...] | None = None
+        self.length: int | None = None  # a map's length when known at build time
+        self.setups: tuple[Node, ...] = ()  # setup nodes of the enclosing resources
+        self.members: tuple[Node, ...] = ()  # for a cleanup: the nodes of its block
+        self.downstream = 0  # number of nodes that depend on this one
+
+    def dependencies(self) -> Iterator[Node]:
+        yield from self.upstream
+        yield from self.wait_for
+        yield from self.setups
+        yield from self.members
+
+    def __repr__(self) -> str:
+        return f"<Node {self.index} {self.name} kind={self.kind} mapped={self.mapped}>"
+
+
+def _scan(value: Any, found: dict[int, Node], allowed: set[int]) -> Any:
+    """Find the refs inside an argument, unwrapping ``allow_failure``."""
+    def visit(v: Any) -> Any:
+        t = type(v)
+        if t is Ref:
+            found.setdefault(v.node.index, v.node)
+        elif t is allow_failure:
+            node = v.ref.node
+            found.setdefault(node.index, node)
+            allowed.add(node.index)
+            return v.ref
+        return v
+
+    return transform(value, visit)
+
+
+def refs_in(value: Any) -> dict[int, Node]:
+    """The nodes of the refs anywhere inside ``value``, by index, in order."""
+    return {v.node.index: v.node for v in inside(value) if type(v) is Ref}
+
+
+class Builder:
+    """Records the nodes of one flow run, including nested flows."""
+
+    def __init__(self, flow_name: str) -> None:
+        self.flow_name = flow_name
+        self.nodes: list[Node] = []
+        self._names: dict[str, int] = {}
+        self._prefix: list[str] = []
+        self._blocks: list[_Block] = []  # open resource blocks, innermost last
+        self._flows: list[Any] = []  # flows being built, outermost first
+
+    # -- activation -------------------------------------------------------
+    def __enter__(self) -> Builder:
+        if _builder.get() is not None:
+            raise FlowDefinitionError("a flow is already being built in this context")
+        self._token = _builder.set(self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        _builder.reset(self._token)
+        if self._blocks and exc[0] is None:
+            raise FlowDefinitionError("a resource block was left open in the flow body")
+
+    def nested(self, name: str) -> _Prefix:
+        """Prefix the names of the nodes added while a nested flow is built."""
+        return _Prefix(self, name)
+
+    # -- recording ----------------------------------------------------------
+    def _unique_name(self, base: str) -> str:
+        name = "/".join([*self._prefix, base]) if self._prefix else base
+        count = self._names.get(name, 0) + 1
+        self._names[name] = count
+        return name if count == 1 else f"{name}-{count}"
+
+    def add(
+        self,
+        task: Task,
+        args: tuple,
+        kwargs: dict[str, Any],
+        *,
+        wait_for: Iterable[Any] | None = None,
+        map_over: bool = False,
+        kind: str = "task",
+    ) -> Ref:
+        """Record one call of ``task`` and return a reference to its result."""
+        node = Node(len(self.nodes), self._unique_name(task.name), task, kind)
+        found: dict[int, Node] = {}
+        allowed: set[int] = set()
+        if map_over:
+            node.args, node.kwargs, node.mapped = _split_mapped(task, args, kwargs, found, allowed)
+            node.length = _static_length(node)
+        else:
+            node.args = tuple([_scan(a, found, allowed) for a in args])
+            if kwargs:
+                node.kwargs = {k: _scan(v, found, allowed) for k, v in kwargs.items()}
+        if found:
+            node.upstream = tuple(found.values())
+        if wait_for is not None:
+            node.wait_for = _wait_nodes(wait_for, node, allowed)
+        if allowed:
+            node.allowed = frozenset(allowed)
+        if self._blocks:
+            # As in Prefect 1, a task waits for the setup of its resource only
+            # when nothing else in the block comes before it; the others follow
+            # the setup through their upstream tasks, and their triggers see
+            # only those tasks.
+            deps = [d.index for d in node.upstream + node.wait_for]
+            node.setups = tuple(b.setup for b in self._blocks
+                                if not any(i in b.indexes for i in deps))
+            for block in self._blocks:
+                block.add(node)
+        for dep in node.upstream:
+            dep.downstream += 1
+        for dep in node.wait_for:
+            dep.downstream += 1
+        self.nodes.append(node)
+        return Ref(node)
+
+    def open_block(self, setup_ref: Ref) -> None:
+        """Start a resource block whose setup node is ``setup_ref``."""
+        self._blocks.append(_Block(setup_ref.node))
+
+    def close_block(self, cleanup_task: Task, setup_ref: Ref) -> Ref:
+        """End the innermost resource block with a cleanup node."""
+        block = self._blocks.pop()
+        if block.setup is not setup_ref.node:
+            raise FlowDefinitionError("resource blocks must be closed in reverse order")
+        ref = self.add(cleanup_task, (setup_ref,), {}, kind="cleanup")
+        ref.node.members = tuple(block.members)
+        return ref
+
+    # -- nesting flows ------------------------------------------------------------
+    def enter_flow(self, flow: Any) -> None:
+        """Record that ``flow``'s body is being built; a flow may not call itself."""
+        if any(f is flow for f in self._flows):
+            chain = " -> ".join(f.name for f in [*self._flows, flow])
+            raise FlowDefinitionError(
+                f"flow {flow.name!r} calls itself ({chain}); a flow body is built once, "
+                "before anything runs, so recursion never ends. Loop in the body, or "
+                "map a task over the items instead")
+        self._flows.append(flow)
+
+    def exit_flow(self) -> None:
+        self._flows.pop()
+
+
+class _Block:
+    """An open resource block: its setup node and the nodes created inside it."""
+
+    __slots__ = ("setup", "members", "indexes")
+
+    def __init__(self, setup: Node) -> None:
+        self.setup = setup
+        self.members: list[Node] = []
+        self.indexes: set[int] = set()
+
+    def add(self, node: Node) -> None:
+        self.members.append(node)
+        self.indexes.add(node.index)
+
+
+class _Prefix:
+    def __init__(self, builder: Builder, name: str) -> None:
+        self.builder, self.name = builder, name
+
+    def __enter__(self) -> None:
+        self.builder._prefix.append(self.name)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.builder._prefix.pop()
+
+
+def _wait_nodes(wait_for: Iterable[Any] | None, node: Node, allowed: set[int]) -> tuple[Node, ...]:
+    """The nodes of ``wait_for=``; ``df.allow_failure(x)`` there lets the task
+    run after ``x`` failed (recorded in ``allowed``)."""
+    if wait_for is None:
+        return ()
+    if isinstance(wait_for, (Ref, allow_failure)):
+        wait_for = [wait_for]
+    nodes: dict[int, Node] = {}
+    for item in wait_for:
+        if isinstance(item, allow_failure):
+            item = item.ref
+            allowed.add(item.node.index)
+        if not isinstance(item, Ref):
+            raise FlowDefinitionError(
+                f"wait_for of {node.name!r} takes results of task calls, got {item!r}"
+            )
+        nodes[item.node.index] = item.node
+    return tuple(nodes.values())
+
+
+def _split_mapped(
+    task: Task, args: tuple, kwargs: dict[str, Any],
+    found: dict[int, Node], allowed: set[int],
+) -> tuple[tuple, dict[str, Any], tuple[int | str, ...]]:
+    """Separate mapped arguments (materialised as lists or refs) from whole ones."""
+    positions: list[int | str] = []
+
+    def one(pos: int | str, value: Any) -> Any:
+        if isinstance(value, unmapped):
+            return _scan(value.value, found, allowed)
+        positions.append(pos)
+        if isinstance(value, (Ref, allow_failure)):
+            return _scan(value, found, allowed)
+        if isinstance(value, (str, bytes, dict)) or not isinstance(value, Iterable):
+            raise MappingError(
+                f"{task.name}.map() got {type(value).__name__} {_short(value)} for "
+                f"argument {pos!r}: pass a list (or another iterable), the result of "
+                "a task, or wrap it in df.unmapped() to give it whole to every call"
+            )
+        return [_scan(v, found, allowed) for v in value]
+
+    new_args = tuple(one(i, a) for i, a in enumerate(args))
+    new_kwargs = {k: one(k, v) for k, v in kwargs.items()}
+    if not positions:
+        raise MappingError(
+            f"{task.name}.map() needs at least one argument to map over; every "
+            "argument was wrapped in df.unmapped()"
+        )
+    return new_args, new_kwargs, tuple(positions)
+
+
+def mapped_values(node: Node) -> list[Any]:
+    """The mapped arguments of a map node, in the order of ``node.mapped``."""
+    return [node.args[p] if isinstance(p, int) else node.kwargs[p] for p in node.mapped or ()]
+
+
+def _static_length(node: Node) -> int | None:
+    """The length of a map known at build time, or None if only known at run time."""
+    lengths = set()
+    for value in mapped_values(node):
+        if isinstance(value, Ref):
+            if value.node.length is None:
+                return None
+            lengths.add(value.node.length)
+        else:
+            lengths.add(len(value))
+    if len(lengths) > 1:
+        raise MappingError(different_lengths(node, lengths))
+    return lengths.pop()
+
+
+def different_lengths(node: Node, lengths: Iterable[int], when: str = "") -> str:
+    """What is wrong with a map whose mapped arguments differ in length (found
+    at build time, or ``when="at run time"``)."""
+    at = f" {when}" if when else ""
+    return (f"{node.task.name}.map() got mapped arguments of different lengths "
+            f"{sorted(lengths)}{at}; give every mapped argument the same length, or wrap "
+            "the ones to pass whole in df.unmapped()")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) < 40 else text[:37] + "..."
+
+
+_PLAIN = frozenset((int, float, str, bytes, bool, type(None), Ref))
+
+
+def check_built(builder: Builder) -> None:
+    """Catch, at the end of the build, arguments that were closed by then.
+
+    A ``with`` block of an ordinary context manager (an open file,
+    ``contextlib.closing(sqlite3.connect(...))``) ends while the flow body is
+    built, before any task runs, so a task would receive a closed object.
+    """
+    plain = _PLAIN
+    for node in builder.nodes:
+        args = node.args
+        if len(args) == 1 and not node.kwargs and type(args[0]) in plain:
+            continue  # the common case, e.g. a chain of calls
+        for pos, value in [*enumerate(args), *node.kwargs.items()]:
+            for item in inside(value):
+                if type(item) not in plain and _is_closed(item):
+                    what = f"argument {pos}" if isinstance(pos, int) else f"argument {pos!r}"
+                    raise FlowDefinitionError(
+                        f"task {node.name!r} got a closed {type(item).__name__} as {what}: "
+                        "a `with` block in a flow body ends while the flow is built, before "
+                        "any task runs. Open it inside the task, or make it a resource "
+                        "(@df.resource), whose cleanup runs after the tasks of its block")
+
+
+def _is_closed(obj: Any) -> bool:
+    closed = getattr(obj, "closed", None)
+    if closed is True:  # files, sockets' file objects, many connections
+        return True
+    if type(obj).__module__ == "sqlite3" and type(obj).__name__ == "Connection":
+        try:
+            obj.total_changes  # noqa: B018 - raises on a closed connection
+        except Exception:
+            return True
+    return False

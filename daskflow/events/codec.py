@@ -1,0 +1,72 @@
+"""A task run's result-free state as plain (msgpack-able) data, and back."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import cloudpickle
+
+from daskflow.core.states import State, StateType
+from daskflow.exceptions import RemoteTaskError
+
+TOPIC = "daskflow-run-events"  # the client event topic a driver subscribes to
+OP = "daskflow-run-events"  # the worker stream op the scheduler plugin handles
+
+
+def encode_state(key: Any, state: State) -> dict[str, Any]:
+    """A result-free state as plain data (the exception pickled, or described)."""
+    msg: dict[str, Any] = {"k": key, "t": state.type.value, "n": state.name, "m": state.message,
+                           "a": state.attempts, "s": state.start, "e": state.end,
+                           "w": state.worker}
+    if state.tries:
+        msg["r"] = state.tries
+    err = state.exception
+    if err is not None:
+        msg["xt"] = type(err).__name__
+        msg["xm"] = str(err)
+        msg["x"] = dump_exception(err)
+        msg["tb"] = state.traceback
+    return msg
+
+
+def decode_state(msg: dict[str, Any]) -> tuple[Any, State]:
+    key = msg["k"]
+    if isinstance(key, list):
+        key = tuple(key)
+    err = None
+    if "xt" in msg:
+        err = load_exception(msg.get("x"), msg["xt"], msg["xm"], msg.get("tb"))
+    attempts = msg["a"]
+    message = msg["m"]
+    lost = msg.get("lost", 0)
+    if lost:
+        attempts += lost
+        message = (f"{message} " if message else "") + (
+            f"(rerun after the worker running it was lost {lost} time(s))")
+    return key, State(StateType(msg["t"]), name=msg["n"], message=message, exception=err,
+                      traceback=msg.get("tb"), attempts=attempts, start=msg["s"],
+                      end=msg["e"], worker=msg["w"],
+                      tries=tuple(tuple(t) for t in msg.get("r", ())))
+
+
+def dump_exception(err: BaseException) -> bytes | None:
+    """The exception pickled, or None if it does not survive a round trip."""
+    try:
+        data = cloudpickle.dumps(err)
+        pickle.loads(data)
+    except Exception:
+        return None
+    return data
+
+
+def load_exception(data: bytes | None, type_name: str, message: str,
+                   tb: str | None) -> BaseException:
+    if data is not None:
+        try:
+            return pickle.loads(data)
+        except Exception:
+            pass
+    return RemoteTaskError(type_name, message, tb)
+
+

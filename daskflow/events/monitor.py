@@ -1,0 +1,118 @@
+"""On the driver: each run's live states, fed by its client's events (or, in
+process, by the tasks themselves); the plugins installed once per connection."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from typing import Any
+
+from daskflow.core.states import State
+from daskflow.events.codec import TOPIC, decode_state
+from daskflow.exceptions import ClusterError
+
+
+class RunMonitor:
+    """The live states of one run on its driver, fed by events."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.states: dict[Any, State] = {}
+        self.changes: list[tuple[Any, State]] = []  # every (key, state) received, in order
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
+
+    def receive(self, states: list, logs: list) -> None:
+        decoded = [decode_state(m) for m in states]
+        with self.lock:
+            for key, state in decoded:
+                self.states[key] = state
+            self.changes.extend(decoded)
+            self.changed.notify_all()
+        task_logger = logging.getLogger("daskflow.task")
+        for msg in logs:
+            task_logger.handle(logging.makeLogRecord(msg))
+
+    def put(self, key: Any, state: State) -> None:
+        """A state from this process (in-process runs)."""
+        with self.lock:
+            self.states[key] = state
+            self.changes.append((key, state))
+            self.changed.notify_all()
+
+    def snapshot(self) -> dict[Any, State]:
+        with self.lock:
+            return dict(self.states)
+
+
+_monitors: dict[str, RunMonitor] = {}
+_attached: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+_attach_lock = threading.Lock()
+
+
+def monitor(run_id: str) -> RunMonitor:
+    """Start receiving the events of a run in this process."""
+    mon = _monitors[run_id] = RunMonitor(run_id)
+    return mon
+
+
+def forget(run_id: str) -> None:
+    _monitors.pop(run_id, None)
+
+
+def local_state(run_id: str, key: Any, state: State) -> None:
+    """A task of an in-process run ended: give its state to the run's monitor."""
+    mon = _monitors.get(run_id)
+    if mon is not None:
+        mon.put(key, state)
+
+
+def _dispatch(event: Any) -> None:
+    _, (run_id, states, logs) = event
+    mon = _monitors.get(run_id)
+    if mon is not None:
+        mon.receive(states, logs)
+
+
+def connection(client: Any) -> Any:
+    """The client's current connection to its scheduler: a new object each time
+    the client (re)connects, so a scheduler that restarted on the same address
+    is seen as new.  ``Client.scheduler_comm`` is not documented; pinned by
+    ``test_a_scheduler_restarted_on_its_address_serves_the_next_runs``."""
+    return client.scheduler_comm
+
+
+def attach(client: Any) -> None:
+    """Install the plugins and subscribe this client, once per connection: a
+    client that reconnected (to a scheduler restarted on the same address,
+    which knows none of them) installs them again."""
+    conn = connection(client)
+    if _attached.get(client) is conn:
+        return
+    with _attach_lock:
+        if _attached.get(client) is conn:
+            return
+        # Imported here, not above: the plugins import distributed, and
+        # `import daskflow` does not.
+        from daskflow.events.plugins import RunEvents, RunEventsFlush
+
+        try:
+            client.register_plugin(RunEvents(), name=RunEvents.name)
+            client.register_plugin(RunEventsFlush(), name=RunEventsFlush.name)
+        except Exception as err:
+            raise ClusterError(
+                f"could not install daskflow's plugin on the scheduler at "
+                f"{client.scheduler.address}: {err!r}. The scheduler (and the workers) "
+                "need daskflow installed, with the same version as here") from err
+        client.subscribe_topic(TOPIC, _dispatch)
+        _attached[client] = conn
+
+
+def detach(client: Any) -> None:
+    """Unsubscribe a client that daskflow opened, before it is closed."""
+    if _attached.pop(client, None) is not None:
+        try:
+            client.unsubscribe_topic(TOPIC)
+        except Exception:  # a client whose scheduler is gone: nothing to tell it
+            pass

@@ -1,0 +1,103 @@
+"""How distributed moves a State that carries its result.
+
+Dask serializes a state (to move it between workers, to the client, or to
+disk) with the functions registered here, so that a result that cannot be
+pickled fails its task clearly instead of breaking the transfer (which hangs
+the flow): the state becomes Failed with an ``UnpicklableResultError``, and
+its corrected summary is sent to the run's driver.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from typing import Any
+
+import cloudpickle
+
+from daskflow.core.states import NO_RESULT, State, StateType
+from daskflow.events import queue
+from daskflow.events.codec import encode_state
+from daskflow.exceptions import UnpicklableResultError
+
+
+def registered() -> bool:
+    """Whether this process can serialize states (see :func:`register_serialization`)."""
+    return _registered
+
+
+_registered = False
+
+
+def register_serialization() -> None:
+    """Teach distributed how to serialize states (once per process).
+
+    Called by the driver before it talks to a cluster, by the worker plugin
+    and by the task wrapper on a worker, so that ``import daskflow`` does
+    not import distributed.
+
+    Dask serializes a state (to move it between workers, to the client, or
+    to disk) with these, so that a result that cannot be pickled fails its task
+    clearly instead of breaking the transfer (which hangs the flow).
+
+    The result goes through distributed's own ``serialize`` (so numpy and
+    pandas keep their zero-copy paths); the rest of the state is pickled.
+    """
+    global _registered
+    if _registered:
+        return
+    _registered = True
+    from distributed.protocol import dask_deserialize, dask_serialize, deserialize, serialize
+
+    @dask_serialize.register(State)
+    def _serialize_state(state: State) -> tuple[dict, list]:
+        header: dict[str, Any] = {}
+        frames: list = []
+        if state._result is not NO_RESULT:
+            try:
+                header["result"], frames = serialize(state._result, on_error="raise")
+            except Exception as err:
+                state = _not_serializable(state, err)
+        return header, [_dumps(state.summary()), *frames]
+
+    @dask_deserialize.register(State)
+    def _deserialize_state(header: dict, frames: list) -> State:
+        state = pickle.loads(frames[0])
+        if "result" in header:
+            try:
+                state._result = deserialize(header["result"], frames[1:])
+            except Exception as err:
+                state = _not_serializable(state, err, "unpickled in this process")
+        return state
+
+
+def _dumps(obj: Any) -> bytes:
+    try:
+        return pickle.dumps(obj, protocol=5)
+    except Exception:  # e.g. an exception class defined in a notebook
+        return cloudpickle.dumps(obj, protocol=5)
+
+
+def _not_serializable(state: State, err: BaseException, what: str = "pickled") -> State:
+    """The Failed state that stands for a result that cannot travel; its
+    corrected summary is also sent to the run's driver."""
+    task = state.task_name or "a task"
+    type_name = type(state._result).__name__ if state._result is not NO_RESULT else "result"
+    error = UnpicklableResultError(
+        f"the result of task {task!r} (a {type_name}) could not be {what} when Dask had to "
+        f"move it between processes: {type(err).__name__}: {err}. Return something "
+        "picklable, or keep such an object inside one task (or a resource) and return "
+        "what it computes")
+    failed = State(StateType.FAILED, message=str(error), exception=error,
+                   attempts=state.attempts, start=state.start, end=state.end,
+                   task_name=state.task_name, map_index=state.map_index, worker=state.worker)
+    if state._origin is not None:
+        run, key = state._origin
+        worker = queue.worker_at(state.worker)
+        if worker is not None:
+            queue.emit(worker, run, state_msg=encode_state(key, failed))
+    return failed
+
+
+if "distributed" in sys.modules:  # a worker (or a driver already using distributed)
+    register_serialization()

@@ -1,0 +1,2 @@
+"""Ready-made tasks and hooks: ``df.shell`` (:mod:`.shell`) and notifications
+(:mod:`.notify`, public as :mod:`daskflow.notify`)."""

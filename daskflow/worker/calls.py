@@ -1,0 +1,136 @@
+"""The callables of compiled Dask tasks beyond ``run_task``: a map child and a fused chain.
+
+A map's children share one :class:`MapCall`, the function of their tasks
+(``Task((base, i), map_call, i, *elements, *inputs)``), pickled once per
+graph; a fused chain of maps shares one :class:`FusedMap`; a fused chain of
+single calls is ``run_fused(calls, *inputs)``.  Each call inside them runs
+through :func:`daskflow.worker.run.run_call` with its own state, retries,
+hooks and logs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from daskflow.core.states import State
+from daskflow.wire import Call, SlotItem, TaskSpec
+from daskflow.worker.context import still_wanted
+from daskflow.worker.run import run_call
+
+
+class MapCall:
+    """What every child of one map shares; it is the function of their tasks.
+
+    A map child's :class:`~daskflow.wire.Call` differs from its siblings'
+    only in its index and its element of each mapped constant.  Their Dask
+    tasks are ``Task((base, i), map_call, i, *elements, *inputs)``: the
+    shared part is pickled once per graph, so a child costs about what a raw
+    Dask task does, and the child's ``Call`` is made on the worker.
+    ``values`` are the argument positions filled from ``elements``;
+    ``items`` are the positions of element ``i`` of a whole upstream result
+    (``(position, slot)``).
+    """
+
+    __slots__ = ("spec", "name", "base", "args", "kwargs", "subst", "allowed", "ndata",
+                 "values", "items")
+
+    def __init__(self, spec: TaskSpec, name: str, base: str, args: tuple, kwargs: dict,
+                 subst: bool, allowed: frozenset[int], ndata: int, values: tuple,
+                 items: tuple) -> None:
+        self.spec, self.name, self.base = spec, name, base
+        self.args, self.kwargs, self.subst = args, kwargs, subst
+        self.allowed, self.ndata = allowed, ndata
+        self.values, self.items = values, items
+
+    def __reduce__(self) -> Any:
+        return (MapCall, (self.spec, self.name, self.base, self.args, self.kwargs, self.subst,
+                          self.allowed, self.ndata, self.values, self.items))
+
+    def __dask_tokenize__(self) -> Any:
+        return ("daskflow.MapCall", self.base)
+
+    def call(self, i: int, elements: tuple | list) -> Call:
+        """The ``Call`` of child ``i``."""
+        if self.values == (0,) and not self.items and len(self.args) == 1:
+            args: tuple = (elements[0],)  # the common case: f.map(values)
+            kwargs = self.kwargs
+        else:
+            a, kwargs = list(self.args), dict(self.kwargs) if self.kwargs else self.kwargs
+            for pos, value in zip(self.values, elements):
+                if type(pos) is int:
+                    a[pos] = value
+                else:
+                    kwargs[pos] = value
+            for pos, slot in self.items:
+                if type(pos) is int:
+                    a[pos] = SlotItem(slot, i)
+                else:
+                    kwargs[pos] = SlotItem(slot, i)
+            args = tuple(a)
+        return Call(self.spec, self.name, (self.base, i), i, args, kwargs, self.subst,
+                    self.allowed, self.ndata)
+
+    def __call__(self, i: int, *rest: Any) -> State:
+        n = len(self.values)
+        return run_call(self.call(i, rest[:n]), rest[n:])
+
+
+class FusedMap:
+    """The function of one element of a fused chain of maps: child ``i`` of
+    each map in turn (see :func:`run_fused`).  Its task's arguments are
+    ``i``, the mapped constants of each map in order, then the inputs of the
+    first."""
+
+    __slots__ = ("maps",)
+
+    def __init__(self, maps: tuple[MapCall, ...]) -> None:
+        self.maps = maps
+
+    def __reduce__(self) -> Any:
+        return (FusedMap, (self.maps,))
+
+    def __dask_tokenize__(self) -> Any:
+        return ("daskflow.FusedMap", self.maps[-1].base)
+
+    def calls(self, i: int, rest: tuple) -> tuple[tuple[Call, ...], tuple]:
+        """The calls of element ``i`` and the inputs left for the first."""
+        calls, at = [], 0
+        for m in self.maps:
+            n = len(m.values)
+            calls.append(m.call(i, rest[at:at + n]))
+            at += n
+        return tuple(calls), rest[at:]
+
+    def __call__(self, i: int, *rest: Any) -> State:
+        calls, inputs = self.calls(i, rest)
+        return run_fused(calls, *inputs)
+
+
+def run_fused(calls: tuple[Call, ...], *inputs: Any) -> State:
+    """Several tasks in one Dask task: each runs through :func:`run_call`
+    (its own state, retries, hooks, logs), the next one receiving its state.
+    The states of all but the last are sent as they end; between two tasks
+    the run's cancellation is checked (:func:`check_wanted`)."""
+    state = run_call(calls[0], inputs, inner=True)
+    for call in calls[1:-1]:
+        check_wanted(call)
+        state = run_call(call, (state,), inner=True)
+    check_wanted(calls[-1])
+    return run_call(calls[-1], (state,))
+
+
+class FusedTaskCancelled(Exception):
+    """The run was cancelled while a fused task ran: the rest of its tasks never start."""
+
+
+def check_wanted(call: Call) -> None:
+    """Between the tasks of a fused one, stop if the run was cancelled.
+
+    In process (``cluster="sync"``) the run carries its cancel check (it
+    raises); on a worker, Dask no longer wants the fused task.
+    """
+    check = call.spec.run.check
+    if check is not None:
+        check()
+    elif not still_wanted():
+        raise FusedTaskCancelled(f"{call.key!r} was cancelled; its remaining tasks do not start")

@@ -1,0 +1,296 @@
+"""How runs reach a cluster: one graph, what is gathered, what is closed."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+import dask
+import psutil
+import pytest
+from common_tasks import inc, split, total
+from distributed import Client
+from plugins import GraphCounter, graph_counts
+
+import daskflow as df
+
+DRIVER_PID = os.getpid()
+
+
+@df.flow
+def wide(n: int = 500):
+    return total(inc.map(range(n)))
+
+
+@df.flow
+def dynamic(n: int = 10):
+    return total(inc.map(split(n)))
+
+
+@pytest.fixture
+def counter(client):
+    client.register_plugin(GraphCounter(), name="graph-counter")
+    yield lambda: client.run_on_scheduler(graph_counts, client_id=client.id)
+    client.unregister_scheduler_plugin("graph-counter")
+
+
+def test_static_flow_is_one_graph_submission(client, counter):
+    assert wide(n=2000, cluster=client) == sum(range(1, 2001))
+    graphs, tasks = counter()
+    assert graphs == 1
+    assert tasks == 2001
+
+
+def test_dynamic_map_adds_one_stage(client, counter):
+    assert dynamic(n=50, cluster=client) == sum(range(1, 51))
+    graphs, _ = counter()
+    assert graphs == 2  # split + its length, then the expanded map and the sum
+
+
+def test_bad_parameters_rejected_before_submission(client, counter):
+    with pytest.raises(df.ParameterError, match="unexpected keyword argument 'm'.*parameters are: n"):
+        wide.run(m=3, cluster=client)
+    with pytest.raises(df.ParameterError, match="parameter 'n' of flow 'wide' must be int, got str"):
+        wide.run(n="3", cluster=client)
+
+    @df.flow
+    def needs(x: int):
+        return inc(x)
+
+    with pytest.raises(df.ParameterError, match="missing a required argument: 'x'"):
+        needs.run(cluster=client)
+    assert counter() == (0, 0)
+
+
+def test_type_hints_understood():
+    @df.flow
+    def typed(a: float, b: list[int], c: int | None = None, d: str = "x"):
+        return None
+
+    typed.bind(1, [1], None)  # an int is a float, None matches Optional
+    with pytest.raises(df.ParameterError, match="'b'.*must be list"):
+        typed.bind(1.0, (1,))
+    with pytest.raises(df.ParameterError, match="'c'"):
+        typed.bind(1.0, [], "no")
+
+
+def test_passed_client_is_left_open(client):
+    assert wide(n=10, cluster=client) == 55
+    assert client.status == "running"
+    assert client.submit(sum, [1, 2]).result() == 3
+
+
+def test_address_string_connects_and_disconnects(scheduler_address, client):
+    before = len(client.scheduler_info()["workers"])
+    run = dynamic.run(n=5, cluster=scheduler_address)
+    assert run.result() == 15
+    assert scheduler_address in run.cluster
+    assert len(client.scheduler_info()["workers"]) == before  # the cluster is untouched
+
+
+def test_default_client_is_used(scheduler_address, cleanup):
+    with Client(scheduler_address) as c:  # becomes the default client
+        run = dynamic.run(n=3)
+        assert c.scheduler.address in run.cluster
+        assert c.status == "running"
+
+
+def test_temporary_local_cluster_is_closed(cleanup):
+    me = psutil.Process()
+    before = {p.pid for p in cluster_processes(me)}  # e.g. the session's own test cluster
+    with dask.config.set({"daskflow.local.n-workers": 1, "daskflow.local.threads-per-worker": 1}):
+        run = dynamic.run(n=4)
+    assert run.result() == 10
+    assert "LocalCluster" in run.cluster
+    deadline = time.monotonic() + 10
+    while new_processes(me, before) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert new_processes(me, before) == []
+
+
+def new_processes(proc, before):
+    return [p for p in cluster_processes(proc) if p.pid not in before]
+
+
+def cluster_processes(proc):
+    """Child processes, less Python's multiprocessing resource tracker (it
+    lives as long as this process, whatever daskflow does)."""
+    return [p for p in proc.children(recursive=True)
+            if "resource_tracker" not in " ".join(p.cmdline())]
+
+
+def test_unreachable_address_is_a_clear_error(cleanup):
+    start = time.monotonic()
+    with pytest.raises(df.ClusterError, match="could not connect.*127.0.0.1:9"):
+        dynamic.run(cluster="tcp://127.0.0.1:9")
+    assert time.monotonic() - start < 5  # refused at once, not after a 30 s retry loop
+
+
+def test_bad_cluster_value_rejected_early():
+    with pytest.raises(df.ClusterError, match="not something daskflow can run on"):
+        dynamic.run(cluster=3.5)
+    with pytest.raises(df.ClusterError, match="neither an address"):
+        dynamic.run(cluster="no-such-profile")
+
+
+class Bomb:
+    """Explodes if unpickled in the test (driver) process."""
+
+    def __reduce__(self):
+        return (_unpickle_bomb, ())
+
+
+def _unpickle_bomb():
+    if os.getpid() == DRIVER_PID:
+        raise AssertionError("a task result was pulled to the driver")
+    return Bomb()
+
+
+@df.task
+def make_bomb():
+    return Bomb()
+
+
+@df.task
+def defuse(b):
+    return type(b).__name__
+
+
+@df.flow
+def bombs():
+    return defuse.map([make_bomb() for _ in range(4)])
+
+
+def test_states_never_gather_results(client):
+    run = bombs.run(cluster=client)
+    assert run.result() == ["Bomb"] * 4  # only the returned strings came back
+    assert run.states["make_bomb"].is_completed()
+    with pytest.raises(df.ResultNotAvailable, match="stayed on the cluster"):
+        run.states["make_bomb"].result()
+
+
+@df.task
+def chatty(x):
+    df.get_run_logger().info("hello from pid %s item %s", os.getpid(), x)
+    return x
+
+
+@df.flow
+def talk():
+    return chatty.map([1, 2])
+
+
+def test_logs_from_worker_tasks_reach_the_driver(client, caplog):
+    caplog.set_level(logging.INFO, logger="daskflow")
+    talk(cluster=client)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        remote = [r for r in caplog.records if r.getMessage().startswith("hello from pid")]
+        if len(remote) == 2:
+            break
+        time.sleep(0.05)
+    assert len(remote) == 2
+    assert all(int(r.getMessage().split()[3]) != os.getpid() for r in remote)
+    assert {r.daskflow_task for r in remote} == {"talk/chatty[0]", "talk/chatty[1]"}
+
+
+def test_logs_in_sync_mode(caplog):
+    caplog.set_level(logging.INFO, logger="daskflow")
+    talk(cluster="sync")
+    assert len([r for r in caplog.records if r.getMessage().startswith("hello from pid")]) == 2
+
+
+@df.task(retries=1)
+def frame(i):
+    if i == 1:
+        raise ValueError(f"bad frame {i}")
+    return i
+
+
+@df.flow
+def frames():
+    return frame.map(range(3))
+
+
+def test_a_failed_task_and_a_failed_run_are_error_lines(on, caplog):
+    """One ERROR line per failed task (after its retries), labelled, and the
+    run's last line at ERROR, as Prefect logs them."""
+    caplog.set_level(logging.INFO, logger="daskflow")
+    run = frames.run(cluster=on)
+    assert run.state.is_failed()
+    failed = [r for r in caplog.records if r.getMessage().startswith("failed")]
+    assert [(r.levelname, r.daskflow_task, r.getMessage()) for r in failed] == [
+        ("ERROR", "frames/frame[1]", "failed after 2 attempts: ValueError: bad frame 1")]
+    last = [r for r in caplog.records if r.getMessage().startswith("Flow run 'frames'")]
+    assert [r.levelname for r in last] == ["ERROR"]
+
+
+def test_a_run_stopped_by_an_error_while_submitting_ends_failed(client, caplog):
+    """Not 'interrupted' and Cancelled: Failed, with its error named (the task
+    closes over a lock, so it cannot be sent)."""
+    import threading
+
+    caplog.set_level(logging.INFO, logger="daskflow")
+    lock = threading.Lock()
+
+    @df.task
+    def guarded(x):
+        with lock:
+            return x
+
+    @df.flow
+    def locked():
+        return guarded(1)
+
+    run = locked.submit(cluster=client, progress=False)
+    assert run.wait(60) is not None
+    assert run.state.is_failed() and "FlowDefinitionError" in run.state.message
+    with pytest.raises(df.FlowDefinitionError, match="task 'guarded' cannot be sent"):
+        run.result()
+    said = [r for r in caplog.records if "failed with FlowDefinitionError" in r.getMessage()]
+    assert [r.levelname for r in said] == ["ERROR"]
+
+
+def test_unpicklable_task_is_a_clear_error_before_submission(client, counter):
+    import threading
+
+    lock = threading.Lock()
+
+    @df.task
+    def holds_lock():
+        with lock:
+            return 1
+
+    @df.flow
+    def locked():
+        return holds_lock()
+
+    with pytest.raises(df.FlowDefinitionError, match="'holds_lock' cannot be sent to the workers"):
+        locked.run(cluster=client)
+    assert counter() == (0, 0)
+    assert locked(cluster="sync") == 1  # in process nothing is pickled
+
+
+def test_a_task_the_workers_cannot_load_crashes_the_run_with_its_error(client):
+    import types
+
+    module = types.ModuleType("only_in_the_driver")
+    exec("def twice(x):\n    return 2 * x\n", module.__dict__)
+    sys.modules["only_in_the_driver"] = module
+    try:
+        twice = df.task(module.twice)
+
+        @df.flow
+        def unloadable():
+            return twice(2)
+
+        run = unloadable.run(cluster=client)
+        assert run.state.is_crashed()
+        assert run.states["twice"].is_crashed()
+        assert "Error during deserialization" in run.state.message  # the worker's own error
+        with pytest.raises(RuntimeError, match="deserialization"):
+            run.result()
+    finally:
+        del sys.modules["only_in_the_driver"]
