@@ -29,7 +29,7 @@ from daskflow.driver.limits import resolve as resolve_limits
 from daskflow.exceptions import FlowDefinitionError, ParameterError
 from daskflow.ui import progress as live
 from daskflow.ui.visualize import to_graphviz
-from daskflow.wire import RunResults
+from daskflow.wire import RunResults, store_mode
 
 R = TypeVar("R")
 
@@ -219,12 +219,16 @@ class Flow(Generic[R]):
         params = self.bind(*args, **kwargs)
         builder, returned = self.build(params)
         used = {tag for node in builder.nodes for tag in node.task.tags}
-        results = RunResults.of_flow(bool(self.cache), self.result_storage, bool(refresh_cache))
-        plan = plan_for(builder.nodes, results)
+        results, plan = None, None
+        if any(store_mode(node.task, self.cache) for node in builder.nodes):
+            # read the storage settings only when a task stores its result
+            results = RunResults.of_flow(bool(self.cache), self.result_storage,
+                                         bool(refresh_cache))
+            plan = plan_for(builder.nodes, results)
         return Engine(self.name, params, builder, returned, cluster,
                              self.scatter if scatter is None else scatter, flow=self,
                              limits=resolve_limits(self.concurrency, limits, used),
-                             results=results if plan is not None else None, plan=plan,
+                             results=results, plan=plan,
                              fuse=self.fuse if fuse is None else bool(fuse))
 
     def serve(self, *, cron: str | None = None, interval: Any = None,

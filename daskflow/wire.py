@@ -261,6 +261,13 @@ class ResultSettings:
                                  self.serializer, self.options))
 
 
+def store_mode(task: Any, flow_cache: bool | None) -> str | None:
+    """How a task uses the result store in a flow with ``cache=flow_cache``:
+    ``"cache"`` (read and write), ``"persist"`` (write only) or None."""
+    cache = task.cache if task.cache is not None else flow_cache
+    return "cache" if cache else ("persist" if task.persist else None)
+
+
 class RunResults:
     """How one run stores results: the flow's ``cache=`` default, the
     storage URL, ``refresh_cache=`` and the storage options.
@@ -288,8 +295,7 @@ class RunResults:
 
     def for_task(self, task: Any) -> ResultSettings | None:
         """The task's use of the store in this run; None if it stores nothing."""
-        cache = task.cache if task.cache is not None else self.flow_cache
-        mode = "cache" if cache else ("persist" if task.persist else None)
+        mode = store_mode(task, self.flow_cache)
         if mode is None:
             return None
         storage = storage_url(task.result_storage) if task.result_storage else self.storage

@@ -24,27 +24,27 @@ from daskflow.exceptions import ClusterError
 
 @contextlib.contextmanager
 def preserved_dask_config() -> Any:
-    """Put back the settings an import changed (coiled sets
+    """Put back the settings an import changed or removed (coiled sets
     ``distributed.scheduler.no-workers-timeout`` when imported).
 
-    Only settings that existed before and that now hold another value are
-    put back, each to its value before.  What the import added (its own
-    section of defaults) stays, and so does a setting another thread added
-    meanwhile: the config is never cleared and refilled.
+    Each setting that existed before and now holds another value (or is
+    gone) gets its value back; what the import added (its own section of
+    defaults) stays, and so does a setting another thread added meanwhile:
+    the config is never cleared and refilled.
     """
     before = _flat(dask.config.config)
     try:
         yield
     finally:
         after = _flat(dask.config.config)
-        changed = {key: value for key, value in before.items()
-                   if key in after and after[key] != value}
-        if changed:
-            dask.config.set({".".join(key): value for key, value in changed.items()})
+        for path, value in before.items():
+            if path not in after or after[path] != value:
+                _put(dask.config.config, path, value)
 
 
 def _flat(config: dict, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-    """A nested config as ``{(key, subkey, ...): leaf value}`` (values copied)."""
+    """A nested config as ``{(key, subkey, ...): leaf value}`` (values copied);
+    a key may hold dots of its own (``logging: {distributed.client: ...}``)."""
     out: dict[tuple[str, ...], Any] = {}
     for key, value in config.items():
         if isinstance(value, dict) and value:
@@ -52,6 +52,16 @@ def _flat(config: dict, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], A
         else:
             out[prefix + (key,)] = copy.deepcopy(value)
     return out
+
+
+def _put(config: dict, path: tuple[str, ...], value: Any) -> None:
+    """Set one leaf by its path of keys, making the sections it needs."""
+    for key in path[:-1]:
+        section = config.get(key)
+        if not isinstance(section, dict):
+            section = config[key] = {}
+        config = section
+    config[path[-1]] = copy.deepcopy(value)
 
 
 class _ProviderSpec(ClusterSpec):

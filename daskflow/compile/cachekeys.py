@@ -44,12 +44,9 @@ from daskflow.worker.store import filesystem, locate
 log = logging.getLogger("daskflow.cache")
 
 
-def plan_for(nodes: list[Any], results: RunResults) -> KeyPlan | None:
-    """The keys of a run's nodes when any task stores its result, else None
-    (computed before anything starts, so a task whose key cannot be computed
-    fails here)."""
-    if not any(results.for_task(n.task) is not None for n in nodes):
-        return None
+def plan_for(nodes: list[Any], results: RunResults) -> KeyPlan:
+    """The keys of a run's nodes (computed before anything starts, so a task
+    whose key cannot be computed fails here)."""
     plan = KeyPlan()
     for node in nodes:
         plan.node(node, results.for_task(node.task))

@@ -13,7 +13,7 @@ from typing import Any
 
 from dask.task_spec import Task as DaskTask
 
-from daskflow.core.walk import transform
+from daskflow.core.walk import is_container, transform
 from daskflow.define.build import Ref
 from daskflow.wire import Call, DataSlot
 from daskflow.worker.calls import FusedMap, MapCall
@@ -67,6 +67,11 @@ def data_slot(key: Any, data: list[Any]) -> DataSlot:
 def template(value: Any, slots: dict[int, Any], scattered: dict[int, Any] | None = None,
              data: list[Any] | None = None) -> tuple[Any, bool]:
     """Replace refs by slots and scattered constants by data slots; say if any were."""
+    if type(value) is tuple and not scattered and not any(map(is_container, value)):
+        # the common case, a flat tuple of arguments: no walk needed
+        if not any(type(v) is Ref for v in value):
+            return value, False
+        return tuple(slots[v.node.index] if type(v) is Ref else v for v in value), True
     if data is None:
         data = []
 

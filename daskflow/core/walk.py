@@ -2,29 +2,37 @@
 
 Task arguments, a flow's return value and a task's argument template may
 hold lazy references (or their placeholders) anywhere inside tuples, lists,
-sets, frozensets and dict values.  Every layer walks them with these two
-functions and this one set of container types, so that what the build finds
-is what the compiler, the cache keys, the scatter plan and the worker see.
-Subclasses (a namedtuple, an OrderedDict) are values, not containers: they
-are never rebuilt, so their type is never lost.
+sets, frozensets and dict values, subclasses included (a namedtuple, an
+``OrderedDict``, a ``defaultdict``).  Every layer walks them with these two
+functions, so that what the build finds is what the compiler, the cache
+keys, the scatter plan and the worker see.  A rebuilt container keeps its
+type: a namedtuple stays one, a ``defaultdict`` keeps its default factory.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator
 from typing import Any
 
 SEQUENCES = (tuple, list, set, frozenset)
 CONTAINERS = (*SEQUENCES, dict)
+_EXACT = frozenset(CONTAINERS)
 
 
-def transform(value: Any, fn: Callable[[Any], Any]) -> Any:
+def is_container(value: Any) -> bool:
+    """Whether the walker goes inside ``value``."""
+    return type(value) in _EXACT or isinstance(value, CONTAINERS)
+
+
+def transform(value: Any, fn: Callable[[Any], Any], copy_all: bool = False) -> Any:
     """``value`` rebuilt with ``fn(x)`` for everything ``x`` inside it.
 
     ``fn`` returns its argument itself to keep it (and, for a container, to
     walk into it), or a replacement.  Containers where nothing was replaced
     are returned as they are (the same object), so ``transform(v, fn) is v``
-    says that nothing inside ``v`` was replaced.
+    says that nothing inside ``v`` was replaced; with ``copy_all`` every
+    container is a new one (a task's arguments, which its code may change).
 
     >>> transform([1, (2, {"k": 3})], lambda x: x * 10 if type(x) is int else x)
     [10, (20, {'k': 30})]
@@ -33,19 +41,39 @@ def transform(value: Any, fn: Callable[[Any], Any]) -> Any:
     if new is not value:
         return new
     t = type(value)
-    if (t is tuple or t is list or t is set or t is frozenset) and value:
-        items = [transform(v, fn) for v in value]
-        for a, b in zip(items, value):
-            if a is not b:
-                return t(items)
-        return value
-    if t is dict and value:
-        out = {k: transform(v, fn) for k, v in value.items()}
-        for k, v in value.items():
-            if out[k] is not v:
-                return out
-        return value
+    if t is tuple or t is list or t is set or t is frozenset or (
+            t is not dict and isinstance(value, SEQUENCES)):
+        if not value:
+            return _rebuild(value, []) if copy_all else value
+        items = [transform(v, fn, copy_all) for v in value]
+        if not copy_all and all(a is b for a, b in zip(items, value)):
+            return value
+        return _rebuild(value, items)
+    if t is dict or isinstance(value, dict):
+        out = {k: transform(v, fn, copy_all) for k, v in value.items()}
+        if not copy_all and all(out[k] is v for k, v in value.items()):
+            return value
+        if t is dict:
+            return out
+        rebuilt = copy.copy(value)  # a subclass: its type and its state (default_factory)
+        rebuilt.update(out)
+        return rebuilt
     return value
+
+
+def _rebuild(value: Any, items: list) -> Any:
+    t = type(value)
+    if t is list or t is tuple or t is set or t is frozenset:
+        return t(items)
+    if isinstance(value, tuple):
+        make = getattr(t, "_make", None)  # a namedtuple takes its fields one by one
+        return make(items) if make is not None else t(items)
+    if isinstance(value, frozenset):
+        return t(items)
+    rebuilt = copy.copy(value)  # a list or set subclass, with its own state
+    rebuilt.clear()
+    (rebuilt.extend if isinstance(rebuilt, list) else rebuilt.update)(items)
+    return rebuilt
 
 
 def inside(value: Any) -> Iterator[Any]:
@@ -55,10 +83,14 @@ def inside(value: Any) -> Iterator[Any]:
     [[1, {'a': (2,)}], 1, {'a': (2,)}, (2,), 2]
     """
     yield value
-    t = type(value)
-    if t is tuple or t is list or t is set or t is frozenset:
-        for v in value:
+    if isinstance(value, dict):
+        values: Any = value.values()
+    elif isinstance(value, SEQUENCES):
+        values = value
+    else:
+        return
+    for v in values:
+        if type(v) in _EXACT or isinstance(v, CONTAINERS):
             yield from inside(v)
-    elif t is dict:
-        for v in value.values():
-            yield from inside(v)
+        else:
+            yield v

@@ -82,7 +82,9 @@ def _item(value: Any, j: int) -> Any:
 
 def substitute(template: Any, states: tuple[State, ...], data: tuple = ()) -> Any:
     """An argument template with its slots filled from the upstream states
-    (and scattered ``data``)."""
+    (and scattered ``data``).  Its containers are new ones: a task that
+    changes a list it was given never changes its siblings' (the children of
+    a map share one template)."""
     def fill(v: Any) -> Any:
         t = type(v)
         if t is Slot:
@@ -95,7 +97,7 @@ def substitute(template: Any, states: tuple[State, ...], data: tuple = ()) -> An
             return [_value(states[j]) for j in range(v.start, v.stop)]
         return v
 
-    return transform(template, fill)
+    return transform(template, fill, copy_all=True)
 
 
 # -- where a finished state goes ----------------------------------------------------

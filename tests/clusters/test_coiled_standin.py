@@ -90,6 +90,27 @@ def test_the_import_guard_puts_back_only_what_the_import_changed():
         dask.config.config.update(before)
 
 
+def test_the_import_guard_restores_dotted_and_removed_keys():
+    """A key with dots of its own (``logging: {distributed.client: ...}``) and a
+    setting the import removed come back as they were."""
+    import copy
+
+    from daskflow.clusters.providers import preserved_dask_config
+
+    before = copy.deepcopy(dask.config.config)
+    try:
+        dask.config.config.setdefault("daskflow-test", {})["a.b"] = 1
+        dask.config.config["daskflow-test"]["gone"] = {"x": 1}
+        kept = copy.deepcopy(dask.config.config["daskflow-test"])
+        with preserved_dask_config():
+            dask.config.config["daskflow-test"]["a.b"] = 2
+            del dask.config.config["daskflow-test"]["gone"]
+        assert dask.config.config["daskflow-test"] == kept
+    finally:
+        dask.config.config.clear()
+        dask.config.config.update(before)
+
+
 def test_temporary_coiled_cluster_is_shut_down(coiled):
     spec = df.clusters.Coiled(n_workers=1).open()
     with spec as client:

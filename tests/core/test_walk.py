@@ -24,12 +24,25 @@ def test_transform_returns_the_same_object_when_nothing_changed():
     assert out is not changed and out == [("a", 2)] and changed == [("a", 1)]
 
 
-def test_subclasses_are_values_not_containers():
+def test_subclasses_are_walked_and_keep_their_type():
     Pair = collections.namedtuple("Pair", "a b")
     ordered = collections.OrderedDict(a=1)
-    assert transform(Pair(1, 2), _double) == Pair(1, 2)
-    assert transform(ordered, _double) is ordered
-    assert list(inside([Pair(1, 2)])) == [[Pair(1, 2)], Pair(1, 2)]
+    counts = collections.defaultdict(list, a=1)
+    assert transform(Pair(1, 2), _double) == Pair(2, 4)
+    assert type(transform(ordered, _double)) is collections.OrderedDict
+    rebuilt = transform(counts, _double)
+    assert rebuilt == {"a": 2} and rebuilt.default_factory is list
+    names = collections.OrderedDict(a="x")
+    assert transform(names, _double) is names  # nothing replaced: the same object
+    assert list(inside([Pair(1, [2])])) == [[Pair(1, [2])], Pair(1, [2]), 1, [2], 2]
+
+
+def test_copy_all_gives_new_containers_even_when_nothing_changed():
+    value = {"rows": [[1], [2]], "seen": set()}
+    copied = transform(value, lambda v: v, copy_all=True)
+    assert copied == value
+    assert copied is not value and copied["rows"] is not value["rows"]
+    assert copied["rows"][0] is not value["rows"][0] and copied["seen"] is not value["seen"]
 
 
 def test_a_replaced_container_is_not_walked_into():

@@ -399,6 +399,38 @@ def test_flow_returning_plain_values_and_structures(on):
     assert f(cluster=on) == {"a": [2, 5], "b": (3,)}
 
 
+@df.task
+def append_one(i, seen, bag):
+    bag.append(i)
+    return len(bag)
+
+
+def test_map_children_never_share_a_mutable_argument(on):
+    """Each child gets its own copy of a constant list (the children of a map
+    share one argument template): a task that changes what it was given
+    changes nobody else's."""
+    @df.flow
+    def f():
+        return append_one.map([1, 2, 3], df.unmapped(inc(0)), df.unmapped([]))
+
+    assert f(cluster=on) == [1, 1, 1]
+
+
+def test_container_subclasses_carry_refs_in_and_out(on):
+    import collections
+
+    Pair = collections.namedtuple("Pair", "left right")
+
+    @df.flow
+    def f():
+        pair = Pair(inc(1), inc(2))
+        return collections.OrderedDict(total=total(pair), pair=pair)
+
+    out = f(cluster=on)
+    assert out == {"total": 5, "pair": (2, 3)}
+    assert type(out) is collections.OrderedDict and type(out["pair"]) is Pair
+
+
 def test_flow_without_return_fails_on_terminal_failure(on):
     @df.flow
     def f():
