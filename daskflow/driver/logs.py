@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from daskflow import config
+from daskflow.ui import terminal
 from daskflow.ui.notebook import in_notebook
 
 logger = logging.getLogger("daskflow.run")
@@ -33,13 +34,22 @@ class _NotebookHandler(logging.Handler):
             self.handleError(record)
 
 
+class _ConsoleHandler(logging.StreamHandler):
+    """stderr, below the lines of the log and above a live progress display:
+    the display is lifted while a record is written, so no line is lost."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with terminal.above():
+            super().emit(record)
+
+
 def setup_logging() -> None:
     """Set daskflow's log level unless set already, and a console handler if none."""
     root = logging.getLogger("daskflow")
     if root.level == logging.NOTSET:
         root.setLevel(str(config.get("logging.level")).upper())
     if config.get("logging.console") and not root.hasHandlers():
-        handler = _NotebookHandler() if in_notebook() else logging.StreamHandler(sys.stderr)
+        handler = _NotebookHandler() if in_notebook() else _ConsoleHandler(sys.stderr)
         handler.setFormatter(logging.Formatter(
             config.get("logging.format"), datefmt="%H:%M:%S",
             defaults={"daskflow_task": "daskflow"}))

@@ -28,6 +28,7 @@ from typing import Any
 from daskflow import config
 from daskflow.core.display import badge
 from daskflow.core.groups import Group
+from daskflow.ui import terminal
 from daskflow.ui.notebook import in_notebook
 
 INTERVAL = 0.25  # seconds between redraws
@@ -79,6 +80,10 @@ class Tracker:
             self.draw(final=True)
         except Exception:  # pragma: no cover - a display must never break a run
             pass
+        finally:
+            close = getattr(self.renderer, "close", None)
+            if close is not None:
+                close()
 
     def draw(self, final: bool = False) -> None:
         run = self.run
@@ -151,16 +156,15 @@ class TerminalRenderer:
     def __init__(self, stream: Any = None, width: int = 30) -> None:
         self.stream = stream or sys.stderr
         self.width = width
-        self.lines = 0
         self.color = os.environ.get("NO_COLOR") is None
 
     def _c(self, code: str, text: str) -> str:
         return f"\x1b[{code}m{text}\x1b[0m" if self.color else text
 
     def update(self, run: Any, groups: list[Group], elapsed: float, final: bool) -> None:
-        out = []
-        if self.lines:
-            out.append(f"\x1b[{self.lines}F")  # back to the first line drawn
+        """Redraw the block at the bottom of the terminal (log lines written
+        meanwhile stay above it, see :mod:`daskflow.ui.terminal`); the final
+        one stays on the screen."""
         head = f"{run.flow_name} {run.state.name} {elapsed:.1f}s"
         if run.dashboard_link:
             head += f"  {run.dashboard_link}"
@@ -177,10 +181,13 @@ class TerminalRenderer:
                          f"{group.done}/{group.total}" + (f" ({', '.join(extra)})" if extra else ""))
         if len(groups) > 20:
             lines.append(f"  ... and {len(groups) - 20} more tasks")
-        out.extend(line + "\x1b[K\n" for line in lines)
-        self.lines = len(lines)
-        self.stream.write("".join(out))
-        self.stream.flush()
+        terminal.show(self, lines, self.stream)
+        if final:
+            self.close()
+
+    def close(self) -> None:
+        """The display ends: its last block stays on the screen as text."""
+        terminal.close(self)
 
 
 def follow(run: Any, how: str | None) -> Tracker | None:
