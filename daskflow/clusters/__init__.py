@@ -74,5 +74,5 @@ def from_profile(name: str) -> ClusterSpec:
     kwargs = {k.replace("-", "_"): v for k, v in profile.items()}
     try:
         return KINDS[kind](**kwargs)
-    except TypeError as err:
+    except (TypeError, ClusterError) as err:
         raise ClusterError(f"profile {name!r}: {err}") from err

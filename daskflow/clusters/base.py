@@ -40,9 +40,11 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import difflib
 import enum
 import functools
 import html
+import inspect
 import logging
 import signal
 import threading
@@ -131,8 +133,12 @@ class ClusterSpec:
         if init is None:
             return
 
+        signature = inspect.signature(init)
+
         @functools.wraps(init)
         def frozen_init(self: ClusterSpec, *args: Any, **kw: Any) -> None:
+            if type(self) is cls:
+                _check_call(cls, signature, self, args, kw)
             init(self, *args, **kw)
             if type(self) is cls:
                 object.__setattr__(self, "_frozen", True)
@@ -247,6 +253,21 @@ class ClusterSpec:
                 f"<span style='color:#666'>(a description: each run, <code>with</code> block "
                 f"or <code>.open()</code> starts a cluster of its own and ends it)</span>"
                 f"<table>{rows}</table></div>")
+
+
+def _check_call(cls: type, signature: inspect.Signature, self: Any, args: tuple,
+                kw: dict[str, Any]) -> None:
+    """A spec made with a misspelt or missing argument is a ClusterError that
+    says which and what the spec takes, before anything starts."""
+    try:
+        signature.bind(self, *args, **kw)
+    except TypeError as err:
+        params = [p for p in signature.parameters if p != "self"]
+        unknown = sorted(k for k in kw if k not in signature.parameters)
+        hints = [f" (did you mean {close[0]!r}?)" for k in unknown
+                 for close in [difflib.get_close_matches(k, params, n=1)] if close]
+        raise ClusterError(f"{cls.__name__}(): {err}{''.join(hints)}; it takes: "
+                           f"{', '.join(params)}") from None
 
 
 class Handle:

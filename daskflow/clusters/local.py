@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import multiprocessing
 import os
 from typing import Any
@@ -30,6 +31,7 @@ class Local(ClusterSpec):
     def __init__(self, *, name: str | None = None, startup_timeout: float | str | None = None,
                  lease: float | str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, startup_timeout=startup_timeout, lease=lease)
+        _check_keywords(kwargs)
         for key in ("n_workers", "threads_per_worker"):
             value = kwargs.get(key)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)
@@ -82,6 +84,32 @@ class Local(ClusterSpec):
 
 
 @contextlib.contextmanager
+def _check_keywords(kwargs: dict[str, Any]) -> None:
+    """A misspelt LocalCluster argument fails here, before anything starts.
+
+    ``LocalCluster`` passes the keywords it does not know to its workers (and
+    nannies), so those are accepted too; anything else would only fail in the
+    workers' start, behind distributed's tracebacks.
+    """
+    import inspect
+
+    from distributed import LocalCluster, Nanny, Worker
+    from distributed.deploy.spec import SpecCluster
+
+    known: set[str] = set()
+    for cls in (LocalCluster, SpecCluster, Worker, Nanny):
+        known.update(p for p in inspect.signature(cls.__init__).parameters
+                     if p not in ("self", "kwargs"))
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        hints = [f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                 for k in unknown for close in [difflib.get_close_matches(k, known, n=1)]]
+        raise ClusterError(
+            f"Local(): unknown keyword(s) {', '.join(hints)}; Local takes name=, "
+            "startup_timeout=, lease= and the keywords of distributed.LocalCluster (and of "
+            "its workers, e.g. n_workers=, threads_per_worker=, processes=, memory_limit=)")
+
+
 def _quiet_kill() -> Any:
     """Hide distributed's "Worker process still alive after ... killing" while
     daskflow ends a cluster it started: killing a busy worker is the point."""

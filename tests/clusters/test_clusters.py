@@ -438,3 +438,23 @@ def test_clusters_list_survives_a_record_it_cannot_check(cluster_records, monkey
     finally:
         for p in paths:
             os.remove(p)
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: df.clusters.Local(n_worker=1), r"'n_worker' \(did you mean 'n_workers'\?\)"),
+    (lambda: df.clusters.Address("tcp://127.0.0.1:1", timout=3),
+     r"unexpected keyword argument 'timout' \(did you mean 'timeout'\?\); it takes: address"),
+    (lambda: df.clusters.Gateway(worker=2), r"did you mean 'workers'"),
+    (lambda: df.clusters.SSH(), r"missing a required argument: 'hosts'"),
+])
+def test_a_typo_in_a_cluster_spec_is_caught_when_it_is_made(make, match):
+    """Before anything starts (a misspelt Local keyword used to fail in the
+    workers' start, behind distributed's tracebacks and a main-guard hint)."""
+    with pytest.raises(df.ClusterError, match=match):
+        make()
+
+
+def test_local_takes_the_keywords_of_its_workers():
+    spec = df.clusters.Local(n_workers=1, processes=False, memory_limit="1GB",
+                             resources={"GPU": 1}, dashboard_address=":0")
+    assert spec.kwargs["memory_limit"] == "1GB"
