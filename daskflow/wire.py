@@ -25,6 +25,7 @@ from typing import Any
 import cloudpickle
 
 from daskflow import config
+from daskflow.core.origin import origin_of, restore
 
 # A run's parameters travel inside its specs only while they are this small
 # (pickled); larger ones travel once per run as a key of their own.
@@ -42,12 +43,13 @@ class RunInfo:
     """
 
     __slots__ = ("flow_name", "run_id", "owner", "parameters", "params_key", "limits",
-                 "dashboard", "results", "log_prints", "check")
+                 "dashboard", "results", "log_prints", "internals", "check")
 
     def __init__(self, flow_name: str, run_id: str, owner: str | None = None,
                  parameters: dict[str, Any] | None = None, params_key: str | None = None,
                  limits: tuple[tuple[str, int], ...] = (), dashboard: str | None = None,
-                 results: RunResults | None = None, log_prints: bool = False) -> None:
+                 results: RunResults | None = None, log_prints: bool = False,
+                 internals: bool = False) -> None:
         self.flow_name = flow_name
         self.run_id = run_id
         self.owner = owner
@@ -57,12 +59,13 @@ class RunInfo:
         self.dashboard = dashboard  # the cluster's dashboard link, if it has one
         self.results = results  # how the run stores results; None when nothing is stored
         self.log_prints = log_prints  # the run's default for tasks without log_prints=
+        self.internals = internals  # keep daskflow's frames in tracebacks (a setting)
         self.check: Any = None
 
     def __reduce__(self) -> Any:
         return (RunInfo, (self.flow_name, self.run_id, self.owner, self.parameters,
                           self.params_key, self.limits, self.dashboard, self.results,
-                          self.log_prints))
+                          self.log_prints, self.internals))
 
 
 class TaskSpec:
@@ -92,7 +95,10 @@ class TaskSpec:
     def blob(self) -> tuple[bytes, bytes]:
         """(digest, bytes): the spec pickled once (cloudpickle, so local functions work)."""
         if self._blob is None:
-            data = cloudpickle.dumps((self.task, self.kind, self.run), protocol=5)
+            # the function's origin travels too: its traceback on a worker names
+            # the user's file and line (see core.origin)
+            data = cloudpickle.dumps((self.task, self.kind, self.run, origin_of(self.fn)),
+                                     protocol=5)
             self._blob = (hashlib.blake2b(data, digest_size=12).digest(), data)
         return self._blob
 
@@ -115,7 +121,9 @@ class _SpecCache:
             if hit is not None:
                 self.entries.move_to_end(digest)
                 return hit[0]
-        spec = TaskSpec(*pickle.loads(data))
+        task, kind, run, origin = pickle.loads(data)
+        spec = TaskSpec(task, kind, run)
+        restore(spec.fn, origin)
         spec._blob = (digest, data)
         with self.lock:
             if digest not in self.entries:

@@ -83,7 +83,6 @@ class Local(ClusterSpec):
         return "LocalCluster"
 
 
-@contextlib.contextmanager
 def _check_keywords(kwargs: dict[str, Any]) -> None:
     """A misspelt LocalCluster argument fails here, before anything starts.
 
@@ -110,6 +109,7 @@ def _check_keywords(kwargs: dict[str, Any]) -> None:
             "its workers, e.g. n_workers=, threads_per_worker=, processes=, memory_limit=)")
 
 
+@contextlib.contextmanager
 def _quiet_kill() -> Any:
     """Hide distributed's "Worker process still alive after ... killing" while
     daskflow ends a cluster it started: killing a busy worker is the point."""

@@ -175,17 +175,18 @@ class Engine:
     def _run_info(self, backend: Backend) -> RunInfo:
         params = _context_parameters(self.params)
         prints = bool(config.get("logging.log-prints"))
+        internals = bool(config.get("logging.traceback-internals"))
         if backend.owner is None or len(pickle.dumps(params)) <= INLINE_PARAMETERS:
             run = RunInfo(self.name, self.run_id, backend.owner, params, limits=self.limits,
                           dashboard=backend.dashboard, results=self.results,
-                          log_prints=prints)
+                          log_prints=prints, internals=internals)
             if backend.in_process:  # checked between the tasks of a fused one
                 run.check = self.check
             return run
         self._params = (f"params-{self.name}-{self.run_id}", params)
         return RunInfo(self.name, self.run_id, backend.owner, None, self._params[0],
                        limits=self.limits, dashboard=backend.dashboard, results=self.results,
-                       log_prints=prints)
+                       log_prints=prints, internals=internals)
 
     def _stages(self, backend: Backend, run: RunInfo) -> None:
         """The stage loop, shared by both backends."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import threading
 import time
 import traceback
@@ -342,11 +343,33 @@ def _failed(err: BaseException, attempt: int, start: float, message: str,
     if call is not None:
         call_logger(call).error("failed%s: %s", f" after {attempt} attempts" if attempt > 1 else "",
                              message)
-    tb = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    tb = user_traceback(err, call.spec.run.internals if call is not None else False)
     if current_worker() is not None and dump_exception(err) is None:
         err = RemoteTaskError(type(err).__name__, str(err), tb)
     return State(StateType.FAILED, message=message, exception=err, traceback=tb,
                  attempts=attempt, start=start)
+
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def user_traceback(err: BaseException, internals: bool = False) -> str:
+    """The traceback of a task's error as its author wants it: from the task's
+    own code on, without daskflow's frames (``internals``, the run's setting
+    ``daskflow.logging.traceback-internals``, keeps them)."""
+    exc = traceback.TracebackException.from_exception(err)
+    if not internals:
+        seen: set[int] = set()
+        todo = [exc]
+        while todo:  # the exception and the ones it was raised from
+            e = todo.pop()
+            if id(e) in seen:
+                continue
+            seen.add(id(e))
+            e.stack = traceback.StackSummary.from_list(
+                [f for f in e.stack if not f.filename.startswith(_PACKAGE)])
+            todo += [c for c in (e.__cause__, e.__context__) if c is not None]
+    return "".join(exc.format())
 
 
 def _args(err: BaseException) -> str:

@@ -655,3 +655,39 @@ def test_failed_setup_with_an_empty_block_fails_the_run(on):
     assert run.state.is_failed()
     with pytest.raises(RuntimeError, match="cannot open"):
         run.result()
+
+
+def test_a_failed_task_s_traceback_points_at_the_user_s_line(on):
+    """A task defined here travels to the workers by value (cloudpickle names
+    its code "<dynamic-code>"): its traceback still names this file, the line
+    and its source, and starts at the task's own code."""
+    @df.task
+    def parse(text):
+        value = int(text)  # the line that fails
+        return value
+
+    @df.flow
+    def f():
+        return parse("x")
+
+    tb = f.run(cluster=on).states["parse"].traceback
+    assert f'File "{__file__}", line' in tb and "in parse" in tb, tb
+    assert "value = int(text)  # the line that fails" in tb, tb
+    assert "<dynamic-code>" not in tb and "daskflow" + os.sep not in tb, tb
+    assert tb.rstrip().endswith("ValueError: invalid literal for int() with base 10: 'x'")
+
+
+def test_daskflow_s_frames_are_kept_when_asked(on):
+    import dask
+
+    @df.task
+    def boom():
+        raise KeyError("k")
+
+    @df.flow
+    def f():
+        return boom()
+
+    with dask.config.set({"daskflow.logging.traceback-internals": True}):
+        tb = f.run(cluster=on).states["boom"].traceback
+    assert os.path.join("daskflow", "worker", "run.py") in tb, tb
