@@ -107,7 +107,11 @@ def main(argv=None):
                         help="only the build and compile times (no cluster)")
     args = parser.parse_args(argv)
     if args.compile_only:
-        print_compile_times(compile_times())
+        compiled = compile_times()
+        print_compile_times(compiled)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"compile": compiled}, f, indent=2)
         return
 
     from distributed import Client, LocalCluster

@@ -39,6 +39,57 @@ def _others_can_run(path: str) -> bool:
     return bool(os.stat(path).st_mode & 0o001)
 
 
+def _others_can_read(path: str) -> bool:
+    """Whether a user with no special rights can reach and list ``path``."""
+    path = os.path.realpath(path)
+    parts = path.split(os.sep)
+    for i in range(2, len(parts) + 1):
+        mode = os.stat(os.sep.join(parts[:i]) or os.sep).st_mode
+        if not mode & 0o001 or (i == len(parts) and not mode & 0o004):
+            return False
+    return True
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)  # no bytes copied, and nothing of the original changes
+    except OSError:  # another filesystem
+        shutil.copy2(src, dst)
+
+
+_NOT_COPIED = ("__pycache__", ".venv", ".git")
+
+
+def _copied_with(path: str, parent: str) -> bool:
+    rel = os.path.relpath(path, parent)
+    return rel == "." or (not rel.startswith("..")
+                          and not set(rel.split(os.sep)) & set(_NOT_COPIED))
+
+
+def shared_view(paths: list[str], root: str) -> list[str]:
+    """``paths``, where every one another user cannot reach is replaced by a
+    hard-linked copy under ``root`` (world-readable; removed with it).
+
+    A checkout in a folder only its owner can read (mode 0700, as many
+    home folders are) is out of the throwaway user's reach, and so are its
+    virtualenv and its tests.  Hard links share the files' contents (mode
+    0644 as git and pip leave them) through a path others can traverse,
+    without touching the checkout's permissions.
+    """
+    shared = os.path.join(root, "shared")
+    hidden = sorted({p for p in paths if p and not _others_can_read(p)}, key=len)
+    copied: list[str] = []
+    for path in hidden:  # parents first: a folder inside one copied is copied with it
+        if not any(_copied_with(path, c) for c in copied):
+            shutil.copytree(path, shared + path, symlinks=True, copy_function=_link_or_copy,
+                            ignore=shutil.ignore_patterns(*_NOT_COPIED))
+            copied.append(path)
+    if copied:
+        for dirpath, _dirs, _files in os.walk(shared):
+            os.chmod(dirpath, 0o755)
+    return [shared + p if p in hidden else p for p in paths]
+
+
 def python_for_others() -> tuple[str, list[str]]:
     """An interpreter the throwaway user can run, and what it needs on its path.
 
@@ -165,8 +216,9 @@ class Sshd:
         self.client_key = os.path.join(root, "client_key")
         self.port = free_port()
         self.python, path = python_for_others()
+        path = shared_view([*tests_dir.split(os.pathsep), *path], root)
         env = {"HOME": self.user.home, "DASK_TEMPORARY_DIRECTORY": self.scratch,
-               "PYTHONPATH": os.pathsep.join([tests_dir, *path]),
+               "PYTHONPATH": os.pathsep.join(path),
                "DASKFLOW_TESTS_HOME": self.user.home}
         config = os.path.join(root, "sshd_config")
         with open(config, "w") as f:
