@@ -303,7 +303,9 @@ def _matches(value: Any, hint: Any) -> bool:
         return value in typing.get_args(hint)
     if origin is not None:
         hint = origin
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, bool) and hint in (int, float):
+        return False  # True is an int to Python, never a count or a size to a user
+    if hint is float and isinstance(value, int):
         return True  # PEP 484: an int is acceptable where a float is expected
     if hint is type(None):
         return value is None

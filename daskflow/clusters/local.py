@@ -7,6 +7,7 @@ import contextlib
 import difflib
 import multiprocessing
 import os
+import sys
 from typing import Any
 
 from daskflow.clusters.base import MAIN_GUARD_HINT, ClusterSpec, Handle, close_client
@@ -63,6 +64,11 @@ class Local(ClusterSpec):
 
     def preflight(self) -> None:
         _refuse_in_spawned_main(self.kwargs)
+        if self.kwargs.get("processes", True) and script_from_stdin():
+            raise ClusterError(
+                "this script was read from standard input (python - <<EOF ...), and worker "
+                "processes start by importing the script again, which they cannot: save it "
+                "to a file, or pass cluster='sync' or df.clusters.Local(processes=False)")
 
     def _destroy(self, handle: Handle, client: Any, cluster: Any) -> None:
         if client is not None:
@@ -131,6 +137,12 @@ async def _close_workers(cluster: Any, timeout: float) -> None:
     await asyncio.gather(*(w.close(timeout=timeout) for w in list(cluster.workers.values())),
                          return_exceptions=True)
 
+
+
+def script_from_stdin() -> bool:
+    """Whether this process runs a script read from standard input (``python -``)."""
+    main = sys.modules.get("__main__")
+    return getattr(main, "__file__", None) == "<stdin>"
 
 
 def _refuse_in_spawned_main(kwargs: dict[str, Any]) -> None:

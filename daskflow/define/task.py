@@ -6,6 +6,7 @@ a node with the builder and returns a lazy :class:`~daskflow.define.build.Ref`.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import inspect
 import numbers
@@ -282,19 +283,23 @@ def _signature(fn: Callable[..., Any]) -> tuple[inspect.Signature, int] | None:
 
 
 def _check_delays(name: str, delay: Any) -> tuple[float, ...]:
-    delays = [delay] if isinstance(delay, numbers.Real) and not isinstance(delay, bool) else delay
+    """Seconds, a timedelta, or a non-empty list of either (one per retry)."""
+    single = (isinstance(delay, numbers.Real) and not isinstance(delay, bool)) or isinstance(
+        delay, datetime.timedelta)
+    delays = [delay] if single else delay
     try:
         if isinstance(delays, (str, bytes)):
             raise TypeError("a string is not a number of seconds")
-        out = tuple(float(d) for d in delays)
+        out = tuple(d.total_seconds() if isinstance(d, datetime.timedelta) else float(d)
+                    for d in delays)
         if any(isinstance(d, (str, bytes, bool)) for d in delays):
             raise TypeError("not a number")
     except (TypeError, ValueError):
         out = ()
     if not out or any(d < 0 for d in out):
         raise FlowDefinitionError(
-            f"retry_delay of task {name!r} must be seconds >= 0 or a non-empty list "
-            f"of them, got {delay!r}"
+            f"retry_delay of task {name!r} must be seconds >= 0 (or a timedelta), or a "
+            f"non-empty list of them, got {delay!r}"
         )
     return out
 

@@ -11,11 +11,13 @@ module started is closed, whatever happens.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 from daskflow import config
 from daskflow.clusters import Address, Local, from_profile
+from daskflow.clusters.local import script_from_stdin
 from daskflow.driver.backends import Backend, DistributedBackend, SyncBackend
 from daskflow.events import monitor
 from daskflow.exceptions import ClusterError
@@ -101,5 +103,11 @@ def _default_client() -> Any:
 def _temporary_local_cluster() -> Iterator[Any]:
     kwargs = {k.replace("-", "_"): v for k, v in config.get("local").items()
               if v is not None or k == "dashboard-address"}
+    if kwargs.get("processes", True) and script_from_stdin():
+        # worker processes would import the script again, and stdin is gone
+        logging.getLogger("daskflow.run").info(
+            "the script was read from standard input: the temporary cluster's workers are "
+            "threads of this process")
+        kwargs["processes"] = False
     with Local(**kwargs) as client:
         yield client

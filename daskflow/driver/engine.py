@@ -30,11 +30,11 @@ once with ``ClusterError``.
 from __future__ import annotations
 
 import logging
-import pickle
 import threading
 import time
 from typing import Any
 
+import cloudpickle
 from dask.sizeof import sizeof
 from dask.utils import format_bytes
 
@@ -176,7 +176,9 @@ class Engine:
         params = _context_parameters(self.params)
         prints = bool(config.get("logging.log-prints"))
         internals = bool(config.get("logging.traceback-internals"))
-        if backend.owner is None or len(pickle.dumps(params)) <= INLINE_PARAMETERS:
+        if not backend.in_process:
+            params = self._travelling(params)
+        if backend.owner is None or len(cloudpickle.dumps(params)) <= INLINE_PARAMETERS:
             run = RunInfo(self.name, self.run_id, backend.owner, params, limits=self.limits,
                           dashboard=backend.dashboard, results=self.results,
                           log_prints=prints, internals=internals)
@@ -187,6 +189,24 @@ class Engine:
         return RunInfo(self.name, self.run_id, backend.owner, None, self._params[0],
                        limits=self.limits, dashboard=backend.dashboard, results=self.results,
                        log_prints=prints, internals=internals)
+
+    def _travelling(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The parameters as they travel for ``df.context().parameters``: one
+        that cannot be pickled (a lock, a connection) stands as a placeholder
+        there, with a warning; a task given it fails before the run starts,
+        naming the task and the argument."""
+        out = dict(params)
+        for name, value in params.items():
+            try:
+                cloudpickle.dumps(value)
+            except Exception as err:
+                out[name] = f"<{type(value).__name__}, cannot be sent to the workers>"
+                self.log.warning("parameter %r of flow %r (a %s) cannot be pickled (%s): "
+                                 "df.context().parameters shows a placeholder for it, and a "
+                                 "task given it cannot run on a cluster; create such an object "
+                                 "inside a task or a resource", name, self.name,
+                                 type(value).__name__, err)
+        return out
 
     def _stages(self, backend: Backend, run: RunInfo) -> None:
         """The stage loop, shared by both backends."""

@@ -118,8 +118,10 @@ class FlowRun:
 
     def summary(self) -> str:
         """A few readable lines: the flow's state, then one line per task name."""
-        groups = {base: Counter(st.name for st in runs)
-                  for base, runs in by_task(self.states).items()}
+        grouped = by_task(self.states)
+        groups = {base: Counter(st.name for st in runs) for base, runs in grouped.items()}
+        retries = {base: sum(max(st.attempts - 1, 0) for st in runs)
+                   for base, runs in grouped.items()}
         dur = f" in {self.duration:.2f}s" if self.duration is not None else ""
         lines = [f"Flow run {self.flow_name!r} ({self.run_id}) {self.state.name}{dur}"
                  + (f": {self.state.message}" if self.state.message else "")]
@@ -127,6 +129,8 @@ class FlowRun:
         for base, counter in groups.items():
             text = ", ".join(f"{n} {k}" if n > 1 or len(counter) > 1 else k
                              for k, n in counter.items())
+            if retries[base]:
+                text += f" ({retries[base]} retr{'y' if retries[base] == 1 else 'ies'})"
             lines.append(f"  {base:<{width}}  {text}")
         return "\n".join(lines)
 
@@ -258,6 +262,9 @@ def flow_state(reference: list[State], missing: list[State], all_states: list[St
     if not bad:
         return State(StateType.COMPLETED, start=start, message="")
     first = bad[0]
+    more = (f"; {len(bad) - 1} more of the {len(reference)} task runs that decide the flow's "
+            "state (those it returns, else those it ends with) did not complete either"
+            if len(bad) > 1 else "")
     return State(StateType.FAILED, start=start, exception=first.exception,
-                 message=f"{len(bad)} of {len(reference)} reference task(s) did not complete; "
-                         f"{first.task_name!r}: {first.message}")
+                 message=f"task {first.task_name!r} did not complete ({first.name}): "
+                         f"{first.message}{more}")

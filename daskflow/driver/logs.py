@@ -56,6 +56,9 @@ def setup_logging() -> None:
         root.addHandler(handler)
 
 
+_formatter = logging.Formatter()
+
+
 class RunLogs(logging.Handler):
     """Keeps one run's log records (driver's and tasks') on its FlowRun."""
 
@@ -67,9 +70,14 @@ class RunLogs(logging.Handler):
         if getattr(record, "daskflow_run", None) != self.run_id:
             return
         try:
-            self.into.append({"time": record.created, "level": record.levelname,
-                              "task": getattr(record, "daskflow_task", None),
-                              "message": record.getMessage()})
+            entry = {"time": record.created, "level": record.levelname,
+                     "task": getattr(record, "daskflow_task", None),
+                     "message": record.getMessage()}
+            if record.exc_info and not record.exc_text:
+                record.exc_text = _formatter.formatException(record.exc_info)
+            if record.exc_text:  # logger.exception(...) or exc_info=True
+                entry["traceback"] = record.exc_text
+            self.into.append(entry)
         except Exception:  # pragma: no cover - never break logging
             self.handleError(record)
 

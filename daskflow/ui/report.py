@@ -74,7 +74,9 @@ def render(record: dict[str, Any]) -> str:
         t0 = state.get("start") or logs[0]["time"]
         rows = "".join(
             f"<tr><td class='num'>{lg['time'] - t0:+.2f}s</td><td>{esc(lg['level'])}</td>"
-            f"<td>{esc(lg.get('task') or '')}</td><td>{esc(lg['message'])}</td></tr>"
+            f"<td>{esc(lg.get('task') or '')}</td><td>{esc(lg['message'])}"
+            + (f"<pre>{esc(lg['traceback'])}</pre>" if lg.get("traceback") else "")
+            + "</td></tr>"
             for lg in logs)
         parts.append(f"<h2>Logs ({len(logs)})</h2><table><tr><th>time</th><th>level</th>"
                      f"<th>where</th><th>message</th></tr>{rows}</table>")

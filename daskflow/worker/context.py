@@ -155,6 +155,9 @@ def seceded(active: bool) -> Iterator[None]:
 _log_lock = threading.Lock()
 
 
+_formatter = logging.Formatter()
+
+
 class _ForwardHandler(logging.Handler):
     """Sends a worker's task log records to the run's driver (and only there)."""
 
@@ -168,6 +171,8 @@ class _ForwardHandler(logging.Handler):
                    if isinstance(v, (str, int, float, bool, type(None)))}
             msg["msg"] = record.getMessage()
             msg["args"] = None
+            if record.exc_info and not record.exc_text:  # exc_info=True: its text travels
+                msg["exc_text"] = _formatter.formatException(record.exc_info)
             msg["name"] = "daskflow.task"
             queue.emit(worker, ctx.call.spec.run, log_msg=msg)
         except Exception:  # pragma: no cover - logging must never break a task

@@ -74,6 +74,24 @@ def test_type_hints_understood():
         typed.bind(1.0, (1,))
     with pytest.raises(df.ParameterError, match="'c'"):
         typed.bind(1.0, [], "no")
+    with pytest.raises(df.ParameterError, match="parameter 'c' of flow 'typed' must be int"):
+        typed.bind(1.0, [], True)  # a bool is an int to Python, not to a user
+    with pytest.raises(df.ParameterError, match="'a'"):
+        typed.bind(False, [])
+
+
+def test_an_unpicklable_parameter_is_named_and_the_run_goes_on(client, caplog):
+    import threading
+
+    @df.flow
+    def guarded(n: int, lock: object = None):
+        with lock:  # used in the body only
+            return inc.map(range(n))
+
+    caplog.set_level(logging.WARNING, logger="daskflow")
+    assert guarded(2, threading.Lock(), cluster=client) == [1, 2]
+    said = [r.getMessage() for r in caplog.records if "cannot be pickled" in r.getMessage()]
+    assert len(said) == 1 and "parameter 'lock' of flow 'guarded' (a lock)" in said[0], said
 
 
 def test_passed_client_is_left_open(client):
@@ -196,6 +214,33 @@ def test_logs_from_worker_tasks_reach_the_driver(client, caplog):
     assert {r.daskflow_task for r in remote} == {"talk/chatty[0]", "talk/chatty[1]"}
 
 
+@df.task
+def careful():
+    try:
+        {}["missing"]
+    except KeyError:
+        df.get_run_logger().error("lookup failed", exc_info=True)
+    return 1
+
+
+def test_a_logged_exception_keeps_its_traceback(on, caplog, tmp_path):
+    """logger.error(..., exc_info=True) in a task: the traceback reaches the
+    driver's console, the run's logs, its JSON record and its report."""
+    @df.flow
+    def f():
+        return careful()
+
+    caplog.set_level(logging.INFO, logger="daskflow")
+    run = f.run(cluster=on)
+    (entry,) = [lg for lg in run.logs if lg["message"] == "lookup failed"]
+    assert "KeyError: 'missing'" in entry["traceback"] and "{}[\"missing\"]" in entry[
+        "traceback"]
+    (shown,) = [r for r in caplog.records if r.getMessage() == "lookup failed"]
+    assert "KeyError: 'missing'" in (shown.exc_text or "")
+    with open(run.report(str(tmp_path / "r.html"))) as page:
+        assert "KeyError: &#x27;missing&#x27;" in page.read()
+
+
 def test_logs_in_sync_mode(caplog):
     caplog.set_level(logging.INFO, logger="daskflow")
     talk(cluster="sync")
@@ -294,3 +339,40 @@ def test_a_task_the_workers_cannot_load_crashes_the_run_with_its_error(client):
             run.result()
     finally:
         del sys.modules["only_in_the_driver"]
+
+
+STDIN_SCRIPT = """
+import daskflow as df
+
+@df.task
+def inc(x):
+    return x + 1
+
+@df.flow
+def f(n: int = 3):
+    return inc.map(range(n))
+
+print("result", f(progress=False{cluster}))
+"""
+
+
+def test_a_script_from_standard_input_runs_on_the_default_cluster(tmp_path):
+    """`python - <<EOF`: worker processes cannot import the script again, so
+    the temporary cluster's workers are threads; an explicit process cluster
+    says why it cannot start."""
+    import subprocess
+    import sys
+
+    from conftest import dask_env
+
+    def run(cluster=""):
+        return subprocess.run([sys.executable, "-"], input=STDIN_SCRIPT.format(cluster=cluster),
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                              env=dask_env())
+
+    done = run()
+    assert done.returncode == 0 and "result [1, 2, 3]" in done.stdout, done.stderr
+    assert "read from standard input" in done.stderr
+    refused = run(", cluster=df.clusters.Local(n_workers=1)")
+    assert refused.returncode == 1
+    assert "read from standard input" in refused.stderr and "FileNotFoundError" not in refused.stderr

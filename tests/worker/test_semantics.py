@@ -205,6 +205,27 @@ def test_retries_with_delays_across_processes(on, tmp_path):
     assert len(stamps) == 3
     assert stamps[1] - stamps[0] >= 0.2
     assert stamps[2] - stamps[1] >= 0.4
+    assert "  flaky  Completed (2 retries)" in run.summary().splitlines()
+
+
+def test_retry_delay_takes_a_timedelta():
+    import datetime
+
+    t = df.task(retries=2, retry_delay=datetime.timedelta(seconds=5))(lambda: 1)
+    assert t.retry_delays == (5.0,)
+    t = df.task(retries=2, retry_delay=[datetime.timedelta(milliseconds=500), 2])(lambda: 1)
+    assert t.retry_delays == (0.5, 2.0)
+
+
+def test_a_failed_run_says_which_task_without_jargon(on):
+    @df.flow
+    def f():
+        return [boom(i) for i in range(3)]
+
+    message = f.run(cluster=on).state.message
+    assert message.startswith("task 'boom' did not complete (Failed): ValueError"), message
+    assert "2 more of the 3 task runs that decide the flow's state" in message, message
+    assert "reference" not in message
 
 
 def test_retries_exhausted(on, tmp_path):
