@@ -22,10 +22,11 @@ from typing import Any
 
 from dask.utils import format_bytes, parse_timedelta
 
-from daskflow.clusters import KINDS, ClusterSpec
+from daskflow.clusters import KINDS, ClusterSpec, from_profile
 from daskflow.clusters.records import records
 from daskflow.driver.flowrun import FlowRun
 from daskflow.exceptions import (
+    ClusterError,
     DaskflowError,
     FlowDefinitionError,
     FlowRunError,
@@ -113,6 +114,8 @@ def load_flow(target: str) -> Any:
         sys.path.insert(0, os.path.dirname(path))  # its own imports work, as for `python file.py`
         namespace = runpy.run_path(path, run_name="__daskflow_run__")
     else:
+        if "" not in sys.path and os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())  # as `python -m` does: modules of this folder
         try:
             namespace = vars(importlib.import_module(where))
         except ImportError as err:
@@ -146,12 +149,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         flow = load_flow(args.target)
         params = parse_params(args.param or [])
         flow.bind(**params)  # refuse bad parameters before anything starts
-    except (UsageError, ParameterError, FlowDefinitionError) as err:
+        check_cluster_arg(args.cluster)
+    except (UsageError, ParameterError, FlowDefinitionError, ClusterError) as err:
         print(f"daskflow run: {err}", file=sys.stderr)
         return 2
-    cluster = args.cluster
     try:
-        run = flow.run(cluster=cluster, **params)
+        run = flow.run(cluster=args.cluster, **params)
     except KeyboardInterrupt:
         print("daskflow run: interrupted; the run was cancelled and its cluster ended",
               file=sys.stderr)
@@ -159,7 +162,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     except DaskflowError as err:
         print(f"daskflow run: {err}", file=sys.stderr)
         return 1
-    print(run.to_json() if args.json else run.summary())
+    completed = run.state.is_completed()
+    if args.json:
+        record = run.record()
+        if completed:
+            record["result"] = run.result()
+        print(json.dumps(record, indent=2, default=repr))
+    else:
+        print(run.summary())
+        if completed:
+            print(f"result: {_shown(run.result())}")
     if args.report:
         try:
             run.report(args.report)
@@ -168,7 +180,21 @@ def cmd_run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 1
         print(f"report written to {args.report}", file=sys.stderr)
-    return 0 if run.state.is_completed() else 1
+    return 0 if completed else 1
+
+
+def _shown(value: Any, limit: int = 2000) -> str:
+    """A flow's return value for the terminal: its repr, cut if very long."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
+def check_cluster_arg(cluster: str | None) -> None:
+    """A ``--cluster`` that names no profile is bad usage, found before the run."""
+    if cluster is None or cluster == "sync" or "://" in cluster or (
+            ":" in cluster and cluster.rsplit(":", 1)[1].isdigit()):
+        return
+    from_profile(cluster)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -200,7 +226,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         flow = load_flow(args.target)
         params = parse_params(args.param or [])
         flow.bind(**params)
-    except (UsageError, ParameterError, FlowDefinitionError) as err:
+        check_cluster_arg(args.cluster)
+    except (UsageError, ParameterError, FlowDefinitionError, ClusterError) as err:
         print(f"daskflow serve: {err}", file=sys.stderr)
         return 2
     try:

@@ -112,14 +112,7 @@ class Flow(Generic[R]):
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as err:
-            names = ", ".join(self.signature.parameters) or "none"
-            suggestion = ""
-            for key in kwargs:
-                close = difflib.get_close_matches(key, RUN_OPTIONS, n=1)
-                if key not in self.signature.parameters and close:
-                    suggestion = f" (did you mean the run option {close[0]}=?)"
-            raise ParameterError(
-                f"flow {self.name!r}: {err}{suggestion}; its parameters are: {names}") from None
+            raise ParameterError(self._bind_error(err, kwargs)) from None
         bound.apply_defaults()
         params = dict(bound.arguments)
         hints = _hints(self.fn)
@@ -133,6 +126,26 @@ class Flow(Generic[R]):
                     f"parameter {pname!r} of flow {self.name!r} must be {_hint_name(hint)}, "
                     f"got {type(value).__name__} {value!r:.60}")
         return params
+
+    def _bind_error(self, err: TypeError, kwargs: dict[str, Any]) -> str:
+        """What is wrong with a call's parameters: every unknown one (with a
+        did-you-mean among the parameters and the run options) and Python's
+        own complaint (a missing one, say)."""
+        params = self.signature.parameters
+        names = ", ".join(params) or "none"
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        unknown = [] if takes_any else [k for k in kwargs if k not in params]
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, list(params), n=1)
+            option = difflib.get_close_matches(key, RUN_OPTIONS, n=1)
+            hint = (f" (did you mean {close[0]!r}?)" if close else
+                    f" (did you mean the run option {option[0]}=?)" if option else "")
+            hints.append(f"{key!r}{hint}")
+        said = f"unknown parameter(s) {', '.join(hints)}" if hints else ""
+        if not hints or "unexpected keyword" not in str(err):
+            said = f"{said}; {err}" if said else str(err)
+        return f"flow {self.name!r}: {said}; its parameters are: {names}"
 
     def build(self, params: dict[str, Any]) -> tuple[Builder, Any]:
         """Run the body once with a builder active; return it and the body's return value."""

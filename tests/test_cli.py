@@ -79,9 +79,11 @@ def test_run_a_file_with_parameters(tmp_path):
     assert record["state"]["name"] == "Completed" and record["flow"] == "hello"
     assert record["parameters"] == {"name": "dask", "times": 2, "tags": ["a", "b"]}
     assert record["states"]["greet"]["type"] == "COMPLETED"
+    assert record["result"] == [["hello dask", "hello dask"], ["a", "b"]]
     summary = daskflow("run", "flows.py:hello", "-c", "sync", cwd=tmp_path)
     assert summary.returncode == 0 and "Flow run 'hello'" in summary.stdout
     assert "Completed" in summary.stdout
+    assert "result: (['hello world'], [])" in summary.stdout.splitlines()
 
 
 def test_a_module_target_on_a_real_cluster(tmp_path, scheduler_address):
@@ -111,13 +113,22 @@ def test_exit_codes(tmp_path):
         (["flows.py"], "say which flow"),
         (["flows.py:hello", "-p", "times=many"], "parameter 'times' of flow 'hello' must be int"),
         (["flows.py:hello", "-p", "oops"], "expected name=value"),
-        (["flows.py:hello", "-p", "colour=red"], "unexpected keyword argument 'colour'"),
+        (["flows.py:hello", "-p", "colour=red"], "unknown parameter(s) 'colour'"),
         (["no_such_module:flow"], "cannot import 'no_such_module'"),
+        (["flows.py:hello", "-p", "nme=x"], "unknown parameter(s) 'nme' (did you mean 'name'?)"),
+        (["flows.py:hello", "-c", "nosuchprofile"], "cluster='nosuchprofile' is neither"),
     ]:
-        done = daskflow("run", *args, "-c", "sync", cwd=tmp_path)
+        done = daskflow("run", *args, *([] if "-c" in args else ["-c", "sync"]), cwd=tmp_path)
         assert done.returncode == 2, (args, done.stderr)
         assert message in done.stderr, (args, done.stderr)
     assert daskflow("run", cwd=tmp_path).returncode == 2  # argparse: the target is required
+
+
+def test_a_module_of_the_current_folder_is_a_target(tmp_path):
+    """As `python -m` does, the current folder's modules can be named."""
+    write_flows(tmp_path)
+    done = daskflow("run", "flows:hello", "-c", "sync", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
 
 
 def test_interrupted_run_exits_130(tmp_path):
