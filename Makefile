@@ -4,17 +4,24 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+CKSUM  := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# daskflow alone (what the demo needs), then the test and benchmark extras
+BASE_STAMP := $(VENV)/.installed-base-$(CKSUM)
+TEST_STAMP := $(VENV)/.installed-test-$(CKSUM)
 
 .PHONY: demo test bench lint clean system-deps
 
-$(STAMP): pyproject.toml
+$(BASE_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,bench]'
-	rm -f $(VENV)/.installed-* && touch $(STAMP)
+	$(BIN)/python -m pip install -q -e .
+	rm -f $(VENV)/.installed-base-* && touch $(BASE_STAMP)
 
-demo: $(STAMP)
+$(TEST_STAMP): $(BASE_STAMP)
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	rm -f $(VENV)/.installed-test-* && touch $(TEST_STAMP)
+
+demo: $(BASE_STAMP)
 	$(BIN)/python examples/images.py
 
 # The real services the provider tests run (Slurm with munge, an SSH server,
@@ -33,7 +40,7 @@ system-deps:
 	  echo "not root or no apt-get: the Slurm and SSH tests will be skipped"; \
 	fi
 
-test: $(STAMP) system-deps
+test: $(TEST_STAMP) system-deps
 	$(BIN)/python -m pytest
 
 PREFECT_VENV := benchmarks/.prefect-venv
@@ -46,10 +53,10 @@ $(PREFECT_STAMP):
 	$(PREFECT_VENV)/bin/python -m pip install -q -r benchmarks/prefect-requirements.txt
 	touch $(PREFECT_STAMP)
 
-bench: $(STAMP) $(PREFECT_STAMP)
+bench: $(TEST_STAMP) $(PREFECT_STAMP)
 	$(BIN)/python benchmarks/bench.py
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/python -m pip install -q ruff mypy
 	$(BIN)/ruff check daskflow tests benchmarks examples
 	$(BIN)/mypy daskflow
