@@ -150,6 +150,36 @@ def seceded(active: bool) -> Iterator[None]:
         rejoin()
 
 
+def annotations_hidden() -> Any:
+    """While inside, dask sees no annotations.
+
+    A worker runs each task under the annotations it was submitted with, and
+    every task of a run carries the run's ``span`` (so the dashboard shows
+    runs).  Dask work built inside a task would inherit it, and
+    ``dask.dataframe`` warns on any annotation ("Annotations will be ignored
+    when using query-planning"), which fails the task under ``-W error``.
+    dask keeps annotations in a private ``ContextVar``
+    (``dask.base._annotations``); hiding them is one ``set``/``reset`` of it,
+    isolated here and pinned by ``test_dask_still_keeps_annotations_in_a_contextvar``.
+    """
+    from dask import base
+
+    return _Hidden(base._annotations)
+
+
+class _Hidden:
+    __slots__ = ("var", "token")
+
+    def __init__(self, var: Any) -> None:
+        self.var = var
+
+    def __enter__(self) -> None:
+        self.token = self.var.set(None)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.var.reset(self.token)
+
+
 # -- logging ---------------------------------------------------------------------
 
 _log_lock = threading.Lock()

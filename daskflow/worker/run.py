@@ -46,6 +46,7 @@ from daskflow.exceptions import (
 from daskflow.wire import Call, DataSlot, Slot, SlotItem, SlotList, TaskSpec
 from daskflow.worker import finishers, slots, store
 from daskflow.worker.context import (
+    annotations_hidden,
     call_logger,
     current_worker,
     get_run_logger,
@@ -319,8 +320,10 @@ def _retrying(call: Call, attempt: int, err: Exception, delay: float, start: flo
 def _attempt(call: Call, args: tuple, kwargs: dict) -> Any:
     """One attempt in the task's context: its tag slots held, its prints logged."""
     spec = call.spec
-    with prints_logged() if spec.log_prints else contextlib.nullcontext():
-        if spec.limits and current_worker() is not None:
+    on_worker = current_worker() is not None
+    with prints_logged() if spec.log_prints else contextlib.nullcontext(), \
+            annotations_hidden() if on_worker else contextlib.nullcontext():
+        if spec.limits and on_worker:
             with slots.held(spec.limits, get_run_logger()):
                 return _call(call, args, kwargs)
         return _call(call, args, kwargs)

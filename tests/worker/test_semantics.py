@@ -712,3 +712,48 @@ def test_daskflow_s_frames_are_kept_when_asked(on):
     with dask.config.set({"daskflow.logging.traceback-internals": True}):
         tb = f.run(cluster=on).states["boom"].traceback
     assert os.path.join("daskflow", "worker", "run.py") in tb, tb
+
+
+@df.task
+def dask_inside():
+    """Dask work inside a task: an array and a dataframe, computed in the task."""
+    import warnings
+
+    import dask.array as da
+    import dask.dataframe as dd
+    import pandas as pd
+    from dask.dataframe.dask_expr import _collection
+
+    _collection._WARN_ANNOTATIONS = True  # it warns once per process: re-arm it
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        frame = dd.from_pandas(pd.DataFrame({"x": range(10)}), npartitions=2)
+        total = int(frame.x.sum().compute(scheduler="sync"))
+        squares = int((da.arange(4, chunks=2) ** 2).sum().compute(scheduler="sync"))
+    return total, squares, [str(w.message) for w in caught]
+
+
+def test_dask_collections_inside_a_task_raise_no_warning(on):
+    """The run's span annotation is hidden from the task's own Dask work
+    (dask.dataframe warns on any annotation, and -W error fails the task)."""
+    @df.flow
+    def f():
+        return dask_inside()
+
+    total, squares, warned = f(cluster=on)
+    assert (total, squares) == (45, 14)
+    assert not [w for w in warned if "annotations" in w.lower()], warned
+
+
+def test_dask_still_keeps_annotations_in_a_contextvar():
+    """daskflow hides a task's annotations through dask's private ContextVar
+    (worker.context.annotations_hidden): fail loudly if dask changes that."""
+    import dask
+
+    from daskflow.worker.context import annotations_hidden
+
+    with dask.annotate(span={"name": ("run",)}):
+        assert dask.get_annotations()
+        with annotations_hidden():
+            assert dask.get_annotations() == {}
+        assert "span" in dask.get_annotations()
