@@ -158,3 +158,33 @@ def test_limits_hold_in_process(tmp_path):
     path = str(tmp_path / "spans.jsonl")
     assert twelve.run(path, cluster="sync", concurrency={"db": 2}).state.is_completed()
     assert most_at_once(path) == 1
+
+
+def _waiting_tasks(client):
+    """Tasks running (seceded, so 'long-running') on each worker."""
+    return client.run(lambda dask_worker: sum(
+        ts.state == "long-running" for ts in dask_worker.state.tasks.values()))
+
+
+@df.task(tags=["db-cancel"])
+def slow_query(i: int) -> int:
+    time.sleep(3)
+    return i
+
+
+@df.flow
+def queries():
+    return slow_query.map(range(4))
+
+
+def test_tasks_waiting_for_a_slot_stop_when_their_run_is_cancelled(six_threads):
+    run = queries.submit(cluster=six_threads, concurrency={"db-cancel": 1}, progress=False)
+    deadline = time.monotonic() + 30
+    while sum(_waiting_tasks(six_threads).values()) < 3:
+        assert time.monotonic() < deadline and not run.done(), run.summary()
+        time.sleep(0.1)
+    assert run.cancel(timeout=30)
+    deadline = time.monotonic() + 2.5  # a wait slice or two: before the holder's 3 s end
+    while sum(_waiting_tasks(six_threads).values()):
+        assert time.monotonic() < deadline, "tasks went on waiting for a slot after the cancel"
+        time.sleep(0.1)
