@@ -19,6 +19,8 @@ from daskflow.core.display import COLOURS, badge, esc, secs
 from daskflow.core.groups import by_task
 
 RETRIED = "#f0a030"  # an attempt that failed and was retried
+_LEVEL_STYLE = {"ERROR": " style='background:#fdecea'", "CRITICAL": " style='background:#fdecea'",
+                "WARNING": " style='background:#fff8e1'"}
 MAX_BARS = 5000  # more would make the page slow; the table still counts them all
 
 _CSS = """
@@ -73,7 +75,8 @@ def render(record: dict[str, Any]) -> str:
     if logs:
         t0 = state.get("start") or logs[0]["time"]
         rows = "".join(
-            f"<tr><td class='num'>{lg['time'] - t0:+.2f}s</td><td>{esc(lg['level'])}</td>"
+            f"<tr{_LEVEL_STYLE.get(lg['level'], '')}><td class='num'>{lg['time'] - t0:+.2f}s</td>"
+            f"<td>{esc(lg['level'])}</td>"
             f"<td>{esc(lg.get('task') or '')}</td><td>{esc(lg['message'])}"
             + (f"<pre>{esc(lg['traceback'])}</pre>" if lg.get("traceback") else "")
             + "</td></tr>"
@@ -150,6 +153,8 @@ def _gantt(states: dict[str, dict], run_state: dict) -> str:
         return "<h2>Timeline</h2><p class='muted'>no task has timings</p>"
     shown = timed[:MAX_BARS]
     t0 = min(s["start"] for _, s in shown)
+    if run_state.get("start") and run_state["start"] <= t0:
+        t0 = run_state["start"]  # zero is the run's start, as in the log table
     span = max(max(s["end"] for _, s in shown) - t0, 1e-3)
     placed, row_of, rows = _lanes(shown)
     scale = (WIDTH - LABEL_W - 10) / span
@@ -203,7 +208,8 @@ def _bars(name: str, st: dict, top: float, t0: float, scale: float) -> list[str]
     for i, (begin, end) in enumerate(tries):
         last = i == len(tries) - 1
         x = LABEL_W + (begin - t0) * scale
-        bw = max((end - begin) * scale, 1.0)
+        failed = last and st["type"] in ("FAILED", "CRASHED")
+        bw = max((end - begin) * scale, 3.0 if failed else 1.0)  # a failure is never invisible
         if last:
             tip = (f"{name}: {st['name']} in {st['end'] - st['start']:.3f}s, "
                    f"{st.get('attempts') or 0} attempt(s)"
@@ -214,6 +220,10 @@ def _bars(name: str, st: dict, top: float, t0: float, scale: float) -> list[str]
         out.append(f"<rect class='{'bar' if last else 'retry'}' x='{x:.1f}' y='{top}' "
                    f"width='{bw:.1f}' height='{LANE_H - 2}' fill='{fill}'>"
                    f"<title>{esc(tip)}</title></rect>")
+        if last and bw >= 40:  # a label where it fits (about 6 px a character)
+            text = name if len(name) * 6 <= bw - 4 else name[:max(int((bw - 4) // 6) - 1, 1)] + "…"
+            out.append(f"<text x='{x + 2:.1f}' y='{top + LANE_H - 4}' font-size='9' "
+                       f"fill='#fff' pointer-events='none'>{esc(text)}</text>")
     return out
 
 

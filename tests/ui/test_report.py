@@ -267,3 +267,32 @@ def test_retried_attempts_are_bars_of_their_own(finished, tmp_path):
     assert "retried attempt" in page
     again = df.FlowRun.from_json(finished.to_json())
     assert again.states["part[1]"].tries == retried.tries
+
+
+def test_report_pictures_do_not_mislead():
+    """A failed run of a microsecond is still a visible bar; long bars are
+    labelled; the timeline starts at the run's start, as the log table does;
+    ERROR and WARNING rows stand out."""
+    import re
+
+    from daskflow.ui.report import render
+
+    record = {
+        "flow": "f", "run_id": "r1", "cluster": "sync", "parameters": {},
+        "state": {"name": "Failed", "type": "FAILED", "start": 100.0, "end": 110.0},
+        "states": {
+            "parse[0]": {"name": "Failed", "type": "FAILED", "start": 101.0, "end": 101.000001,
+                         "attempts": 1, "worker": None, "message": "bad"},
+            "load": {"name": "Completed", "type": "COMPLETED", "start": 102.0, "end": 109.0,
+                     "attempts": 1, "worker": None},
+        },
+        "logs": [{"time": 101.0, "level": "ERROR", "task": "f/parse[0]", "message": "bad"},
+                 {"time": 101.5, "level": "INFO", "task": "f/load", "message": "ok"}],
+    }
+    page = render(record)
+    bars = re.findall(r"<rect class='bar' x='([\d.]+)' y='\d+' width='([\d.]+)'", page)
+    (x_fail, w_fail), (x_load, w_load) = sorted(bars, key=lambda b: float(b[0]))
+    assert float(w_fail) >= 3
+    assert float(x_fail) > 220  # 1 s after the run's start, not at the timeline's zero
+    assert ">load</text>" in page
+    assert "<tr style='background:#fdecea'><td class='num'>+1.00s</td><td>ERROR" in page
