@@ -14,11 +14,17 @@ TOPIC = "daskflow-run-events"  # the client event topic a driver subscribes to
 OP = "daskflow-run-events"  # the worker stream op the scheduler plugin handles
 
 
-def encode_state(key: Any, state: State) -> dict[str, Any]:
-    """A result-free state as plain data (the exception pickled, or described)."""
+def encode_state(key: Any, state: State, correction: bool = False) -> dict[str, Any]:
+    """A result-free state as plain data (the exception pickled, or described).
+
+    ``correction``: it replaces the state sent for this very run of the task
+    (a result that could not travel after all), not a later run of it.
+    """
     msg: dict[str, Any] = {"k": key, "t": state.type.value, "n": state.name, "m": state.message,
                            "a": state.attempts, "s": state.start, "e": state.end,
                            "w": state.worker}
+    if correction:
+        msg["fix"] = 1
     if state.tries:
         msg["r"] = state.tries
     err = state.exception
@@ -28,6 +34,11 @@ def encode_state(key: Any, state: State) -> dict[str, Any]:
         msg["x"] = dump_exception(err)
         msg["tb"] = state.traceback
     return msg
+
+
+def is_correction(msg: dict[str, Any]) -> bool:
+    """Whether a state message corrects the one before it (see :func:`encode_state`)."""
+    return bool(msg.get("fix"))
 
 
 def decode_state(msg: dict[str, Any]) -> tuple[Any, State]:

@@ -9,7 +9,7 @@ import weakref
 from typing import Any
 
 from daskflow.core.states import State
-from daskflow.events.codec import TOPIC, decode_state
+from daskflow.events.codec import TOPIC, decode_state, is_correction
 from daskflow.exceptions import ClusterError
 
 
@@ -24,11 +24,14 @@ class RunMonitor:
         self.changed = threading.Condition(self.lock)
 
     def receive(self, states: list, logs: list) -> None:
-        decoded = [decode_state(m) for m in states]
+        decoded = [(*decode_state(m), is_correction(m)) for m in states]
         with self.lock:
-            for key, state in decoded:
+            for key, state, correction in decoded:
+                before = self.states.get(key)
+                if before is not None and not correction and before.is_final():
+                    state = rerun(before, state)
                 self.states[key] = state
-            self.changes.extend(decoded)
+                self.changes.append((key, state))
             self.changed.notify_all()
         task_logger = logging.getLogger("daskflow.task")
         for msg in logs:
@@ -44,6 +47,21 @@ class RunMonitor:
     def snapshot(self) -> dict[Any, State]:
         with self.lock:
             return dict(self.states)
+
+
+def rerun(before: State, after: State) -> State:
+    """The state of a task Dask ran again (its result was lost with the worker
+    holding it, and a task downstream needed it): the new run's outcome,
+    with every attempt that happened before it kept."""
+    spans: list[tuple[Any, Any]] = [*(before.tries or [(before.start, before.end)]),
+                                    *(after.tries or [(after.start, after.end)])]
+    where = f" with worker {before.worker}" if before.worker else ""
+    note = f"recomputed after its result was lost{where}"
+    after.message = f"{after.message} ({note})" if after.message else note
+    after.attempts = before.attempts + after.attempts
+    after.tries = tuple((s, e) for s, e in spans if s is not None and e is not None)
+    after.start = before.start if before.start is not None else after.start
+    return after
 
 
 _monitors: dict[str, RunMonitor] = {}

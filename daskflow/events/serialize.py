@@ -95,7 +95,7 @@ def _not_serializable(state: State, err: BaseException, what: str = "pickled") -
         run, key = state._origin
         worker = queue.worker_at(state.worker)
         if worker is not None:
-            queue.emit(worker, run, state_msg=encode_state(key, failed))
+            queue.emit(worker, run, state_msg=encode_state(key, failed, correction=True))
     return failed
 
 

@@ -138,6 +138,58 @@ def test_sigkilled_worker_after_its_tasks_takes_no_state(processes, tmp_path, na
         _assert_complete(run, left)
 
 
+@df.task(retries=1)
+def fails_once(marker: str) -> int:
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise ConnectionError("the first attempt fails")
+    return 10
+
+
+@df.task
+def add_up(x: int, go: int) -> int:
+    return x + go
+
+
+@df.flow
+def retried_then_needed(marker: str, where: str):
+    return add_up(fails_once(marker), wait_for_go(where))
+
+
+def test_a_recomputed_task_keeps_the_history_of_its_first_run(processes, tmp_path):
+    """A task failed, was retried and completed; the worker holding its result
+    is SIGKILLed before the task that needs it runs, so Dask runs it again.
+    Its state keeps all three attempts and says it was recomputed (the rerun's
+    state used to replace the first run's: one attempt, the failure gone)."""
+    processes.start_scheduler()
+    for _ in range(2):
+        processes.start_worker("--no-nanny")
+    with Client(processes.address, set_as_default=False, timeout=60) as client:
+        client.wait_for_workers(2, timeout=60)
+        pids = client.run(os.getpid)
+        run = retried_then_needed.submit(str(tmp_path / "marker"), str(tmp_path),
+                                         cluster=client, progress=False)
+        try:
+            deadline = time.monotonic() + 60
+            while not (run.states.get("fails_once") is not None
+                       and run.states["fails_once"].is_completed()
+                       and (tmp_path / "started").exists()):
+                assert time.monotonic() < deadline and not run.done(), run.summary()
+                time.sleep(0.05)
+            first = run.states["fails_once"]
+            assert first.attempts == 2
+            os.kill(pids[first.worker], signal.SIGKILL)
+            (tmp_path / "go").touch()
+            assert run.wait(60) is not None
+        finally:
+            run.cancel(timeout=60)
+        assert run.result() == 11
+        state = run.states["fails_once"]
+        assert state.attempts == 3 and len(state.tries) == 3, state
+        assert f"recomputed after its result was lost with worker {first.worker}" in state.message
+        assert "(1 retry)" not in run.summary() and "(2 retries)" in run.summary()
+
+
 def test_sigkilled_worker_mid_task_reruns_and_says_so(processes, tmp_path):
     processes.start_scheduler()
     processes.start_worker("--nworkers", "2")  # nannies: a killed worker comes back
