@@ -151,6 +151,7 @@ class Engine:
         compiler.max_fused = int(config.get("optimization.max-fused"))
         compiler.keep_real = {n.index for n in self.returned_nodes}
         compiler.check_pickle = not backend.in_process
+        states.label = lambda key: _label(compiler, key)
         self.control.running(
             start, live=lambda: self._labelled(states.snapshot(),
                                                lambda key: State(StateType.PENDING)),

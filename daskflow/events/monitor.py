@@ -12,6 +12,8 @@ from daskflow.core.states import State
 from daskflow.events.codec import TOPIC, decode_state, is_correction
 from daskflow.exceptions import ClusterError
 
+logger = logging.getLogger("daskflow.run")
+
 
 class RunMonitor:
     """The live states of one run on its driver, fed by events."""
@@ -22,20 +24,34 @@ class RunMonitor:
         self.changes: list[tuple[Any, State]] = []  # every (key, state) received, in order
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
+        self.label: Any = str  # key -> the task run's name, set by the engine once it compiled
 
     def receive(self, states: list, logs: list) -> None:
         decoded = [(*decode_state(m), is_correction(m)) for m in states]
+        reruns = []
         with self.lock:
             for key, state, correction in decoded:
                 before = self.states.get(key)
                 if before is not None and not correction and before.is_final():
+                    reruns.append((before.worker, self._name(key)))
                     state = rerun(before, state)
                 self.states[key] = state
                 self.changes.append((key, state))
             self.changed.notify_all()
+        for worker, name in reruns:
+            logger.warning("%r ran again: its result was lost with worker %s. What its first "
+                           "run did outside Dask there (a resource it opened, say) was not "
+                           "undone", name, worker,
+                           extra={"daskflow_task": name, "daskflow_run": self.run_id})
         task_logger = logging.getLogger("daskflow.task")
         for msg in logs:
             task_logger.handle(logging.makeLogRecord(msg))
+
+    def _name(self, key: Any) -> str:
+        try:
+            return str(self.label(key))
+        except Exception:  # a key the compiler does not name
+            return str(key)
 
     def put(self, key: Any, state: State) -> None:
         """A state from this process (in-process runs)."""

@@ -190,6 +190,87 @@ def test_a_recomputed_task_keeps_the_history_of_its_first_run(processes, tmp_pat
         assert "(1 retry)" not in run.summary() and "(2 retries)" in run.summary()
 
 
+def _note(path, text):
+    with open(path, "a") as f:
+        f.write(f"{text}:{os.getpid()}\n")
+
+
+@df.resource
+def journal(path, name):
+    _note(path, f"open-{name}")
+    yield f"handle-{name}"
+    _note(path, f"close-{name}")
+
+
+@df.resource_manager
+class Journal:
+    def __init__(self, path):
+        self.path = path
+
+    def setup(self):
+        _note(self.path, "setup")
+        return "conn"
+
+    def cleanup(self, resource):
+        _note(self.path, f"cleanup-{resource}")
+
+
+@df.task
+def use(path, handle, label):
+    _note(path, f"use-{label}-{handle}")
+    return label
+
+
+@df.flow
+def opened_then_needed(path: str, where: str, form: str = "generator"):
+    resource = journal(path, "db") if form == "generator" else Journal(path)
+    with resource as handle:
+        gate = wait_for_go(where)  # runs once the setup is done; waits for the test
+        label = use(path, handle, "late", wait_for=[gate])
+    return label
+
+
+@pytest.mark.parametrize("form,name", [("generator", "journal"), ("class", "Journal")])
+def test_a_setup_lost_with_its_worker_is_redone_and_says_so(processes, tmp_path, form, name):
+    """The worker holding a resource's setup is SIGKILLed before the block's
+    task that needs it runs: Dask runs the setup again elsewhere.  The loss is
+    visible (the setup's state says it was recomputed, a WARNING names it) and
+    the second setup is the one cleaned up; the first one's finisher died
+    with its process."""
+    processes.start_scheduler()
+    for _ in range(2):
+        processes.start_worker("--no-nanny")
+    path = str(tmp_path / "events")
+    with Client(processes.address, set_as_default=False, timeout=60) as client:
+        client.wait_for_workers(2, timeout=60)
+        pids = client.run(os.getpid)
+        run = opened_then_needed.submit(path, str(tmp_path), form, cluster=client,
+                                        progress=False)
+        try:
+            deadline = time.monotonic() + 60
+            while not (run.states.get(name) is not None and run.states[name].is_completed()
+                       and (tmp_path / "started").exists()):
+                assert time.monotonic() < deadline and not run.done(), run.summary()
+                time.sleep(0.05)
+            lost = run.states[name].worker
+            os.kill(pids[lost], signal.SIGKILL)
+            (tmp_path / "go").touch()
+            assert run.wait(60) is not None
+        finally:
+            run.cancel(timeout=60)
+    assert run.result() == "late", run.summary()
+    setup = run.states[name]
+    assert setup.attempts == 2 and f"lost with worker {lost}" in setup.message, setup.message
+    assert run.states[f"{name}.cleanup"].is_completed()
+    with open(path) as f:
+        events = [line.split(":")[0] for line in f.read().split()]
+    opened = "open-db" if form == "generator" else "setup"
+    closed = "close-db" if form == "generator" else "cleanup-conn"
+    assert events.count(opened) == 2 and events.count(closed) == 1, events
+    warned = [lg for lg in run.logs if lg["level"] == "WARNING" and "ran again" in lg["message"]]
+    assert len(warned) == 1 and repr(name) in warned[0]["message"], run.logs
+
+
 def test_sigkilled_worker_mid_task_reruns_and_says_so(processes, tmp_path):
     processes.start_scheduler()
     processes.start_worker("--nworkers", "2")  # nannies: a killed worker comes back
