@@ -45,7 +45,8 @@ class RunMonitor:
                            extra={"daskflow_task": name, "daskflow_run": self.run_id})
         task_logger = logging.getLogger("daskflow.task")
         for msg in logs:
-            task_logger.handle(logging.makeLogRecord(msg))
+            if task_logger.isEnabledFor(msg.get("levelno", logging.INFO)):  # the driver's level
+                task_logger.handle(logging.makeLogRecord(msg))
 
     def _name(self, key: Any) -> str:
         try:
