@@ -50,7 +50,7 @@ def test_dynamic_map_adds_one_stage(client, counter):
 
 
 def test_bad_parameters_rejected_before_submission(client, counter):
-    with pytest.raises(df.ParameterError, match="unknown parameter(s) 'm'.*parameters are: n"):
+    with pytest.raises(df.ParameterError, match=r"unknown parameter\(s\) 'm'.*parameters are: n"):
         wide.run(m=3, cluster=client)
     with pytest.raises(df.ParameterError, match="parameter 'n' of flow 'wide' must be int, got str"):
         wide.run(n="3", cluster=client)

@@ -205,6 +205,6 @@ def test_email_reaches_a_real_smtp_server(client, smtp_server):
     msg = smtp_server[0]
     assert msg["From"] == "flows@example.org"
     assert msg["To"] == "ops@example.org, dev@example.org"
-    bodies = " ".join(m.get_payload() for m in smtp_server)
+    bodies = " ".join(m.get_payload(decode=True).decode() for m in smtp_server)
     assert "ValueError: the disk is full" in bodies
     assert isinstance(msg, email.message.Message)
