@@ -167,7 +167,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         record = run.record()
         if completed:
             record["result"] = run.result()
-        print(json.dumps(record, indent=2, default=repr))
+        try:
+            text = json.dumps(record, indent=2, default=repr)
+        except (TypeError, ValueError):  # e.g. a dict keyed by tuples: its repr
+            record["result"] = repr(run.result())
+            text = json.dumps(record, indent=2, default=repr)
+        print(text)
     else:
         print(run.summary())
         if completed:

@@ -1,15 +1,20 @@
 """Write figures that runs produced into the README, between their markers.
 
-    python tools/figures.py            # every block whose results file exists
+    python tools/figures.py                       # every block whose results file exists
+    python tools/figures.py --tests make-test.log  # and the test run's figures
 
-- ``<!-- soak -->``: from ``benchmarks/results/soak.json`` (``benchmarks/soak.py --json``).
+- ``<!-- soak -->``: from ``benchmarks/results/soak.json`` (``benchmarks/soak.py --json``);
+- ``<!-- tests -->`` and ``<!-- shutdown -->``: from the output of ``make test``
+  (its last line and its "measured shutdown times" section).
 
 The structure figures are written by ``tools/structure.py --readme``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -37,15 +42,52 @@ def write_block(text: str, name: str, body: str) -> str:
     return text[:start] + "\n" + body + "\n" + text[stop:]
 
 
-def main() -> int:
+def test_figures(log: str) -> tuple[str, str]:
+    """The suite's summary line, and the shutdown times, from ``make test``'s output."""
+    lines = [line for line in log.splitlines() if " passed" in line and " in " in line
+             and line.startswith("=")]
+    if not lines:
+        raise SystemExit("no pytest summary line in the log")
+    last = lines[-1]
+
+    def count(word: str) -> int:
+        found = re.search(rf"(\d+) {word}", last)
+        return int(found.group(1)) if found else 0
+
+    seconds = float(re.search(r" in ([\d.]+)s", last).group(1))  # type: ignore[union-attr]
+    failed = count("failed") + count("error")
+    notebooks = re.findall(r"(\d+) notebooks executed without error", log)
+    summary = (f"{count('passed')} passed"
+               + (f", {failed} FAILED" if failed else "")
+               + f" and {count('skipped')} opt-in skipped in {seconds:.0f} s "
+               "on 2 cores" + (f" ({notebooks[-1]} notebooks executed among them)"
+                               if notebooks else "") + ", on a clean clone, its last run.")
+    section = log.split("measured shutdown times", 1)[-1].splitlines()[1:]
+    rows = ["| scenario | time to shut down |", "|---|---|"]
+    for line in section:
+        match = re.fullmatch(r"(.+): ([\d.]+)s", line.strip())
+        if not match:
+            break
+        rows.append(f"| {match.group(1)} | {float(match.group(2)):.2f} s |")
+    return summary, "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tests", help="the saved output of `make test`")
+    args = parser.parse_args(argv)
     readme = ROOT / "README.md"
     text = readme.read_text()
     soak = ROOT / "benchmarks" / "results" / "soak.json"
     if soak.exists():
         text = write_block(text, "soak", soak_table(json.loads(soak.read_text())))
+    if args.tests:
+        summary, shutdown = test_figures(Path(args.tests).read_text(errors="replace"))
+        text = write_block(text, "tests", summary)
+        text = write_block(text, "shutdown", shutdown)
     readme.write_text(text)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -99,12 +99,15 @@ def _check_keywords(kwargs: dict[str, Any]) -> None:
     import inspect
 
     from distributed import LocalCluster, Nanny, Worker
+    from distributed.core import Server
     from distributed.deploy.spec import SpecCluster
 
+    if "worker_class" in kwargs:
+        return  # a worker class of its own takes keywords of its own
     known: set[str] = set()
-    for cls in (LocalCluster, SpecCluster, Worker, Nanny):
-        known.update(p for p in inspect.signature(cls.__init__).parameters
-                     if p not in ("self", "kwargs"))
+    for cls in (LocalCluster, SpecCluster, Worker, Nanny, Server):
+        known.update(name for name, p in inspect.signature(cls.__init__).parameters.items()
+                     if name != "self" and p.kind is not p.VAR_KEYWORD)
     unknown = sorted(set(kwargs) - known)
     if unknown:
         hints = [f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else "")

@@ -74,4 +74,4 @@ def groups_of(states: Mapping[str, Any]) -> list[Group]:
 
 
 def _retries(runs: Iterable[Any]) -> int:
-    return sum(max(st.attempts - 1, 0) for st in runs)
+    return sum(st.retries for st in runs)

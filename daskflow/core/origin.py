@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import inspect
 import linecache
+import os
+import threading
 import types
 from typing import Any
 
@@ -22,9 +24,15 @@ DYNAMIC = "<dynamic-code>"  # cloudpickle's name for the code objects it ships
 Origin = tuple  # (file name, first line, source lines of the function)
 
 
+def _function(fn: Any) -> Any:
+    """The plain function behind ``fn`` (a decorated function, a bound method)."""
+    target = inspect.unwrap(fn)
+    return getattr(target, "__func__", target)
+
+
 def origin_of(fn: Any) -> Origin | None:
     """The file, first line and source lines of ``fn`` (None if unknown)."""
-    code = getattr(inspect.unwrap(fn), "__code__", None)
+    code = getattr(_function(fn), "__code__", None)
     if code is None or code.co_filename.startswith("<frozen"):
         return None
     try:
@@ -38,18 +46,35 @@ def restore(fn: Any, origin: Origin | None) -> None:
     """Give ``fn``'s shipped code its file name back, and its lines to ``linecache``."""
     if origin is None:
         return
-    target = inspect.unwrap(fn)
+    target = _function(fn)
     code = getattr(target, "__code__", None)
     if code is None or code.co_filename != DYNAMIC:
         return  # imported by reference: its file is where it is
     filename, first, lines = origin
     try:
         target.__code__ = _renamed(code, filename)
-    except (TypeError, ValueError):  # pragma: no cover - a closure whose cells differ
+    except (AttributeError, TypeError, ValueError):  # pragma: no cover - read-only code
         return
-    if filename not in linecache.cache:
-        padded = [""] * (first - 1) + list(lines)
-        linecache.cache[filename] = (sum(map(len, padded)), None, padded, filename)
+    if not os.path.exists(filename):  # a notebook cell, or a file of the driver's machine
+        _seed(filename, first, lines)
+
+
+_seeded: set[str] = set()  # file names whose lines in linecache come from origins
+_seed_lock = threading.Lock()
+
+
+def _seed(filename: str, first: int, lines: tuple) -> None:
+    """Put ``lines`` at line ``first`` of ``filename`` in linecache, beside the
+    lines other functions of that file put there (the latest wins)."""
+    with _seed_lock:
+        entry: Any = linecache.cache.get(filename)
+        known = list(entry[2]) if entry is not None and filename in _seeded else []
+        end = first - 1 + len(lines)
+        if len(known) < end:
+            known += [""] * (end - len(known))
+        known[first - 1:end] = lines
+        linecache.cache[filename] = (sum(map(len, known)), None, known, filename)
+        _seeded.add(filename)
 
 
 def _renamed(code: types.CodeType, filename: str) -> types.CodeType:

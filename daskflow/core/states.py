@@ -65,7 +65,7 @@ class State:
 
     __slots__ = ("type", "name", "message", "_result", "exception", "traceback",
                  "attempts", "start", "end", "task_name", "map_index", "worker", "tries",
-                 "_origin")
+                 "reruns", "_origin")
 
     def __init__(
         self,
@@ -83,6 +83,7 @@ class State:
         map_index: int | None = None,
         worker: str | None = None,
         tries: tuple[tuple[float, float], ...] = (),
+        reruns: int = 0,
     ) -> None:
         self.type = type
         self.name = name or type.value.capitalize()
@@ -97,6 +98,7 @@ class State:
         self.map_index = map_index
         self.worker = worker
         self.tries = tries  # (start, end) of each attempt, when there were retries
+        self.reruns = reruns  # times Dask ran the task again after its result was lost
         self._origin: Any = None  # (RunInfo, key) of the task run, on a worker
 
     # -- predicates -------------------------------------------------------
@@ -133,6 +135,11 @@ class State:
         return self.end - self.start
 
     @property
+    def retries(self) -> int:
+        """Attempts after a failure (a rerun after a lost result is not one)."""
+        return max(self.attempts - 1 - self.reruns, 0)
+
+    @property
     def has_result(self) -> bool:
         return self._result is not NO_RESULT
 
@@ -158,7 +165,7 @@ class State:
             self.type, name=self.name, message=self.message, exception=self.exception,
             traceback=self.traceback, attempts=self.attempts, start=self.start,
             end=self.end, task_name=self.task_name, map_index=self.map_index,
-            worker=self.worker, tries=self.tries,
+            worker=self.worker, tries=self.tries, reruns=self.reruns,
         )
 
     def __reduce__(self):

@@ -7,6 +7,7 @@ the :class:`FlowRun`.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections import Counter, deque
 from collections.abc import Callable
@@ -63,6 +64,8 @@ class FlowRun:
         self._ended = False
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
+        self._callbacks: list[Callable[[FlowRun], Any]] = []
+        self._callbacks_lock = threading.Lock()
 
     # -- live view ---------------------------------------------------------------
     @property
@@ -82,6 +85,15 @@ class FlowRun:
         if self._thread is not None:
             self._thread.join()
         return self.state
+
+    def add_done_callback(self, fn: Callable[[FlowRun], Any]) -> None:
+        """Call ``fn(run)`` when the run is over, before ``wait()`` returns
+        (at once if it is over already); an error in ``fn`` is logged."""
+        with self._callbacks_lock:
+            if not self._done.is_set():
+                self._callbacks.append(fn)
+                return
+        _call_back(fn, self)
 
     def cancel(self, timeout: float | None = 60) -> bool:
         """Cancel the run: its tasks are cancelled and the cleanups of the
@@ -120,7 +132,7 @@ class FlowRun:
         """A few readable lines: the flow's state, then one line per task name."""
         grouped = by_task(self.states)
         groups = {base: Counter(st.name for st in runs) for base, runs in grouped.items()}
-        retries = {base: sum(max(st.attempts - 1, 0) for st in runs)
+        retries = {base: sum(st.retries for st in runs)
                    for base, runs in grouped.items()}
         dur = f" in {self.duration:.2f}s" if self.duration is not None else ""
         lines = [f"Flow run {self.flow_name!r} ({self.run_id}) {self.state.name}{dur}"
@@ -162,7 +174,8 @@ class FlowRun:
                          traceback=d.get("traceback"), attempts=d.get("attempts") or 0,
                          start=d.get("start"), end=d.get("end"), worker=d.get("worker"),
                          task_name=name, map_index=map_index,
-                         tries=tuple(tuple(t) for t in d.get("tries", ())))
+                         tries=tuple(tuple(t) for t in d.get("tries", ())),
+                         reruns=d.get("reruns") or 0)
 
         try:
             run = cls(record["flow"], record["run_id"], record.get("parameters") or {})
@@ -232,8 +245,26 @@ class RunControl:
         run._ended = True
 
     def settle(self) -> None:
-        """The run is over, its hooks too: ``wait()`` and ``done()`` return."""
-        self.run._done.set()
+        """The run is over, its hooks too: its done callbacks are called, then
+        ``wait()`` and ``done()`` return."""
+        run = self.run
+        with run._callbacks_lock:
+            callbacks, run._callbacks = run._callbacks, []
+        for fn in callbacks:
+            _call_back(fn, run)
+        with run._callbacks_lock:
+            late, run._callbacks = run._callbacks, []
+            run._done.set()
+        for fn in late:
+            _call_back(fn, run)
+
+
+def _call_back(fn: Callable[[FlowRun], Any], run: FlowRun) -> None:
+    try:
+        fn(run)
+    except Exception as err:  # a display or a user's callback never breaks a run
+        logging.getLogger("daskflow.run").warning(
+            "a done callback of run %s raised %s: %s", run.run_id, type(err).__name__, err)
 
 
 def _state_record(st: State) -> dict[str, Any]:
@@ -243,6 +274,8 @@ def _state_record(st: State) -> dict[str, Any]:
         out["traceback"] = st.traceback
     if st.tries:
         out["tries"] = [list(t) for t in st.tries]
+    if st.reruns:
+        out["reruns"] = st.reruns
     return out
 
 

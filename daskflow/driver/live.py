@@ -54,7 +54,7 @@ class LiveGroups:
         if old is not None:
             live.counts[old[0]] -= 1
             live.retries -= old[1]
-        new = self.current[key] = (state.type.value, max(state.attempts - 1, 0))
+        new = self.current[key] = (state.type.value, state.retries)
         live.counts[new[0]] += 1
         live.retries += new[1]
 

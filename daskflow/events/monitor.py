@@ -76,6 +76,7 @@ def rerun(before: State, after: State) -> State:
     note = f"recomputed after its result was lost{where}"
     after.message = f"{after.message} ({note})" if after.message else note
     after.attempts = before.attempts + after.attempts
+    after.reruns = before.reruns + after.reruns + 1
     after.tries = tuple((s, e) for s, e in spans if s is not None and e is not None)
     after.start = before.start if before.start is not None else after.start
     return after

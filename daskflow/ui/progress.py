@@ -59,31 +59,50 @@ def _has_widgets() -> bool:
 
 
 class Tracker:
-    """Redraws a renderer from a run's live states until the run ends."""
+    """Redraws a renderer from a run's live states until the run ends; the
+    last redraw happens before the run is marked done (its done callback), so
+    nothing the caller prints after ``run.wait()`` is drawn over."""
 
     def __init__(self, run: Any, renderer: Any) -> None:
         self.run, self.renderer = run, renderer
         self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._ended = False
         self._thread = threading.Thread(target=self._loop, daemon=True,
                                         name=f"daskflow-progress-{run.run_id}")
 
     def start(self) -> Tracker:
         self._thread.start()
+        self.run.add_done_callback(lambda run: self._end())
         return self
 
     def _loop(self) -> None:
         try:
             while not self._stop.is_set() and not self.run.done():
-                self.draw()
+                with self._lock:
+                    if self._ended:
+                        return
+                    self.draw()
                 self._stop.wait(INTERVAL)
-            self.run.wait(60)
-            self.draw(final=True)
         except Exception:  # pragma: no cover - a display must never break a run
             pass
         finally:
-            close = getattr(self.renderer, "close", None)
-            if close is not None:
-                close()
+            self._end()
+
+    def _end(self) -> None:
+        """The last redraw, once: the final block stays on the screen."""
+        with self._lock:
+            if self._ended:
+                return
+            self._ended = True
+            try:
+                self.draw(final=True)
+            except Exception:  # pragma: no cover - a display must never break a run
+                pass
+            finally:
+                close = getattr(self.renderer, "close", None)
+                if close is not None:
+                    close()
 
     def draw(self, final: bool = False) -> None:
         run = self.run
@@ -93,8 +112,7 @@ class Tracker:
         self.renderer.update(run, groups, max(elapsed, 0.0), final)
 
     def stop(self, timeout: float = 5) -> None:
-        """Wait for the last redraw (the run has ended) and end the thread."""
-        self._thread.join(timeout)
+        """End the thread (the run has ended: its last redraw is done)."""
         self._stop.set()
         self._thread.join(timeout)
 

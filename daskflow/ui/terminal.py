@@ -12,9 +12,13 @@ block stays on the screen as ordinary text.
 from __future__ import annotations
 
 import contextlib
+import re
+import shutil
 import threading
 from collections.abc import Iterator
 from typing import Any
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 _lock = threading.RLock()
 _blocks: dict[int, list[str]] = {}  # live block by owner id, in the order they appeared
@@ -70,8 +74,35 @@ def _draw() -> None:
     global _shown
     lines = [line for block in _blocks.values() for line in block]
     if lines and _stream is not None:
+        lines = _fitted(lines)
         _write(lines)
         _shown = len(lines)
+
+
+def _fitted(lines: list[str]) -> list[str]:
+    """The block as the terminal can hold it: each line on one row (the cursor
+    moves back by rows), and fewer rows than the screen has."""
+    size = shutil.get_terminal_size((100, 24))
+    width, height = max(size.columns - 1, 10), max(size.lines - 1, 2)
+    if len(lines) > height:
+        lines = [*lines[:height - 1], f"  ... and {len(lines) - height + 1} more lines"]
+    return [_cut(line, width) for line in lines]
+
+
+def _cut(line: str, width: int) -> str:
+    """``line`` cut to ``width`` visible characters (colour codes kept whole)."""
+    if len(_ANSI.sub("", line)) <= width:
+        return line
+    out, seen, at = [], 0, 0
+    for match in _ANSI.finditer(line):
+        text = line[at:match.start()]
+        take = text[:max(width - seen, 0)]
+        out.append(take)
+        seen += len(take)
+        out.append(match.group())
+        at = match.end()
+    out.append(line[at:][:max(width - seen, 0)])
+    return "".join(out) + "\x1b[0m"
 
 
 def _write(lines: list[str]) -> None:

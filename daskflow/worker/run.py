@@ -53,6 +53,7 @@ from daskflow.worker.context import (
     prints_logged,
     running,
     seceded,
+    still_wanted,
 )
 
 
@@ -296,10 +297,13 @@ def _attempt_loop(call: Call, args: tuple, kwargs: dict, start: float,
 
 
 def _retry_delay(call: Call, attempt: int, err: Exception) -> float | None:
-    """The delay before the next attempt after ``err``, or None: no retry."""
+    """The delay before the next attempt after ``err``, or None: no retry
+    (nor once the run was cancelled: Dask no longer wants the task)."""
     spec = call.spec
     retryable = spec.retry_on is None or isinstance(err, spec.retry_on)
-    if attempt > spec.retries or not retryable:
+    if attempt > spec.retries or not retryable or isinstance(err, slots.SlotWaitCancelled):
+        return None
+    if not still_wanted():
         return None
     return spec.retry_delays[min(attempt - 1, len(spec.retry_delays) - 1)]
 

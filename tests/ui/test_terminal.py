@@ -36,8 +36,13 @@ SCRIPT = textwrap.dedent("""
 
     if __name__ == "__main__":
         cluster = {cluster}
-        run = logs.run(cluster=cluster, progress=True)
+        if {submit}:
+            run = logs.submit(cluster=cluster, progress=True)
+            run.wait()
+        else:
+            run = logs.run(cluster=cluster, progress=True)
         print("result", sum(run.result()))
+        print("a line printed after the run")
 """)
 
 
@@ -80,9 +85,14 @@ def run_in_a_terminal(script: str, cwd: str, rows: int = 24, cols: int = 100) ->
     return [text(line) for line in screen.history.top] + [line.rstrip() for line in screen.display]
 
 
-@pytest.mark.parametrize("cluster", ["'sync'", "df.clusters.Local(processes=False, n_workers=1)"])
-def test_every_log_line_survives_the_progress_display(tmp_path, cluster):
-    lines = run_in_a_terminal(SCRIPT.format(cluster=cluster), str(tmp_path))
+@pytest.mark.parametrize("cluster,submit", [
+    ("'sync'", False), ("df.clusters.Local(processes=False, n_workers=1)", False),
+    ("df.clusters.Local(processes=False, n_workers=1)", True)],
+    ids=["sync", "local", "local-submit"])
+def test_every_log_line_survives_the_progress_display(tmp_path, cluster, submit):
+    """With flow.submit, what the caller prints once run.wait() returned is
+    never drawn over: the last redraw happens before the run is done."""
+    lines = run_in_a_terminal(SCRIPT.format(cluster=cluster, submit=submit), str(tmp_path))
     logged = [line for line in lines if "logs/work[" in line]
     # every line once (tasks on a cluster's threads may log in any order)
     assert sorted(line[-8:] for line in logged) == [f"line {i:03d}" for i in range(40)], lines
@@ -93,4 +103,19 @@ def test_every_log_line_survives_the_progress_display(tmp_path, cluster):
     # the last block of the display stays, once; no stale block is left behind
     heads = [line for line in lines if line.startswith("logs ")]
     assert len(heads) == 1 and heads[0].startswith("logs Completed"), lines
-    assert any(line == "result 780" for line in lines), lines
+    assert lines.index("result 780") < lines.index("a line printed after the run"), lines
+    assert lines.index(heads[0]) < lines.index("result 780"), lines
+
+
+def test_a_block_fits_the_terminal(monkeypatch):
+    """Each line on one row, and fewer rows than the screen: the cursor goes
+    back by rows, so a wrapped line would leave a stale row behind."""
+    from daskflow.ui import terminal
+
+    monkeypatch.setenv("COLUMNS", "20")
+    monkeypatch.setenv("LINES", "5")
+    lines = ["a" * 50, "\x1b[32m" + "█" * 40 + "\x1b[0m tail", *[f"row {i}" for i in range(6)]]
+    fitted = terminal._fitted(lines)
+    assert len(fitted) == 4 and fitted[-1].startswith("  ... and 5 more")
+    assert all(len(terminal._ANSI.sub("", line)) <= 19 for line in fitted)
+    assert fitted[1].startswith("\x1b[32m") and fitted[1].endswith("\x1b[0m")
