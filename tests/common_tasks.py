@@ -49,3 +49,38 @@ def wait_for_go(where):
     while not os.path.exists(os.path.join(where, "go")) and time.time() < deadline:
         time.sleep(0.02)
     return 1
+
+
+# -- a resource that writes what it does to a journal file (both forms) --------------
+
+
+def note(path, text):
+    """Append ``text:<pid>`` to the journal at ``path``."""
+    with open(path, "a") as f:
+        f.write(f"{text}:{os.getpid()}\n")
+
+
+@df.resource
+def journal(path, name):
+    note(path, f"open-{name}")
+    yield f"handle-{name}"
+    note(path, f"close-{name}")
+
+
+@df.resource_manager
+class Journal:
+    def __init__(self, path):
+        self.path = path
+
+    def setup(self):
+        note(self.path, "setup")
+        return "conn"
+
+    def cleanup(self, resource):
+        note(self.path, f"cleanup-{resource}")
+
+
+@df.task
+def use(path, handle, label):
+    note(path, f"use-{label}-{handle}")
+    return label

@@ -5,13 +5,10 @@ from __future__ import annotations
 import os
 
 import pytest
+from common_tasks import Journal, journal, use
+from common_tasks import note as _log
 
 import daskflow as df
-
-
-def _log(path, text):
-    with open(path, "a") as f:
-        f.write(f"{text}:{os.getpid()}\n")
 
 
 def _events(path):
@@ -20,35 +17,9 @@ def _events(path):
 
 
 @df.resource
-def journal(path, name):
-    _log(path, f"open-{name}")
-    yield f"handle-{name}"
-    _log(path, f"close-{name}")
-
-
-@df.resource_manager
-class Journal:
-    def __init__(self, path):
-        self.path = path
-
-    def setup(self):
-        _log(self.path, "setup")
-        return "conn"
-
-    def cleanup(self, resource):
-        _log(self.path, f"cleanup-{resource}")
-
-
-@df.resource
 def broken_setup(path):
     raise OSError("cannot connect")
     yield  # pragma: no cover
-
-
-@df.task
-def use(path, handle, label):
-    _log(path, f"use-{label}-{handle}")
-    return label
 
 
 @df.task

@@ -22,7 +22,7 @@ import time
 import dask
 import psutil
 import pytest
-from common_tasks import wait_for_go
+from common_tasks import Journal, journal, use, wait_for_go
 from conftest import dask_env
 from distributed import Client, LocalCluster, get_worker
 
@@ -188,37 +188,6 @@ def test_a_recomputed_task_keeps_the_history_of_its_first_run(processes, tmp_pat
         assert state.attempts == 3 and len(state.tries) == 3 and state.reruns == 1, state
         assert f"recomputed after its result was lost with worker {first.worker}" in state.message
         assert "(1 retry)" in run.summary()  # the rerun is not a retry
-
-
-def _note(path, text):
-    with open(path, "a") as f:
-        f.write(f"{text}:{os.getpid()}\n")
-
-
-@df.resource
-def journal(path, name):
-    _note(path, f"open-{name}")
-    yield f"handle-{name}"
-    _note(path, f"close-{name}")
-
-
-@df.resource_manager
-class Journal:
-    def __init__(self, path):
-        self.path = path
-
-    def setup(self):
-        _note(self.path, "setup")
-        return "conn"
-
-    def cleanup(self, resource):
-        _note(self.path, f"cleanup-{resource}")
-
-
-@df.task
-def use(path, handle, label):
-    _note(path, f"use-{label}-{handle}")
-    return label
 
 
 @df.flow
