@@ -24,6 +24,7 @@ from dask.utils import format_bytes, parse_timedelta
 
 from daskflow.clusters import KINDS, ClusterSpec, from_profile
 from daskflow.clusters.records import records
+from daskflow.driver.connect import looks_like_address
 from daskflow.driver.flowrun import FlowRun
 from daskflow.exceptions import (
     ClusterError,
@@ -196,8 +197,7 @@ def _shown(value: Any, limit: int = 2000) -> str:
 
 def check_cluster_arg(cluster: str | None) -> None:
     """A ``--cluster`` that names no profile is bad usage, found before the run."""
-    if cluster is None or cluster == "sync" or "://" in cluster or (
-            ":" in cluster and cluster.rsplit(":", 1)[1].isdigit()):
+    if cluster is None or cluster == "sync" or looks_like_address(cluster):
         return
     from_profile(cluster)
 

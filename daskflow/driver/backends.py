@@ -325,13 +325,13 @@ def _unpicklable_argument(dsk: dict[Any, Task], err: BaseException) -> BaseExcep
     """Name the task and argument that made a graph unpicklable (else ``err``)."""
     for task in dsk.values():
         for call in calls_in(task):
-            culprit = _unpicklable_value(call, cloudpickle)
+            culprit = _unpicklable_value(call)
             if culprit is not None:
                 return culprit
     return err
 
 
-def _unpicklable_value(call: Any, cloudpickle: Any) -> BaseException | None:
+def _unpicklable_value(call: Any) -> BaseException | None:
     """The error naming the first argument of ``call`` that cannot be pickled."""
     for pos, value in [*enumerate(call.args), *call.kwargs.items()]:
         try:

@@ -42,7 +42,8 @@ def check_cluster(cluster: Any) -> None:
     )
 
 
-def _looks_like_address(text: str) -> bool:
+def looks_like_address(text: str) -> bool:
+    """Whether a ``cluster=`` string is a scheduler address, not a profile name."""
     return "://" in text or (":" in text and text.rsplit(":", 1)[1].isdigit())
 
 
@@ -67,7 +68,7 @@ def open_backend(cluster: Any) -> Iterator[Backend]:
         with cluster.__daskflow_open__() as client, _owned(client) as backend:
             yield backend
     elif isinstance(cluster, str):
-        spec = Address(cluster) if _looks_like_address(cluster) else from_profile(cluster)
+        spec = Address(cluster) if looks_like_address(cluster) else from_profile(cluster)
         with spec.__daskflow_open__() as client, _owned(client) as backend:
             yield backend
     else:
