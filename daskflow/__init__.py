@@ -29,6 +29,7 @@ from daskflow.core.states import State, StateType
 from daskflow.define.build import allow_failure, unmapped
 from daskflow.define.resources import resource, resource_manager
 from daskflow.define.task import Task, task
+from daskflow.define.waits import as_completed, wait
 from daskflow.driver.flowrun import FlowRun
 from daskflow.exceptions import (
     CacheKeyError,
@@ -49,6 +50,7 @@ from daskflow.exceptions import (
     ShellError,
     TaskTimeoutError,
     UnpicklableResultError,
+    WaitTimeout,
 )
 from daskflow.flow import Flow, flow
 from daskflow.integrations.shell import shell
@@ -82,6 +84,7 @@ __all__ = [
     "Task",
     "TaskTimeoutError",
     "UnpicklableResultError",
+    "WaitTimeout",
     "all_failed",
     "all_finished",
     "all_successful",
@@ -89,6 +92,7 @@ __all__ = [
     "always_run",
     "any_failed",
     "any_successful",
+    "as_completed",
     "clusters",
     "context",
     "flow",
@@ -99,4 +103,5 @@ __all__ = [
     "shell",
     "task",
     "unmapped",
+    "wait",
 ]

@@ -11,6 +11,7 @@
     ├── ClusterError            a cluster= value that cannot be used or reached
     ├── MissingContextError     get_run_logger()/context() outside a running task
     ├── ResultNotAvailable      asking a state for a result that stayed on the cluster
+    ├── WaitTimeout             ref.result(timeout=...) in a flow body: the task is not done
     ├── TaskTimeoutError        a task attempt ran longer than its timeout
     ├── ResourceError           a resource whose cleanup could not be run
     ├── ConcurrencyLimitError   a tag limit that differs from the one the scheduler holds
@@ -65,6 +66,11 @@ class MissingContextError(DaskflowError, RuntimeError):
 
 class ResultNotAvailable(DaskflowError):
     """The result of a task stayed on the cluster and was released."""
+
+
+class WaitTimeout(DaskflowError, TimeoutError):
+    """``ref.result(timeout=...)`` or ``ref.wait`` in a flow body timed out
+    before the task ended (the task goes on running)."""
 
 
 class TaskTimeoutError(DaskflowError, TimeoutError):

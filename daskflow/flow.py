@@ -18,10 +18,9 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from daskflow import serve as schedule
-from daskflow.compile.cachekeys import plan_for
 from daskflow.core.hooks import check_hooks
 from daskflow.core.options import check_limits, check_options
-from daskflow.define.build import Builder, Ref, check_built, current_builder
+from daskflow.define.build import Builder, Ref, WaitOutsideRun, check_built, current_builder
 from daskflow.driver.connect import check_cluster
 from daskflow.driver.engine import Engine, returned_nodes
 from daskflow.driver.flowrun import FlowRun
@@ -29,7 +28,6 @@ from daskflow.driver.limits import resolve as resolve_limits
 from daskflow.exceptions import FlowDefinitionError, ParameterError
 from daskflow.ui import progress as live
 from daskflow.ui.visualize import to_graphviz
-from daskflow.wire import RunResults, store_mode
 
 R = TypeVar("R")
 
@@ -148,13 +146,20 @@ class Flow(Generic[R]):
         return f"flow {self.name!r}: {said}; its parameters are: {names}"
 
     def build(self, params: dict[str, Any]) -> tuple[Builder, Any]:
-        """Run the body once with a builder active; return it and the body's return value."""
+        """Run the body once with a builder active and no run; return it and the
+        body's return value.  A body that waits for a value stops there
+        (:class:`~daskflow.define.build.WaitOutsideRun`)."""
         with Builder(self.name) as builder:
-            builder.enter_flow(self)
-            returned = self.fn(**params)
-            builder.exit_flow()
-        check_built(builder)
+            returned = self._body(params, builder)
+        check_built(builder.nodes)
         return builder, returned
+
+    def _body(self, params: dict[str, Any], builder: Builder) -> Any:
+        """Run the body with ``builder`` active; its return value."""
+        builder.enter_flow(self)
+        returned = self.fn(**params)
+        builder.exit_flow()
+        return returned
 
     # -- running ------------------------------------------------------------------
     def __call__(self, *args: Any, cluster: Any = None, scatter: bool | None = None,
@@ -195,12 +200,15 @@ class Flow(Generic[R]):
         """
         engine = self._engine("run", args, kwargs, cluster, scatter, concurrency, refresh_cache,
                               fuse)
-        tracker = live.follow(engine.flow_run, live.wanted(progress))
+        mode = live.wanted(progress)
+        trackers: list[Any] = []
+        engine.on_start = lambda run: trackers.append(live.follow(run, mode))
         try:
             return engine.run()
         finally:
-            if tracker is not None:
-                tracker.stop()
+            for tracker in trackers:
+                if tracker is not None:
+                    tracker.stop()
 
     def submit(self, *args: Any, cluster: Any = None, scatter: bool | None = None,
                concurrency: Any = None, refresh_cache: bool = False, progress: Any = None,
@@ -210,8 +218,9 @@ class Flow(Generic[R]):
         The run goes on in a background thread; ``run.wait()``,
         ``run.done()``, ``run.result()`` and ``run.cancel()`` follow it and
         ``run.states`` / ``run.state`` show where it is.  Parameters are
-        checked and the body is built before this returns, so those errors
-        raise here.
+        checked and the body is built (up to its first wait for a value)
+        before this returns, so those errors raise here; the rest of the
+        body runs in that thread.
         """
         engine = self._engine("submit", args, kwargs, cluster, scatter, concurrency,
                               refresh_cache, fuse)
@@ -230,19 +239,11 @@ class Flow(Generic[R]):
         check_cluster(cluster)
         limits = check_limits(f"this run of flow {self.name!r}", concurrency)
         params = self.bind(*args, **kwargs)
-        builder, returned = self.build(params)
-        used = {tag for node in builder.nodes for tag in node.task.tags}
-        results, plan = None, None
-        if any(store_mode(node.task, self.cache) for node in builder.nodes):
-            # read the storage settings only when a task stores its result
-            results = RunResults.of_flow(bool(self.cache), self.result_storage,
-                                         bool(refresh_cache))
-            plan = plan_for(builder.nodes, results)
-        return Engine(self.name, params, builder, returned, cluster,
-                             self.scatter if scatter is None else scatter, flow=self,
-                             limits=resolve_limits(self.concurrency, limits, used),
-                             results=results, plan=plan,
-                             fuse=self.fuse if fuse is None else bool(fuse))
+        return Engine(self.name, params, functools.partial(self._body, params), cluster,
+                      self.scatter if scatter is None else scatter, flow=self,
+                      limits=resolve_limits(self.concurrency, limits),
+                      cache=(self.cache, self.result_storage, bool(refresh_cache)),
+                      fuse=self.fuse if fuse is None else bool(fuse))
 
     def serve(self, *, cron: str | None = None, interval: Any = None,
               parameters: dict[str, Any] | None = None, cluster: Any = None, tz: Any = None,
@@ -277,10 +278,20 @@ class Flow(Generic[R]):
 
     def visualize(self, *args: Any, filename: str | None = None, format: str | None = None,
                   **kwargs: Any) -> Any:
-        """The flow's task graph as a ``graphviz.Digraph`` (rendered to ``filename`` if given)."""
-        builder, returned = self.build(self.bind(*args, **kwargs))
+        """The flow's task graph as a ``graphviz.Digraph`` (rendered to ``filename`` if given).
+
+        A body that waits for a task's value (``ref.result()``) is drawn up to
+        its first wait, with a note there: what follows depends on the value.
+        """
+        params = self.bind(*args, **kwargs)
+        stopped = None
+        with Builder(self.name) as builder:
+            try:
+                returned = self._body(params, builder)
+            except WaitOutsideRun as stop:
+                returned, stopped = None, stop.node
         return to_graphviz(self.name, builder.nodes, returned_nodes(returned),
-                           filename=filename, format=format)
+                           filename=filename, format=format, stopped_at=stopped)
 
     def __repr__(self) -> str:
         return f"<Flow {self.name}>"

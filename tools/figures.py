@@ -3,6 +3,7 @@
     python tools/figures.py                       # every block whose results file exists
     python tools/figures.py --tests make-test.log  # and the test run's figures
 
+- ``<!-- waits -->``: from ``benchmarks/results/waits.json`` (``benchmarks/waits.py --json``);
 - ``<!-- soak -->``: from ``benchmarks/results/soak.json`` (``benchmarks/soak.py --json``);
 - ``<!-- tests -->`` and ``<!-- shutdown -->``: from the output of ``make test``
   (its last line and its "measured shutdown times" section).
@@ -34,6 +35,15 @@ def soak_table(figures: dict) -> str:
         f"{figures['kills']} workers SIGKILLed; a lone tag-limited run afterwards took "
         f"{figures['recovery_s']:.2f} s; invariants broken: "
         + ("none" if not problems else "; ".join(problems)) + ".")
+
+
+def waits_table(figures: dict) -> str:
+    """The table of ``benchmarks/waits.py --json``."""
+    lines = ["| workload | system | median | min-max | vs |", "|---|---|---|---|---|"]
+    for r in figures["rows"]:
+        lines.append(f"| {r['workload']} | {r['system']} | {r['median_ms']:.1f} ms | "
+                     f"{r['min_ms']:.1f}-{r['max_ms']:.1f} ms | {r['vs_base']:.2f}x |")
+    return "\n".join(lines) + f"\n\n({figures['cluster']}, {figures['when']}.)"
 
 
 def write_block(text: str, name: str, body: str) -> str:
@@ -78,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     readme = ROOT / "README.md"
     text = readme.read_text()
+    waits = ROOT / "benchmarks" / "results" / "waits.json"
+    if waits.exists():
+        text = write_block(text, "waits", waits_table(json.loads(waits.read_text())))
     soak = ROOT / "benchmarks" / "results" / "soak.json"
     if soak.exists():
         text = write_block(text, "soak", soak_table(json.loads(soak.read_text())))

@@ -35,7 +35,7 @@ class Fusion:
 
     @classmethod
     def plan(cls, nodes: list[Node], skip: set[int] | frozenset[int], keep: set[int],
-             max_fused: int) -> Fusion:
+             max_fused: int, first: int = 0) -> Fusion:
         """The chains to fuse among ``nodes``.
 
         An edge ``a -> b`` fuses when ``b`` is the only task that uses ``a``
@@ -46,10 +46,12 @@ class Fusion:
         either both are single calls or ``b`` maps over ``a`` element by
         element (child i of ``b`` needs child i of ``a`` only).  Chains are cut
         every ``max_fused`` tasks: a fused task holds one worker thread for
-        all of them, and a lost worker reruns them all.
+        all of them, and a lost worker reruns them all.  Nodes before index
+        ``first`` were submitted earlier (a flow body that waited): nothing
+        fuses with them.
         """
         fusion = cls()
-        nxt = _edges(nodes, skip, keep)
+        nxt = _edges(nodes, skip, keep, first)
         targets = {b.index for b in nxt.values()}
         for head in nodes:
             if head.index not in nxt or head.index in targets:
@@ -62,6 +64,13 @@ class Fusion:
                 if len(piece) > 1:
                     fusion._add(piece)
         return fusion
+
+    def merge(self, other: Fusion) -> None:
+        """Add the chains planned for the nodes a later stage brought."""
+        self.chains.update(other.chains)
+        self.in_chain.update(other.in_chain)
+        self.inner.update(other.inner)
+        self.fused_into.update(other.fused_into)
 
     def _add(self, piece: list[Node]) -> None:
         self.chains[piece[-1].index] = piece
@@ -121,7 +130,7 @@ class Fusion:
 
 
 def _edges(nodes: list[Node], skip: set[int] | frozenset[int],
-           keep: set[int]) -> dict[int, Node]:
+           keep: set[int], first: int = 0) -> dict[int, Node]:
     """``a.index -> b`` for every edge that may fuse (see :meth:`Fusion.plan`)."""
     # node.downstream counts the nodes that use a node as an input or in
     # wait_for.  A resource's cleanup waits for every task of its block:
@@ -137,7 +146,8 @@ def _edges(nodes: list[Node], skip: set[int] | frozenset[int],
                 or b.task.resources or b.index in skip):
             continue
         a = b.upstream[0]
-        if (a.downstream != 1 or a.kind != "task" or a.index in keep or a.task.resources
+        if (a.downstream != 1 or a.kind != "task" or a.index in keep or a.index < first
+                or a.task.resources
                 or a.index in skip or blocks.get(a.index) != blocks.get(b.index)):
             continue
         if (a.mapped is None and b.mapped is None) or (

@@ -97,15 +97,15 @@ class Compiler:
         self.state_keys: list[Any] = []  # keys of every user-visible task emitted
         self._requested: set[int] = set()
         self._done: dict[Any, Any] = {}
-        self._todo: list[Node] = list(nodes)
+        self._todo: list[Node] = []
+        self._seen = 0  # nodes[:_seen] are in _todo or emitted (the list may grow)
         self._specs: dict[tuple[int, str], TaskSpec] = {}
         self._names: dict[str, str] = {}
         self.plan: Any = None  # a KeyPlan (compile.cachekeys) when the run stores results
         self.fuse = False  # fuse linear chains and element-wise map chains (compile.fusion)
         self.max_fused = 20
         self.keep_real: set[int] = set()  # nodes whose keys must exist (returned ones)
-        self.fusion = Fusion()  # what to fuse: planned at the first stage, when fuse is on
-        self._planned = False
+        self.fusion = Fusion()  # what to fuse: planned as nodes come, when fuse is on
         self.synthetic: dict[Any, State] = {}  # states of tasks that did not need to run
 
     # -- public ----------------------------------------------------------------
@@ -122,16 +122,23 @@ class Compiler:
         self.lengths[self.length_keys[length_key]] = value
 
     def stage(self) -> dict[Any, DaskTask]:
-        """Emit every node that can be emitted now; return the new graph."""
+        """Emit every node that can be emitted now; return the new graph.
+
+        The node list may have grown since the last stage (a flow body that
+        waited for a value goes on building): the new nodes join the ones
+        still to emit, and fusion is planned among them.
+        """
         dsk: dict[Any, DaskTask] = {}
         todo: list[Node] = []
         keys = self.keys
         plan = self.plan
-        if not self._planned:
-            self._planned = True
+        if len(self.nodes) > self._seen:
+            first, self._seen = self._seen, len(self.nodes)
+            new = self.nodes[first:]
+            self._todo.extend(new)
             if self.fuse:
                 skip = (plan.hits | plan.unneeded) if plan is not None else _EMPTY
-                self.fusion = Fusion.plan(self.nodes, skip, self.keep_real, self.max_fused)
+                self.fusion.merge(Fusion.plan(new, skip, self.keep_real, self.max_fused, first))
         for node in self._todo:
             if plan is not None and (node.index in plan.hits or node.index in plan.unneeded):
                 self._emit_from_cache(node, dsk, node.index in plan.hits)

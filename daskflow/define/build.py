@@ -12,8 +12,9 @@ Nothing here imports distributed: this is what users write.
 from __future__ import annotations
 
 import contextvars
+import weakref
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from daskflow.core.walk import inside, transform
 from daskflow.exceptions import FlowDefinitionError, MappingError
@@ -35,19 +36,45 @@ class Ref:
     """A lazy reference to the result of a task call inside a flow body.
 
     It has no value while the flow is built; pass it to other tasks, return
-    it from the flow, or map over it.
+    it from the flow, or map over it.  ``ref.result()`` makes the flow body
+    wait for the value (Prefect's future API): everything built so far is
+    submitted, and the body goes on once the task has ended.
     """
 
-    __slots__ = ("node",)
+    __slots__ = ("node", "__weakref__")
 
     def __init__(self, node: Node) -> None:
         self.node = node
 
+    # -- waiting for it (Prefect 3's future API) ----------------------------------
+    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> Any:
+        """Wait for the task and return its value (a list for a map).
+
+        A task that failed raises its own exception here, where the body may
+        catch it; with ``raise_on_failure=False`` the exception is returned
+        instead.  ``timeout`` (seconds) raises :class:`~daskflow.WaitTimeout`
+        if the task has not ended by then (it goes on running).
+        """
+        return waiter_of(self, "result").result((self.node, None), timeout, raise_on_failure)
+
+    def wait(self, timeout: float | None = None) -> Any:
+        """Wait for the task to end and return its final state (a list of states
+        for a map) without bringing its value to the driver; None after
+        ``timeout`` seconds if it has not ended."""
+        return waiter_of(self, "wait").final_state((self.node, None), timeout)
+
+    @property
+    def state(self) -> Any:
+        """The task's state now (Pending before it was submitted); for a map,
+        the list of its elements' states."""
+        return waiter_of(self, "state").current_state((self.node, None))
+
     def _misuse(self, what: str) -> FlowDefinitionError:
         return FlowDefinitionError(
             f"{what} the result of task {self.node.name!r} while the flow is being "
-            "built, but it has no value yet: pass it to another task (or map over "
-            "it with .map) and do the work inside that task"
+            "built, but it has no value yet: call .result() to wait for its value (the "
+            "body waits there), or pass it to another task (or map over it with .map) and "
+            "do the work inside that task"
         )
 
     def __bool__(self) -> bool:
@@ -96,6 +123,48 @@ class Ref:
     def __repr__(self) -> str:
         kind = " (map)" if self.node.mapped is not None else ""
         return f"<Ref {self.node.name}{kind}>"
+
+
+class Waiter(Protocol):
+    """What a flow body's waits ask of the run (the engine implements it).
+
+    A target is ``(node, None)`` for a whole call or map, ``(node, i)`` for
+    element ``i`` of a map.
+    """
+
+    def result(self, target: tuple[Node, int | None], timeout: float | None,
+               raise_on_failure: bool) -> Any: ...
+    def final_state(self, target: tuple[Node, int | None], timeout: float | None) -> Any: ...
+    def current_state(self, target: tuple[Node, int | None]) -> Any: ...
+    def wait(self, targets: list[tuple[Node, int | None]], timeout: float | None,
+             first: bool) -> set[tuple[int, int | None]]: ...
+    def as_completed(self, targets: list[tuple[Node, int | None]], timeout: float | None,
+                     ) -> Iterator[tuple[int, int | None]]: ...
+
+
+class WaitOutsideRun(FlowDefinitionError):
+    """A flow body asked for a value while it was built without a run
+    (``flow.visualize()``): what was built up to there is all there is."""
+
+    node: Node | None = None  # the node waited for
+
+
+def waiter_of(ref: Any, what: str) -> Waiter:
+    """The run that can answer a wait on ``ref``, or an error saying why none can."""
+    builder = _builder.get()
+    name = ref.node.name
+    if builder is None or not builder.owns(ref.node):
+        raise FlowDefinitionError(
+            f".{what}() of task {name!r} works only in the body of the flow that called "
+            "the task, while that flow runs; return the reference from the flow to get "
+            "its value from the run instead")
+    if builder.waiter is None:
+        stop = WaitOutsideRun(
+            f"the flow body waits for task {name!r} here (.{what}()); it is being built "
+            "without a run, so the build stops at this wait")
+        stop.node = ref.node
+        raise stop
+    return builder.waiter
 
 
 class unmapped:  # noqa: N801 - Prefect's spelling
@@ -160,14 +229,17 @@ class Node:
 def _scan(value: Any, found: dict[int, Node], allowed: set[int]) -> Any:
     """Find the refs inside an argument, unwrapping ``allow_failure``."""
     def visit(v: Any) -> Any:
+        # A node keeps its own copy of each ref: the refs the body holds
+        # (Builder.referenced) are then only the body's.
         t = type(v)
         if t is Ref:
             found.setdefault(v.node.index, v.node)
-        elif t is allow_failure:
+            return Ref(v.node)
+        if t is allow_failure:
             node = v.ref.node
             found.setdefault(node.index, node)
             allowed.add(node.index)
-            return v.ref
+            return Ref(node)
         return v
 
     return transform(value, visit)
@@ -188,6 +260,26 @@ class Builder:
         self._prefix: list[str] = []
         self._blocks: list[_Block] = []  # open resource blocks, innermost last
         self._flows: list[Any] = []  # flows being built, outermost first
+        self.waiter: Waiter | None = None  # the run that answers the body's waits
+        self._refs: list[weakref.ref[Ref]] = []  # every ref handed to the body
+
+    def owns(self, node: Node) -> bool:
+        """Whether ``node`` was recorded by this builder."""
+        nodes = self.nodes
+        return node.index < len(nodes) and nodes[node.index] is node
+
+    def referenced(self) -> set[int]:
+        """The nodes the body still holds a reference to (it may pass them to
+        tasks it builds later, or wait for them); the others can be forgotten
+        once their dependents are submitted."""
+        alive = [r for r in self._refs if r() is not None]
+        self._refs = alive
+        return {ref.node.index for r in alive if (ref := r()) is not None}
+
+    def open_blocks(self) -> set[int]:
+        """The setups and members of the resource blocks still open (their
+        cleanup, not built yet, will wait for them)."""
+        return {n.index for b in self._blocks for n in (b.setup, *b.members)}
 
     # -- activation -------------------------------------------------------
     def __enter__(self) -> Builder:
@@ -254,7 +346,9 @@ class Builder:
         for dep in node.wait_for:
             dep.downstream += 1
         self.nodes.append(node)
-        return Ref(node)
+        ref = Ref(node)
+        self._refs.append(weakref.ref(ref))
+        return ref
 
     def open_block(self, setup_ref: Ref) -> None:
         """Start a resource block whose setup node is ``setup_ref``."""
@@ -398,15 +492,15 @@ def _short(value: Any) -> str:
 _PLAIN = frozenset((int, float, str, bytes, bool, type(None), Ref))
 
 
-def check_built(builder: Builder) -> None:
-    """Catch, at the end of the build, arguments that were closed by then.
+def check_built(nodes: list[Node]) -> None:
+    """Catch, as nodes are submitted, arguments that were closed by then.
 
     A ``with`` block of an ordinary context manager (an open file,
     ``contextlib.closing(sqlite3.connect(...))``) ends while the flow body is
     built, before any task runs, so a task would receive a closed object.
     """
     plain = _PLAIN
-    for node in builder.nodes:
+    for node in nodes:
         args = node.args
         if len(args) == 1 and not node.kwargs and type(args[0]) in plain:
             continue  # the common case, e.g. a chain of calls

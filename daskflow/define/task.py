@@ -154,6 +154,15 @@ class Task(Generic[R]):
         self._check_arguments(args, kwargs)
         return builder.add(self, args, kwargs, wait_for=wait_for)
 
+    def submit(self, *args: Any, wait_for: Iterable[Any] | None = None, **kwargs: Any) -> Ref:
+        """Prefect 3's spelling of a call in a flow body: the same lazy reference
+        (``.result()`` waits for its value)."""
+        if current_builder() is None:
+            raise FlowDefinitionError(
+                f"{self.name}.submit() works inside a flow body; outside one call "
+                f"{self.name}(...) to run the function now")
+        return self(*args, wait_for=wait_for, **kwargs)
+
     def _check_arguments(self, args: tuple, kwargs: dict[str, Any], how: str = "") -> None:
         """At build time: the call must fit the function's signature."""
         sig = self._signature

@@ -16,7 +16,7 @@ import logging
 import pickle
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import cloudpickle
@@ -29,7 +29,7 @@ from daskflow.core.states import State
 from daskflow.driver.limits import register as register_limits
 from daskflow.events import monitor
 from daskflow.events.serialize import register_serialization
-from daskflow.exceptions import ClusterError, FlowDefinitionError
+from daskflow.exceptions import ClusterError, FlowDefinitionError, WaitTimeout
 from daskflow.wire import ResourcesByKey
 from daskflow.worker.cleanup import finish_run, finish_run_now
 
@@ -51,6 +51,8 @@ class Backend(Protocol):
                resources: dict[Any, dict[str, float]] | None = None) -> None: ...
     def wait_lengths(self, keys: list[Any]) -> dict[Any, tuple[int, str]]: ...
     def wait_all(self) -> None: ...
+    def wait_keys(self, keys: list[Any], timeout: float | None, first: bool) -> set[Any]: ...
+    def as_completed(self, keys: list[Any], timeout: float | None) -> Iterator[Any]: ...
     def gather(self, keys: list[Any]) -> dict[Any, State]: ...
     def errors(self) -> dict[Any, BaseException]: ...
     def cancel(self, run_id: str) -> list[str]: ...
@@ -101,6 +103,12 @@ class SyncBackend:
 
     def wait_all(self) -> None:
         pass
+
+    def wait_keys(self, keys: list[Any], timeout: float | None, first: bool) -> set[Any]:
+        return {k for k in keys if k in self.values}  # a stage ran whole when submitted
+
+    def as_completed(self, keys: list[Any], timeout: float | None) -> Iterator[Any]:
+        yield from keys
 
     def scatter(self, objects: list[Any], broadcast: bool) -> list[Any]:
         return []  # in process, nothing to move
@@ -211,16 +219,53 @@ class DistributedBackend:
     def wait_all(self) -> None:
         self._wait(list(self.futures.values()), "ALL_COMPLETED")
 
-    def _wait(self, futures: list[Any], return_when: str) -> None:
-        """``distributed.wait`` in slices; between them, check cancel and the scheduler."""
+    def wait_keys(self, keys: list[Any], timeout: float | None, first: bool) -> set[Any]:
+        """Wait (at most ``timeout`` seconds) until the keys, or the first of
+        them, are done; the keys that are."""
+        futures = [self.futures[k] for k in keys]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._wait(futures, "FIRST_COMPLETED" if first else "ALL_COMPLETED", deadline)
+        return {f.key for f in futures if f.done()}
+
+    def as_completed(self, keys: list[Any], timeout: float | None) -> Iterator[Any]:
+        """The keys as their tasks end; WaitTimeout after ``timeout`` seconds."""
+        from distributed import as_completed
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.client.as_current():
+            done = as_completed([self.futures[k] for k in keys])
+        last_check = time.monotonic()
+        while not done.is_empty():
+            batch = done.next_batch(block=False)
+            if batch:
+                yield from (f.key for f in batch)
+                continue
+            self.check()
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise WaitTimeout(f"{done.count()} of {len(keys)} task runs had not ended "
+                                  f"after {timeout:g}s (they go on running)")
+            if now - last_check >= 0.5:
+                self.check_scheduler()
+                last_check = now
+            time.sleep(0.01)
+
+    def _wait(self, futures: list[Any], return_when: str, deadline: float | None = None) -> None:
+        """``distributed.wait`` in slices; between them, check cancel and the
+        scheduler; until ``deadline`` (a ``time.monotonic()``) at most."""
         from distributed import wait
 
         pending = [f for f in futures if not f.done()]
         while pending:
             self.check()
+            span = _slice(len(pending))
+            if deadline is not None:
+                span = min(span, deadline - time.monotonic())
+                if span <= 0:
+                    break
             try:
                 with self.client.as_current():
-                    wait(pending, timeout=_slice(len(pending)), return_when=return_when)
+                    wait(pending, timeout=span, return_when=return_when)
             except (TimeoutError, asyncio.TimeoutError):
                 self.check_scheduler()
                 pending = [f for f in pending if not f.done()]

@@ -29,9 +29,11 @@ once with ``ClusterError``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import cloudpickle
@@ -47,16 +49,20 @@ from daskflow.core import signals
 from daskflow.core.hooks import run_flow_hooks
 from daskflow.core.states import State, StateType
 from daskflow.core.walk import transform
-from daskflow.define.build import Ref, refs_in
+from daskflow.define.build import Builder, Ref, check_built, refs_in
 from daskflow.driver.backends import Backend
 from daskflow.driver.connect import open_backend
 from daskflow.driver.flowrun import FlowRun, RunControl, flow_state
 from daskflow.driver.live import LiveGroups
 from daskflow.driver.logs import RunLogs, flow_logger, setup_logging
+from daskflow.driver.waits import BodyWaits
 from daskflow.events import monitor
 from daskflow.events.monitor import RunMonitor
 from daskflow.exceptions import ClusterError, FlowRunError
-from daskflow.wire import INLINE_PARAMETERS, RunInfo, RunResults
+from daskflow.wire import INLINE_PARAMETERS, RunInfo, RunResults, store_mode
+
+# A flow's cache options for a run: (the flow's cache=, its result_storage=, refresh_cache=)
+CacheOptions = tuple[bool | None, str | None, bool]
 
 
 class RunCancelled(FlowRunError):
@@ -64,28 +70,49 @@ class RunCancelled(FlowRunError):
 
 
 class Engine:
-    """One flow run, from its build to its final state."""
+    """One flow run, from its build to its final state.
 
-    def __init__(self, name: str, params: dict[str, Any], builder: Any, returned: Any,
+    The flow body runs in :meth:`execute`, with a builder whose waits
+    (``ref.result()`` and friends, :mod:`daskflow.driver.waits`) call
+    :meth:`flush`: the first one opens the backend, and each submits what
+    the body built since the last one.  A body that never waits is
+    submitted once, when it returns, exactly as a static graph.
+    """
+
+    def __init__(self, name: str, params: dict[str, Any], body: Callable[[Builder], Any],
                  cluster: Any, scatter: bool = True, flow: Any = None,
-                 limits: tuple[tuple[str, int], ...] = (), results: RunResults | None = None,
-                 plan: KeyPlan | None = None, fuse: bool | None = None) -> None:
+                 limits: Mapping[str, int] | None = None, cache: CacheOptions | None = None,
+                 fuse: bool | None = None) -> None:
         self.name = name
         self.flow = flow
         self.params = params
-        self.builder = builder
-        self.returned = returned
-        self.returned_nodes = returned_nodes(returned)
+        self.builder = Builder(name)
+        self.body = body
+        self.returned: Any = None
+        self.returned_nodes: list[Any] = []
         self.cluster = cluster
         self.scatter = scatter
-        self.limits = limits
-        self.results, self.plan = results, plan
+        self.limit_table = dict(limits or {})  # tag -> limit, for the tags used so far
+        self.limits: tuple[tuple[str, int], ...] = ()
+        self.cache = cache
+        self.results: RunResults | None = None
+        self.plan: KeyPlan | None = None
         self.fuse = fuse
         self.run_id = new_token()
         self.flow_run = FlowRun(name, self.run_id, params)
         self.control = RunControl(self.flow_run)
         self.compiler: Compiler | None = None
+        self.backend: Backend | None = None
         self.log = flow_logger(name, self.run_id)
+        self.on_start: Callable[[FlowRun], Any] | None = None  # called as the run starts
+        self.started = False  # the backend was asked for: errors now end the run
+        self.states: RunMonitor | None = None
+        self.start = 0.0
+        self._stack: contextlib.ExitStack | None = None
+        self._flushed = 0  # builder.nodes[:_flushed] were prepared and handed to the compiler
+        self._pending: list[Any] = []  # length keys not waited for yet
+        self._ready = threading.Event()  # the body reached its first wait or its end
+        self._early: BaseException | None = None  # what stopped the build before the run
 
     # -- how it is started ---------------------------------------------------------
     def run(self) -> FlowRun:
@@ -94,17 +121,27 @@ class Engine:
         return self.flow_run
 
     def submit(self) -> FlowRun:
-        """Run in a background thread and return the live FlowRun at once."""
+        """Run in a background thread; return the live FlowRun once the body
+        has been built up to its first wait (its errors until there raise here)."""
         thread = threading.Thread(target=self._execute_quietly, daemon=True,
                                   name=f"daskflow-run-{self.name}-{self.run_id}")
         self.control.in_thread(thread)
         thread.start()
+        try:
+            while not self._ready.wait(0.1) and thread.is_alive():
+                pass
+        except BaseException:  # Ctrl-C while the body builds: stop it at its next step
+            self.control.request_cancel()
+            raise
+        if self._early is not None:
+            thread.join()
+            raise self._early
         return self.flow_run
 
     def _execute_quietly(self) -> None:
         try:
             self.execute()
-        except BaseException:  # already recorded on the FlowRun by execute()
+        except BaseException:  # recorded on the FlowRun, or raised by submit()
             pass
 
     def check(self) -> None:
@@ -115,63 +152,186 @@ class Engine:
     # -- the run ---------------------------------------------------------------------
     def execute(self) -> None:
         setup_logging()
-        states = monitor.monitor(self.run_id)
-        start = time.time()
+        states = self.states = monitor.monitor(self.run_id)
+        self.start = time.time()
         keeper = RunLogs(self.run_id, self.flow_run.logs)
         logging.getLogger("daskflow").addHandler(keeper)
         try:
-            with open_backend(self.cluster) as backend:
-                backend.bind(self.check, self.name, self.run_id, self.log)
-                self.control.on_cluster(backend.description, backend.dashboard)
-                try:
-                    self._run_on(backend, states, start)
-                finally:
-                    backend.release()
+            with contextlib.ExitStack() as stack:
+                self._stack = stack
+                self._body_then_rest()
         except BaseException as err:
+            if not self.started:
+                self._early = err  # the build failed: nothing of the run started
+                raise
             if not self.control.ended():
-                self._end_without_value(StateType.CRASHED, err, states, start)
+                self._end_without_value(StateType.CRASHED, err, states, self.start)
             raise
         finally:
+            self._ready.set()
             monitor.forget(self.run_id)
             try:
-                run_flow_hooks(self.flow, self.flow_run)
+                if self.started:
+                    run_flow_hooks(self.flow, self.flow_run)
             finally:
                 logging.getLogger("daskflow").removeHandler(keeper)
-                self.control.settle()
+                if self.started:
+                    self.control.settle()
 
-    def _run_on(self, backend: Backend, states: RunMonitor, start: float) -> None:
+    def _body_then_rest(self) -> None:
+        """Build the body (its waits run stages), then run what is left.
+
+        Once the run has started, an exception the body's own code raised
+        (a task's error it did not catch, say) ends the run Failed with it;
+        what the run still had going is cancelled and its resources cleaned
+        up.  An error of the run itself (a lost scheduler, a graph that could
+        not be submitted) is raised, as in a run without waits.
+        """
+        builder = self.builder
+        waits = builder.waiter = BodyWaits(self)
+        own = False  # the body's own error, not one of its waits'
+        try:
+            try:
+                with builder:
+                    returned = self.body(builder)
+            except Exception as err:
+                own = err is not waits.broken
+                raise
+            if waits.broken is not None:  # the body caught it, but the run is gone
+                raise waits.broken
+            self.returned, self.returned_nodes = returned, returned_nodes(returned)
+            self.flush(last=True)
+            self._finish()
+        except BaseException as err:
+            if self.backend is None:
+                raise
+            self._interrupted(self.backend, err, self.states, self.start)
+            if isinstance(err, RunCancelled) or own:
+                return
+            raise
+
+    def _open(self) -> None:
+        """Start the run: open the backend and the compiler (at the first wait,
+        or once a body that never waits has returned)."""
+        self.started = True
+        self._ready.set()
+        if self.on_start is not None:
+            self.on_start(self.flow_run)
+        self.check()
+        assert self._stack is not None
+        backend = self._stack.enter_context(open_backend(self.cluster))
+        backend.bind(self.check, self.name, self.run_id, self.log)
+        self._stack.callback(backend.release)
+        self.control.on_cluster(backend.description, backend.dashboard)
+        self.backend = backend
         run = self._run_info(backend)
-        if self.limits:
-            backend.register_limits(self.limits)
-        if self.plan is not None:
-            self.plan.check(self.builder.nodes, self.returned_nodes)
         compiler = self.compiler = Compiler(self.builder.nodes, run, token=self.run_id)
         compiler.plan = self.plan
         compiler.fuse = bool(config.get("optimization.fuse")) if self.fuse is None else self.fuse
         compiler.max_fused = int(config.get("optimization.max-fused"))
-        compiler.keep_real = {n.index for n in self.returned_nodes}
         compiler.check_pickle = not backend.in_process
+        states = self.states
+        assert states is not None
         states.label = lambda key: _label(compiler, key)
         self.control.running(
-            start, live=lambda: self._labelled(states.snapshot(),
-                                               lambda key: State(StateType.PENDING)),
+            self.start, live=lambda: self._labelled(states.snapshot(),
+                                                    lambda key: State(StateType.PENDING)),
             groups=LiveGroups(compiler.state_keys, compiler.synthetic, states.changes,
                               lambda key: _label(compiler, key)))
         self.log.info("run %s started on %s (%d nodes)", self.run_id, backend.description,
                       len(self.builder.nodes))
-        try:
+        if run.params_key is not None:  # in worker memory before any task asks for it
+            backend.scatter_named(run.params_key, self._params[1])
+
+    # -- stages ------------------------------------------------------------------------
+    def flush(self, until: Sequence[Any] = (), last: bool = False) -> None:
+        """Submit what the body built since the last flush (one submission),
+        then the stages the nodes in ``until`` need (maps whose length is
+        known only at run time); ``last``: the body has returned, submit
+        everything."""
+        if self.started:
+            self.check()
+        new = self.builder.nodes[self._flushed:]
+        if new or not self.started:
+            self._prepare(new)
+            self._flushed += len(new)
+        if not self.started:
+            self._open()
+        backend, compiler = self.backend, self.compiler
+        assert backend is not None and compiler is not None
+        if new:
+            limits = self._limits_used()
+            if limits != self.limits:
+                self.limits = compiler.run.limits = limits
+                backend.register_limits(limits)
             if self.scatter:
-                self._scatter(backend)
-            self._stages(backend, run)
-        except BaseException as err:
-            self._interrupted(backend, err, states, start)
-            if isinstance(err, RunCancelled):
+                self._scatter(backend, new)
+        held = ({n.index for n in self.returned_nodes} if last
+                else self.builder.referenced() | self.builder.open_blocks())
+        compiler.keep_real = held
+        dsk = compiler.stage()
+        backend.submit(dsk, self._keep(held), compiler.resources)
+        pending = self._pending
+        pending += [k for k in compiler.length_keys if k in dsk]
+        keys = compiler.keys
+        while pending and (last or any(n.index not in keys for n in until)):
+            for key, length in backend.wait_lengths(pending).items():
+                compiler.set_length(key, length)
+                pending.remove(key)
+            dsk = compiler.stage()
+            backend.submit(dsk, self._keep(held) | set(pending), compiler.resources)
+            pending += [k for k in compiler.length_keys if k in dsk]
+
+    def _prepare(self, new: list[Any]) -> None:
+        """Check the new nodes and compute their cache keys, before they are
+        submitted (on the first flush: before anything starts)."""
+        check_built(new)
+        cache = self.cache
+        if cache is None:
+            return
+        flow_cache, storage, refresh = cache
+        if self.plan is None:
+            if not any(store_mode(node.task, flow_cache) for node in new):
                 return
-            raise
+            # read the storage settings only when a task stores its result
+            self.results = RunResults.of_flow(bool(flow_cache), storage, bool(refresh))
+            self.plan = KeyPlan()
+            if self.compiler is not None:
+                self.compiler.plan = self.plan
+                self.compiler.run.results = self.results
+        for node in new:
+            self.plan.node(node, self.results.for_task(node.task))
+        held = self.builder.referenced() | {n.index for n in self.returned_nodes}
+        self.plan.check(new, [n for n in new if n.index in held])
+
+    def _limits_used(self) -> tuple[tuple[str, int], ...]:
+        """The run's limits for the tags its tasks carry so far."""
+        table = self.limit_table
+        if not table:
+            return ()
+        used = {tag for node in self.builder.nodes for tag in node.task.tags}
+        return tuple((tag, n) for tag, n in sorted(table.items()) if tag in used)
+
+    def _keep(self, held: set[int]) -> set[Any]:
+        """The keys whose futures the driver holds after a submission: those
+        deferred nodes depend on and those of the nodes in ``held``."""
+        compiler = self.compiler
+        assert compiler is not None
+        kept = compiler.needed_later()
+        keys = compiler.keys
+        for index in held:
+            kept.update(as_keys(keys.get(index)))
+        return kept
+
+    def _finish(self) -> None:
+        """Wait for every task, gather the returned results, record the end."""
+        backend, compiler, states = self.backend, self.compiler, self.states
+        assert backend is not None and compiler is not None and states is not None
+        backend.wait_all()
         returned_keys = [k for n in self.returned_nodes
                          for k in as_keys(compiler.keys.get(n.index))]
         gathered = backend.gather(returned_keys)
-        self._assemble(states.snapshot(), gathered, backend.errors(), start)
+        self._assemble(states.snapshot(), gathered, backend.errors(), self.start)
 
     def _run_info(self, backend: Backend) -> RunInfo:
         params = _context_parameters(self.params)
@@ -209,41 +369,17 @@ class Engine:
                                  type(value).__name__, err)
         return out
 
-    def _stages(self, backend: Backend, run: RunInfo) -> None:
-        """The stage loop, shared by both backends."""
-        compiler = self.compiler
-        assert compiler is not None
-        returned_nodes = self.returned_nodes
-        if run.params_key is not None:  # in worker memory before any task asks for it
-            backend.scatter_named(run.params_key, self._params[1])
-
-        def keep() -> set[Any]:
-            kept = compiler.needed_later()
-            for node in returned_nodes:
-                kept.update(as_keys(compiler.keys.get(node.index)))
-            return kept
-
-        dsk = compiler.stage()
-        backend.submit(dsk, keep(), compiler.resources)
-        pending = [k for k in compiler.length_keys if k in dsk]
-        while pending:
-            for key, length in backend.wait_lengths(pending).items():
-                compiler.set_length(key, length)
-                pending.remove(key)
-            dsk = compiler.stage()
-            backend.submit(dsk, keep() | set(pending), compiler.resources)
-            pending += [k for k in compiler.length_keys if k in dsk]
-        backend.wait_all()
-
-    def _scatter(self, backend: Backend) -> None:
-        """Scatter the large constants of the build and point the compiler at their keys."""
-        found = scatter.plan(self.builder.nodes, config.bytes_setting("scatter.threshold"))
+    def _scatter(self, backend: Backend, nodes: list[Any]) -> None:
+        """Scatter the large constants of new nodes and point the compiler at their keys."""
+        found = scatter.plan(nodes, config.bytes_setting("scatter.threshold"))
         if not found:
             return
         keys = backend.scatter(found.objects, bool(config.get("scatter.broadcast")))
         if keys:
             assert self.compiler is not None
-            self.compiler.scattered = found.keys_by_id(keys)
+            scattered = self.compiler.scattered
+            for oid, key in found.keys_by_id(keys).items():
+                scattered.setdefault(oid, key)
             self.log.debug("scattered %s", found.describe())
 
     def _interrupted(self, backend: Backend, err: BaseException, states: RunMonitor,

@@ -16,13 +16,13 @@ from daskflow.exceptions import ConcurrencyLimitError
 from daskflow.worker.slots import PREFIX
 
 
-def resolve(flow_limits: Mapping[str, int], run_limits: Mapping[str, int],
-            used_tags: set[str]) -> tuple[tuple[str, int], ...]:
-    """The limits of one run, for the tags its tasks carry."""
+def resolve(flow_limits: Mapping[str, int], run_limits: Mapping[str, int]) -> dict[str, int]:
+    """The limits of one run by tag: the setting's, the flow's, the run's (the
+    engine registers those of the tags its tasks carry)."""
     merged = dict(check_limits("the setting daskflow.concurrency", config.get("concurrency") or {}))
     merged.update(flow_limits)
     merged.update(run_limits)
-    return tuple((tag, n) for tag, n in sorted(merged.items()) if tag in used_tags)
+    return merged
 
 
 def register(client: Any, limits: tuple[tuple[str, int], ...]) -> None:

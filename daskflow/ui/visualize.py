@@ -18,8 +18,13 @@ from daskflow.exceptions import DaskflowError
 
 
 def to_graphviz(name: str, nodes: list[Node], returned: list[Node], *,
-                filename: str | None = None, format: str | None = None) -> Any:
-    """A ``graphviz.Digraph`` of the nodes; rendered to ``filename`` when given."""
+                filename: str | None = None, format: str | None = None,
+                stopped_at: Node | None = None) -> Any:
+    """A ``graphviz.Digraph`` of the nodes; rendered to ``filename`` when given.
+
+    ``stopped_at``: the build stopped where the body waits for that node's
+    value (what follows is built at run time); a note says so.
+    """
     try:
         cls = _graph_class()
     except ImportError as err:
@@ -28,6 +33,14 @@ def to_graphviz(name: str, nodes: list[Node], returned: list[Node], *,
             "(and the Graphviz 'dot' program to render images)") from err
     graph = cls(name=name, graph_attr={"rankdir": "LR"})
     graph.daskflow_layout = _layers(nodes)
+    if stopped_at is not None:
+        note = (f"waits for {stopped_at.name}: the rest of the flow is built at run time, "
+                "from its value")
+        graph.node("wait", note, shape="note", style="dashed")
+        graph.edge(str(stopped_at.index), "wait", style="dashed")
+        layer = max((entry[2] for entry in graph.daskflow_layout), default=-1) + 1
+        graph.daskflow_layout.append((f"waits for {stopped_at.name}", -1, layer,
+                                      [(stopped_at.index, True)], False))
     wanted = {n.index for n in returned}
     for node in nodes:
         label = node.name

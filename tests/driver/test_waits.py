@@ -1,0 +1,311 @@
+"""Flow bodies that wait for task values: ref.result(), ref.wait(), ref.state,
+df.wait, df.as_completed, task.submit; on "sync" and on a real cluster."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+from common_tasks import inc, journal, linger, note, total, use
+from plugins import GraphCounter, graph_counts
+
+import daskflow as df
+
+
+def _journal(path):
+    with open(path) as f:
+        return f.read().splitlines()
+
+
+@df.task
+def check(x, above):
+    return x > above
+
+
+@df.task
+def halve(x):
+    return x / 2
+
+
+@df.task
+def explode(x):
+    raise ValueError(f"bad value {x}")
+
+
+@df.task
+def numbers(n):
+    return list(range(n))
+
+
+@df.task
+def slow_square(x):
+    time.sleep(0.05 * (3 - x % 3))
+    return x * x
+
+
+@df.flow
+def branch(n: int):
+    x = inc(n)
+    if check(x, 3).result():
+        return inc(inc(x))  # big: n + 3
+    return total([x, x])  # small: 2 * (n + 1)
+
+
+@df.flow
+def converge(start: float = 128.0):
+    value = inc(start)
+    rounds = 0
+    while value.result() > 5:
+        value = halve(value)
+        rounds += 1
+    return value, rounds
+
+
+@df.flow
+def child(x: int):
+    return inc(inc(x))
+
+
+@df.flow
+def parent(n: int):
+    x = inc(n)
+    if check(x, 0).result():
+        return child(x)
+    return x
+
+
+@df.flow
+def loop_over(n: int = 4):
+    out = []
+    for item in numbers(n).result():
+        out.append(inc(item))
+    return total(out)
+
+
+@df.flow
+def catches():
+    bad = explode(1)
+    try:
+        bad.result()
+    except ValueError as err:
+        caught = str(err)
+    else:
+        caught = None
+    returned = bad.result(raise_on_failure=False)
+    return caught, type(returned).__name__, inc(41)
+
+
+@df.flow
+def many(n: int = 6):
+    squares = slow_square.map(range(n))
+    done, not_done = df.wait(squares)
+    order = [e.index for e in df.as_completed(squares)]
+    values = sorted(e.result() for e in df.as_completed(squares))
+    return len(done), len(not_done), sorted(order), values, squares.result()
+
+
+def test_branch_on_a_value_both_sides(on):
+    assert branch(5, cluster=on) == 8
+    assert branch(1, cluster=on) == 4
+    run = branch.run(5, cluster=on)
+    assert run.state.is_completed()
+    assert set(run.states) == {"inc", "check", "inc-2", "inc-3"}  # one run, every stage
+
+
+def test_loop_until_a_value_converges(on):
+    value, rounds = converge(128.0, cluster=on)
+    assert (value, rounds) == (129 / 32, 5)
+
+
+def test_nested_flow_under_a_condition(on):
+    run = parent.run(1, cluster=on)
+    assert run.result() == 4
+    assert {"child/inc", "child/inc-2"} <= set(run.states)
+
+
+def test_for_over_a_list_a_task_returned(on):
+    assert loop_over(4, cluster=on) == 1 + 2 + 3 + 4
+
+
+def test_a_failed_tasks_exception_is_caught_in_the_body(on):
+    run = catches.run(cluster=on)
+    caught, returned, value = run.result()
+    assert caught == "bad value 1"
+    assert returned == "ValueError"
+    assert value == 42
+    # the body handled the failure: the run's state follows what it returned
+    assert run.state.is_completed()
+    assert run.states["explode"].is_failed()
+
+
+def test_wait_and_as_completed_on_a_map(on):
+    done, not_done, order, values, all_values = many(6, cluster=on)
+    assert (done, not_done) == (6, 0)
+    assert order == list(range(6))
+    assert values == sorted(x * x for x in range(6)) == sorted(all_values)
+
+
+@df.flow
+def states_and_timeouts(seconds: float, in_process: bool):
+    slow = linger(seconds)
+    before = slow.state
+    if in_process:  # the task ran whole when the wait submitted it
+        waited = slow.wait(timeout=0.05)
+    else:
+        with pytest.raises(df.WaitTimeout, match="linger"):
+            slow.result(timeout=0.05)
+        waited = slow.wait(timeout=0.05)
+    final = slow.wait()
+    fast = inc.submit(1)  # Prefect 3's spelling
+    return before.name, waited, final.name, slow.state.name, fast.result(), fast.state.name
+
+
+def test_state_wait_timeout_and_submit(on):
+    before, waited, final, after, fast, fast_state = states_and_timeouts(
+        1.0, on == "sync", cluster=on)
+    assert before == "Pending"
+    if on == "sync":
+        assert waited.name == "Completed"
+    else:
+        assert waited is None  # not ended after 0.05 s
+    assert (final, after) == ("Completed", "Completed")
+    assert (fast, fast_state) == (2, "Completed")
+
+
+def test_refs_still_refuse_bool_and_point_to_result():
+    @df.flow
+    def misuse():
+        if inc(1):
+            return 1
+
+    with pytest.raises(df.FlowDefinitionError, match=r"call \.result\(\) to wait"):
+        misuse(cluster="sync")
+
+
+def test_result_outside_the_flow_body_is_a_clear_error():
+    kept = []
+
+    @df.flow
+    def leaks():
+        ref = inc(1)
+        kept.append(ref)
+        return ref
+
+    assert leaks(cluster="sync") == 2
+    with pytest.raises(df.FlowDefinitionError, match="only in the body of the flow"):
+        kept[0].result()
+    with pytest.raises(df.FlowDefinitionError, match="works inside a flow body"):
+        inc.submit(1)
+
+
+def test_a_body_that_raises_after_a_wait_fails_the_run_with_it(on, tmp_path):
+    path = str(tmp_path / "journal")
+
+    @df.flow
+    def raises_late():
+        with journal(path, "db") as handle:
+            first = use(path, handle, "a")
+            if first.result() == "a":
+                raise RuntimeError("the body gave up")
+            use(path, handle, "b")
+
+    run = raises_late.run(cluster=on)
+    assert run.state.is_failed()
+    assert isinstance(run.state.exception, RuntimeError)
+    with pytest.raises(RuntimeError, match="the body gave up"):
+        run.result()
+    lines = [line.split(":")[0] for line in _journal(path)]
+    assert lines == ["open-db", "use-a-handle-db", "close-db"]  # cleanup ran, once
+
+
+@df.flow
+def block_across_a_wait(path: str, where: str):
+    with journal(path, "db") as handle:
+        first = use(path, handle, "a")
+        first.result()
+        gate = wait_here(where)
+        gate.result()  # cancelled while the body waits here
+        use(path, handle, "b")
+
+
+@df.task
+def wait_here(where):
+    open(os.path.join(where, "started"), "w").close()
+    deadline = time.time() + 30
+    while time.time() < deadline and not os.path.exists(os.path.join(where, "go")):
+        time.sleep(0.02)
+    return 1
+
+
+def test_cancel_during_a_wait_cleans_up_once(on, tmp_path):
+    path, where = str(tmp_path / "journal"), str(tmp_path)
+    run = block_across_a_wait.submit(path, where, cluster=on)
+    deadline = time.time() + 30
+    while not os.path.exists(os.path.join(where, "started")) and time.time() < deadline:
+        time.sleep(0.02)
+    assert os.path.exists(os.path.join(where, "started"))
+    if on == "sync":
+        # in process the task holds the run's only thread: let it end, then
+        # the cancel stops the body at its next step
+        threading.Timer(0.3, lambda: open(os.path.join(where, "go"), "w").close()).start()
+    assert run.cancel(timeout=30)
+    assert run.state.is_cancelled()
+    open(os.path.join(where, "go"), "w").close()
+    lines = [line.split(":")[0] for line in _journal(path)]
+    assert lines.count("open-db") == 1 and lines.count("close-db") == 1
+    assert "use-b-handle-db" not in lines
+    assert lines[-1] == "close-db"
+
+
+@df.task(cache=True)
+def counted(path, x):
+    note(path, f"ran-{x}")
+    return x * 10
+
+
+@df.flow(result_storage=None)
+def cached_across(path: str):
+    a = counted(path, 1)
+    if a.result() > 5:
+        return counted(path, a)
+    return a
+
+
+def test_caching_across_a_wait(on, tmp_path, monkeypatch):
+    monkeypatch.setenv("DASKFLOW_RESULTS__STORAGE", str(tmp_path / "store"))
+    import dask
+
+    path = str(tmp_path / "journal")
+    with dask.config.set({"daskflow.results.storage": str(tmp_path / "store")}):
+        assert cached_across(path, cluster=on) == 100
+        assert cached_across(path, cluster=on) == 100  # both loaded: nothing ran again
+    lines = [line.split(":")[0] for line in _journal(path)]
+    assert lines == ["ran-1", "ran-10"]
+
+
+@pytest.fixture
+def counter(client):
+    client.register_plugin(GraphCounter(), name="graph-counter")
+    yield lambda: client.run_on_scheduler(graph_counts, client_id=client.id)
+    client.unregister_scheduler_plugin("graph-counter")
+
+
+def test_static_flow_is_still_one_submission_and_a_wait_adds_one(client, counter):
+    @df.flow
+    def static(n: int = 20):
+        return total(inc.map(range(n)))
+
+    assert static(20, cluster=client) == sum(range(1, 21))
+    assert counter()[0] == 1
+    assert branch(5, cluster=client) == 8
+    assert counter()[0] == 3  # branch: the check, then the rest
+
+
+def test_visualize_draws_up_to_the_first_wait():
+    pytest.importorskip("graphviz")
+    graph = branch.visualize(5)
+    source = graph.source
+    assert "check" in source and "waits for check" in source
+    assert "inc-2" not in source  # built only once the value is known
