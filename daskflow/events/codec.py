@@ -14,17 +14,22 @@ TOPIC = "daskflow-run-events"  # the client event topic a driver subscribes to
 OP = "daskflow-run-events"  # the worker stream op the scheduler plugin handles
 
 
-def encode_state(key: Any, state: State, correction: bool = False) -> dict[str, Any]:
+def encode_state(key: Any, state: State, correction: bool = False,
+                 live: bool = False) -> dict[str, Any]:
     """A result-free state as plain data (the exception pickled, or described).
 
     ``correction``: it replaces the state sent for this very run of the task
     (a result that could not travel after all), not a later run of it.
+    ``live``: a resource's setup whose value cannot be pickled; the scheduler
+    then runs the tasks that take it on the worker that holds it.
     """
     msg: dict[str, Any] = {"k": key, "t": state.type.value, "n": state.name, "m": state.message,
                            "a": state.attempts, "s": state.start, "e": state.end,
                            "w": state.worker}
     if correction:
         msg["fix"] = 1
+    if live:
+        msg["live"] = 1
     if state.tries:
         msg["r"] = state.tries
     err = state.exception

@@ -19,15 +19,27 @@ from daskflow.events.serialize import register_serialization
 
 
 class RunEvents(SchedulerPlugin):
-    """Scheduler plugin: forward each run's events to the client that owns it.
+    """Scheduler plugin: forward each run's events to the client that owns it,
+    and run the tasks that take a live resource where it lives.
 
-    It keeps nothing.  A state is annotated with how many times the worker
-    running that task was lost (``TaskState.suspicious``), so that a rerun
-    shows in the state's attempts.
+    A state is annotated with how many times the worker running that task
+    was lost (``TaskState.suspicious``), so that a rerun shows in the
+    state's attempts.
+
+    A resource's setup whose value cannot be pickled (a database connection)
+    says so in its state (``live``), which arrives just before its
+    ``task-finished``.  The plugin keeps that setup's worker while the value
+    is in memory, and restricts to that worker every task that takes the
+    value: those waiting for it when it lands, and those submitted later
+    (a flow body that waited).  If that worker dies, Dask runs the setup
+    again elsewhere, and the tasks follow it there.
     """
 
     name = "daskflow-run-events"
     idempotent = True
+
+    def __init__(self) -> None:
+        self.live: dict[Any, str] = {}  # setup key -> the worker holding its live value
 
     async def start(self, scheduler: Any) -> None:
         self.scheduler = scheduler
@@ -38,6 +50,10 @@ class RunEvents(SchedulerPlugin):
         tasks = scheduler.tasks
         now = time.time()
         for owner, run_id, states, logs in events:
+            for msg in states:
+                if msg.get("live"):
+                    key = msg["k"]
+                    self.live[tuple(key) if isinstance(key, list) else key] = msg["w"]
             if owner not in scheduler.clients:
                 continue  # its driver is gone: nobody will read this
             for msg in states:
@@ -47,6 +63,43 @@ class RunEvents(SchedulerPlugin):
                     msg["lost"] = ts.suspicious
             scheduler.report({"op": "event", "topic": TOPIC,
                               "event": (now, [run_id, states, logs])}, client=owner)
+
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        live = self.live
+        if not live:
+            return
+        if finish == "memory" and key in live:
+            ts = self.scheduler.tasks.get(key)
+            if ts is not None:
+                for dependent in ts.dependents:
+                    pin(self.scheduler, dependent, live[key])
+        elif start == "released" and finish == "waiting":
+            ts = self.scheduler.tasks.get(key)
+            for dep in ts.dependencies if ts is not None else ():
+                if dep.key in live and dep.state == "memory":
+                    pin(self.scheduler, ts, live[dep.key])
+        elif finish in ("released", "forgotten", "erred"):
+            live.pop(key, None)
+
+
+def pin(scheduler: Any, ts: Any, worker: str) -> None:
+    """Run the task ``ts`` on ``worker`` only: it takes a live resource held
+    there (its value, or only its state: a result-free ``done-`` task still
+    receives the state that holds it, which cannot move either).  A task
+    that cannot run there (worker resources that worker lacks) is left to
+    run elsewhere, and fails clearly when the value cannot move.
+
+    Uses the scheduler's ``TaskState.worker_restrictions`` and
+    ``loose_restrictions`` and ``Scheduler.valid_workers``, which are not a
+    documented API; pinned by ``test_pin_uses_the_scheduler_task_restrictions``.
+    """
+    ts.worker_restrictions = None
+    valid = scheduler.valid_workers(ts)
+    if valid is not None and worker not in {ws.address for ws in valid}:
+        return
+    ts.worker_restrictions = {worker}
+    ts.loose_restrictions = False
 
 
 def _add_stream_handler(scheduler: Any, op: str, handler: Any) -> None:

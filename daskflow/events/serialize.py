@@ -86,8 +86,11 @@ def _not_serializable(state: State, err: BaseException, what: str = "pickled") -
     error = UnpicklableResultError(
         f"the result of task {task!r} (a {type_name}) could not be {what} when Dask had to "
         f"move it between processes: {type(err).__name__}: {err}. Return something "
-        "picklable, or keep such an object inside one task (or a resource) and return "
-        "what it computes")
+        "picklable, or keep such an object inside one task and return what it computes. "
+        "A resource's value that cannot be pickled stays on the worker that set it up, "
+        "and the tasks that take it run there, unless they cannot (they need worker "
+        "resources that worker lacks): make it @df.resource(per_worker=True) to set it "
+        "up on each worker that runs one")
     failed = State(StateType.FAILED, message=str(error), exception=error,
                    attempts=state.attempts, start=state.start, end=state.end,
                    task_name=state.task_name, map_index=state.map_index, worker=state.worker)

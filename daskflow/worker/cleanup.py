@@ -19,7 +19,7 @@ from typing import Any
 from daskflow.core.states import State, StateType
 from daskflow.exceptions import ResourceError
 from daskflow.wire import Call
-from daskflow.worker import finishers
+from daskflow.worker import finishers, per_worker
 from daskflow.worker.context import current_worker
 from daskflow.worker.run import finish
 
@@ -31,17 +31,49 @@ def run_cleanup(call: Call, setup: State, *members: State) -> State:
                                    message=f"setup was {setup.name}; nothing to clean up"))
     setup_key = call.args[0]
     try:
-        finisher = finishers.take(setup_key)
-        if finisher is not None:
-            finisher()
+        if getattr(call.spec.fn, "per_worker", False):
+            state = _cleanup_per_worker(call, setup_key)
         else:
-            _cleanup_remotely(setup_key, setup.worker)
-        state = State(StateType.COMPLETED, result=None, attempts=1)
+            finisher = finishers.take(setup_key)
+            if finisher is not None:
+                finisher()
+            else:
+                _cleanup_remotely(setup_key, setup.worker)
+            state = State(StateType.COMPLETED, result=None, attempts=1)
     except ResourceError as err:
         state = State(StateType.CRASHED, message=str(err), exception=err)
     except Exception as err:
         state = State(StateType.FAILED, message=f"{type(err).__name__}: {err}", exception=err)
     return finish(call, state)
+
+
+def _cleanup_per_worker(call: Call, setup_key: Any) -> State:
+    """Finish a per-worker resource on every worker that set it up (through
+    ``Client.run``); a worker that set it up and is gone makes it Crashed."""
+    key = per_worker.registry_key(setup_key)
+    if call.spec.run.owner is None or current_worker() is None:  # in process
+        finisher = finishers.take(key)
+        if finisher is not None:
+            finisher()
+        return State(StateType.COMPLETED, result=None, attempts=1,
+                     message="cleaned up in this process" if finisher else "never set up")
+    from distributed import get_client
+
+    client = get_client()
+    answers = client.run(_finish_here, key, on_error="return")
+    set_up = client.get_metadata([setup_key, per_worker.METADATA], default=None) or {}
+    errors = [a for a in answers.values() if isinstance(a, BaseException)]
+    if errors:
+        raise errors[0]
+    done = sorted(w for w, answer in answers.items() if answer == "")
+    gone = sorted(w for w in set_up if w not in answers)
+    if gone:
+        raise ResourceError(
+            f"resource {call.display_name.removesuffix('.cleanup')!r} was set up on "
+            f"worker(s) {', '.join(gone)}, which are gone: their cleanup could not run "
+            f"(cleaned up on the {len(done)} other(s))")
+    return State(StateType.COMPLETED, result=None, attempts=1,
+                 message=f"cleaned up on {len(done)} worker(s)")
 
 
 async def _finish_here(key: Any) -> str:

@@ -30,11 +30,14 @@ import time
 import traceback
 from typing import Any
 
+import cloudpickle
+
 from daskflow.core import signals
 from daskflow.core.fingerprint import code_version, custom_key
 from daskflow.core.hooks import call_hooks, task_hooks_for
 from daskflow.core.states import NO_RESULT, State, StateType
 from daskflow.core.walk import transform
+from daskflow.define.resources import PerWorker
 from daskflow.events import monitor, queue, serialize
 from daskflow.events.codec import dump_exception, encode_state
 from daskflow.exceptions import (
@@ -44,7 +47,7 @@ from daskflow.exceptions import (
     TaskTimeoutError,
 )
 from daskflow.wire import Call, DataSlot, Slot, SlotItem, SlotList, TaskSpec
-from daskflow.worker import finishers, slots, store
+from daskflow.worker import finishers, per_worker, slots, store
 from daskflow.worker.context import (
     annotations_hidden,
     call_logger,
@@ -126,7 +129,9 @@ def finish(call: Call, state: State, inner: bool = False) -> State:
     state._origin = (run, call.key)
     if not serialize.registered():
         serialize.register_serialization()
-    queue.emit(worker, run, state_msg=encode_state(call.key, state), at_transition=not inner)
+    live = call.spec.kind == "setup" and state.is_completed() and not _travels(state._result)
+    queue.emit(worker, run, state_msg=encode_state(call.key, state, live=live),
+               at_transition=not inner)
     if call.spec.task.has_hooks:
         _state_hooks(call, state, task_hooks_for(call.spec.task, state), secede=True)
     return state
@@ -335,11 +340,26 @@ def _attempt(call: Call, args: tuple, kwargs: dict) -> Any:
 
 def _call(call: Call, args: tuple, kwargs: dict) -> Any:
     spec = call.spec
+    args, kwargs = per_worker.resolve(args, kwargs, call)
     value = spec.fn(*args, **kwargs) if spec.timeout is None else _with_timeout(spec, args, kwargs)
     if spec.kind == "setup":  # a resource's opener: keep its finisher in this process
         value, finisher = value
-        finishers.keep(call.key, finisher)
+        if type(value) is PerWorker:  # opened by each worker that uses it
+            value.key = call.key
+        else:
+            finishers.keep(call.key, finisher)
     return value
+
+
+def _travels(value: Any) -> bool:
+    """Whether a resource's value can be pickled; one that cannot (a database
+    connection, a client) stays in this worker, and the scheduler runs the
+    tasks that take it here (:class:`daskflow.events.plugins.RunEvents`)."""
+    try:
+        cloudpickle.dumps(value)
+    except Exception:
+        return False
+    return True
 
 
 def _failed(err: BaseException, attempt: int, start: float, message: str,
