@@ -1,0 +1,138 @@
+"""Prefect 3's mapping rules: what ``task.map`` maps over and what it gives
+whole to every call; on "sync" and on the real cluster."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from common_tasks import inc, split
+
+import daskflow as df
+
+# -- tasks (module level, so worker processes import them) --------------------
+
+
+@df.task
+def pair(x, secs):
+    return (x, secs)
+
+
+@df.task
+def echo(x, *rest):
+    return (x, *rest)
+
+
+@df.task
+def read_lines(x, fh):
+    return (x, fh.getvalue().splitlines())
+
+
+@df.task
+def plus(xs, y):
+    """The sum of ``xs`` (any nesting of lists, tuples and dict values) plus ``y``."""
+    def flat(v):
+        if isinstance(v, dict):
+            return sum(flat(w) for w in v.values())
+        if isinstance(v, (list, tuple)):
+            return sum(flat(w) for w in v)
+        return v
+    return flat(xs) + y
+
+
+@df.task
+def describe(xs):
+    return [type(x).__name__ for x in xs]
+
+
+@df.task
+def boom():
+    raise ValueError("boom")
+
+
+@df.task
+def word():
+    return "abc"
+
+
+# -- what is static --------------------------------------------------------------------
+
+
+def test_numbers_and_none_are_given_whole_to_every_call(on):
+    @df.flow
+    def f():
+        return pair.map([1, 2], secs=0.5), echo.map([1, 2], 7, None)
+
+    assert f(cluster=on) == ([(1, 0.5), (2, 0.5)], [(1, 7, None), (2, 7, None)])
+
+
+def test_str_bytes_and_file_objects_are_given_whole(on):
+    @df.flow
+    def f():
+        return (echo.map(["a", "b"], "xyz", b"\x00\x01"),
+                read_lines.map([1, 2], io.StringIO("one\ntwo")))
+
+    strs, files = f(cluster=on)
+    assert strs == [("a", "xyz", b"\x00\x01"), ("b", "xyz", b"\x00\x01")]
+    assert files == [(1, ["one", "two"]), (2, ["one", "two"])]
+
+
+def test_iterables_are_mapped_over_and_a_dict_over_its_keys(on):
+    """Prefect 3 maps over anything iter() takes (but str, bytes, files):
+    a dict gives its keys, a generator its items; unmapped keeps them whole."""
+    @df.flow
+    def f():
+        return (echo.map({"a": 1, "b": 2}), echo.map(range(2), (i * 10 for i in range(2))),
+                echo.map([1, 2], df.unmapped({"a": 1})))
+
+    keys, gen, whole = f(cluster=on)
+    assert keys == [("a",), ("b",)]
+    assert gen == [(0, 0), (1, 10)]
+    assert whole == [(1, {"a": 1}), (2, {"a": 1})]
+
+
+def test_unmapped_still_keeps_lists_and_task_results_whole(on):
+    @df.flow
+    def f():
+        return echo.map([1, 2], df.unmapped([3, 4]), df.unmapped(split(2)))
+
+    assert f(cluster=on) == [(1, [3, 4], [0, 1]), (2, [3, 4], [0, 1])]
+
+
+@pytest.mark.parametrize("call,shown", [
+    (lambda: pair.map(1, secs=0.5), "x=1, secs=0.5"),
+    (lambda: pair.map("abc", df.unmapped([1, 2])), "x='abc', secs=df.unmapped(...)"),
+    (lambda: inc.map(b"ab"), "x=b'ab'"),
+    (lambda: echo.map(1, 2, 3), "x=1, argument 1=2, argument 2=3"),
+])
+def test_a_map_with_nothing_to_map_over_is_an_error_naming_task_and_arguments(call, shown):
+    @df.flow
+    def f():
+        return call()
+
+    with pytest.raises(df.MappingError) as info:
+        f.run(cluster="sync")
+    name = str(info.value).split(".map()")[0]
+    assert f"{name}.map() has nothing to map over" in str(info.value)
+    assert f"({shown})" in str(info.value)
+    assert "df.unmapped(...) are static" in str(info.value)
+
+
+# -- task results passed to .map --------------------------------------------------------
+
+
+def test_a_task_result_is_still_mapped_and_a_str_result_fails_the_map(on):
+    @df.flow
+    def ok():
+        return inc.map(split(3))
+
+    assert ok(cluster=on) == [1, 2, 3]
+
+    @df.flow
+    def letters():
+        return echo.map(word())
+
+    run = letters.run(cluster=on)
+    assert run.states["echo"].name == "MappingFailed"
+    with pytest.raises(df.MappingError, match=r"result of 'word': it is a str.*df.unmapped"):
+        run.result()
