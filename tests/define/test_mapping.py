@@ -1,14 +1,19 @@
-"""Prefect 3's mapping rules: what ``task.map`` maps over and what it gives
-whole to every call; on "sync" and on the real cluster."""
+"""Prefect 3's mapping rules: what ``task.map`` maps over, what it gives whole
+to every call, and task results inside the elements of a mapped list; on
+"sync" and on the real cluster."""
 
 from __future__ import annotations
 
 import io
 
+import dask
 import pytest
-from common_tasks import inc, split
+from common_tasks import inc, split, total
 
 import daskflow as df
+from daskflow.compile.graph import Compiler
+from daskflow.define.build import Builder
+from daskflow.wire import RunInfo
 
 # -- tasks (module level, so worker processes import them) --------------------
 
@@ -136,3 +141,85 @@ def test_a_task_result_is_still_mapped_and_a_str_result_fails_the_map(on):
     assert run.states["echo"].name == "MappingFailed"
     with pytest.raises(df.MappingError, match=r"result of 'word': it is a str.*df.unmapped"):
         run.result()
+
+
+# -- task results inside the elements of a mapped list ----------------------------------
+
+
+def test_task_results_inside_elements_are_resolved(on):
+    @df.flow
+    def f():
+        x1, x2 = inc(1), inc(2)
+        many = inc.map([10, 20])
+        return (plus.map([[x1, x2], [x2, x1, x1]], y=1),
+                plus.map([(x1, {"k": x2}), {"a": [x1]}], 0),
+                describe.map([[x1, "s"], [many]]),
+                plus.map([[many], [x1]], y=df.unmapped(x2)))
+
+    sums, nested, kinds, with_map = f(cluster=on)
+    assert sums == [2 + 3 + 1, 3 + 2 + 2 + 1]
+    assert nested == [5, 2]
+    assert kinds == [["int", "str"], ["list"]]  # a map inside an element: its list of results
+    assert with_map == [11 + 21 + 3, 2 + 3]
+
+
+def test_a_failed_result_inside_an_element_fails_only_that_child(on):
+    @df.flow
+    def strict():
+        return describe.map([[inc(1)], [boom()]])
+
+    run = strict.run(cluster=on)
+    assert run.states["describe[0]"].is_completed()
+    assert run.states["describe[1]"].name == "TriggerFailed"
+    with pytest.raises(ValueError, match="boom"):
+        run.result()
+
+    @df.flow
+    def tolerant():
+        return describe.map([[inc(1)], [df.allow_failure(boom())]])
+
+    assert tolerant(cluster=on) == [["int"], ["ValueError"]]  # it gets the exception
+
+
+def test_elements_with_task_results_fuse_into_a_chain(on):
+    """A map whose elements hold task results heads an element-wise chain
+    that fuses; fused or not, the results are the same."""
+    @df.flow
+    def f():
+        x1, x2 = inc(1), inc(2)
+        return total(inc.map(inc.map(plus.map([[x1, x2], [x2]], y=0))))
+
+    assert [f(cluster=on, fuse=fuse) for fuse in (False, True)] == [(2 + 3 + 2) + (3 + 2)] * 2
+
+
+def test_compiled_children_depend_on_the_results_inside_their_elements():
+    with Builder("t") as b:
+        x1, x2 = inc(1), inc(2)
+        ref = inc.map(plus.map([[x1, x2], [x2]], y=0))
+    c = Compiler(b.nodes, RunInfo("t", "run1", {}), token="abcd1234")
+    c.fuse = True
+    dsk = c.stage()
+    k1, k2 = c.keys_of(b.nodes[0]), c.keys_of(b.nodes[1])
+    last = c.keys_of(ref.node)
+    assert set(last) <= set(dsk) and len(dsk) == 4  # x1, x2 and two fused children
+    assert dsk[last[0]].dependencies == {k1, k2}
+    assert dsk[last[1]].dependencies == {k2}
+    assert [s.result() for s in dask.get(dsk, last)] == [6, 4]
+
+
+def test_results_inside_elements_key_the_cache(tmp_path):
+    """A cached map whose elements hold task results: its children's keys
+    chain on those tasks' keys, so a second run is served from the store."""
+    cached = plus.with_options(cache=True, result_storage=str(tmp_path))
+
+    @df.flow
+    def f(start: int):
+        x = inc(start)
+        return cached.map([[x], [x, x]], y=0)
+
+    first = f.run(1, cluster="sync")
+    again = f.run(1, cluster="sync")
+    other = f.run(5, cluster="sync")
+    assert first.result() == again.result() == [2, 4] and other.result() == [6, 12]
+    assert again.states["plus[1]"].name == "Cached"
+    assert other.states["plus[1]"].name != "Cached"
