@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 
 import dask
+import numpy as np
 import pytest
 from common_tasks import inc, split, total
 
@@ -223,3 +224,21 @@ def test_results_inside_elements_key_the_cache(tmp_path):
     assert first.result() == again.result() == [2, 4] and other.result() == [6, 12]
     assert again.states["plus[1]"].name == "Cached"
     assert other.states["plus[1]"].name != "Cached"
+
+
+@df.task
+def sizes(xs):
+    return [getattr(x, "nbytes", x) for x in xs]
+
+
+def test_large_data_inside_elements_is_scattered_not_put_in_the_graph(client, graph_bytes):
+    """A large constant inside an element travels once, scattered; the
+    children's tasks carry its key (the graph stays small)."""
+    big = np.ones(2_000_000, dtype="uint8")  # 2 MB, over the scatter threshold
+
+    @df.flow
+    def f():
+        return sizes.map([[big, 1], [big, 2]])
+
+    assert f(cluster=client) == [[2_000_000, 1], [2_000_000, 2]]
+    assert sum(graph_bytes) < 100_000, graph_bytes
