@@ -52,6 +52,7 @@ from daskflow.worker.run import done, length_of, run_cached, run_task, run_unmap
 _EMPTY: frozenset[int] = frozenset()
 _SLOT0 = Slot(0)
 _ALLOWED0 = frozenset({0})
+_SCALARS = frozenset((int, float, str, bytes, bool, type(None)))
 
 
 def _check_picklable(spec: TaskSpec, node: Node) -> None:
@@ -416,7 +417,10 @@ class Compiler:
             if isinstance(value, Ref):
                 continue
             for x in value:
-                if _per_child(x, scattered):
+                if type(x) in _SCALARS:  # the common case: no walk
+                    if scattered and id(x) in scattered:
+                        return False
+                elif _per_child(x, scattered):
                     return False
         return True
 
