@@ -131,7 +131,12 @@ def load_flow(target: str) -> Any:
 
 
 def parse_params(pairs: list[str]) -> dict[str, Any]:
-    """``k=v`` pairs: a value is JSON when it parses as JSON, else the string."""
+    """``k=v`` pairs: a value is JSON when it parses as JSON, else the string.
+
+    They are the flow's parameters by name (see :meth:`daskflow.Flow.as_call`):
+    a name the flow does not have goes into its ``**kwargs``, and its
+    ``*args`` takes a JSON list (``--param args='[1, 2]'``).
+    """
     params: dict[str, Any] = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
@@ -148,14 +153,14 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
 def cmd_run(args: argparse.Namespace) -> int:
     try:
         flow = load_flow(args.target)
-        params = parse_params(args.param or [])
-        flow.bind(**params)  # refuse bad parameters before anything starts
+        call_args, call_kwargs = flow.as_call(parse_params(args.param or []))
+        flow.bind(*call_args, **call_kwargs)  # refuse bad parameters before anything starts
         check_cluster_arg(args.cluster)
     except (UsageError, ParameterError, FlowDefinitionError, ClusterError) as err:
         print(f"daskflow run: {err}", file=sys.stderr)
         return 2
     try:
-        run = flow.run(cluster=args.cluster, **params)
+        run = flow.run(*call_args, cluster=args.cluster, **call_kwargs)
     except KeyboardInterrupt:
         print("daskflow run: interrupted; the run was cancelled and its cluster ended",
               file=sys.stderr)
@@ -230,7 +235,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         flow = load_flow(args.target)
         params = parse_params(args.param or [])
-        flow.bind(**params)
+        call_args, call_kwargs = flow.as_call(params)
+        flow.bind(*call_args, **call_kwargs)
         check_cluster_arg(args.cluster)
     except (UsageError, ParameterError, FlowDefinitionError, ClusterError) as err:
         print(f"daskflow serve: {err}", file=sys.stderr)

@@ -4,7 +4,7 @@
 
     DaskflowError
     ├── FlowDefinitionError     the flow body misuses a lazy reference or an option
-    │   ├── MappingError        .map over something that cannot be mapped
+    │   ├── MappingError        a .map with nothing to map over, or over what cannot be mapped
     │   └── CacheKeyError       a cached task whose key cannot be computed
     ├── CacheMissError          a stored result found before the run, gone when needed
     ├── ParameterError          unknown, missing or mistyped flow parameter

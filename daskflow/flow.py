@@ -10,11 +10,12 @@ defines nothing of how a run goes.
 
 from __future__ import annotations
 
+import collections
 import difflib
 import functools
 import inspect
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
 from daskflow import serve as schedule
@@ -84,13 +85,7 @@ class Flow(Generic[R]):
             raise FlowDefinitionError(f"@flow needs a function, got {fn!r}")
         self.fn = fn
         self.name: str = name or str(getattr(fn, "__name__", "flow"))
-        self.signature = inspect.signature(fn)
-        for reserved in RUN_OPTIONS:
-            if reserved in self.signature.parameters:
-                raise FlowDefinitionError(
-                    f"flow {self.name!r} has a parameter named {reserved!r}, which daskflow "
-                    f"reserves for the run option {reserved}=; rename it"
-                )
+        self.signature = _check_signature(self.name, fn)
         check_cluster(cluster)
         self.cluster = cluster
         self.scatter = bool(scatter)
@@ -106,24 +101,96 @@ class Flow(Generic[R]):
 
     # -- parameters and build --------------------------------------------------
     def bind(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """Check parameters against the signature and type hints; apply defaults."""
+        """Check a call's parameters against the signature and type hints;
+        return them by name, defaults applied.
+
+        As in Prefect, the names are the function's parameters: a ``*args``
+        parameter holds the tuple of extra positional values and a
+        ``**kwargs`` one the dict of extra keywords.  This is the run's
+        ``parameters``; :meth:`as_call` turns it back into a call.
+        """
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as err:
             raise ParameterError(self._bind_error(err, kwargs)) from None
         bound.apply_defaults()
         params = dict(bound.arguments)
+        self._check_values(params)
+        return params
+
+    def as_call(self, parameters: Mapping[str, Any]) -> tuple[tuple, dict[str, Any]]:
+        """The positional and keyword arguments of a call with these ``parameters``
+        (names to values, as :meth:`bind` returns them and ``run.parameters``,
+        ``daskflow run --param`` and ``serve(parameters=)`` take them).
+
+        The ``*args`` parameter's name takes a list or tuple of the extra
+        positional values (earlier positional parameters then take their
+        defaults unless given); the ``**kwargs`` parameter's name takes a dict
+        of extra keywords, and any other name the function does not have is
+        one more of them (or, with no ``**kwargs``, an unknown parameter for
+        :meth:`bind` to refuse).
+
+        >>> import daskflow as df
+        >>> f = df.flow(lambda a, /, *rest, b=2, **more: None, name="f")
+        >>> f.as_call({"a": 1, "rest": [5, 6], "c": 3})
+        ((1, 5, 6), {'c': 3})
+        """
+        given = dict(parameters)
+        arguments: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for p in self.signature.parameters.values():
+            if p.kind is p.VAR_KEYWORD:
+                extra = dict(self._variadic(p, given.pop(p.name, {})))
+            elif p.kind is p.VAR_POSITIONAL:
+                arguments[p.name] = tuple(self._variadic(p, given.pop(p.name, ())))
+            elif p.name in given:
+                arguments[p.name] = given.pop(p.name)
+            elif p.default is not p.empty and p.kind is not p.KEYWORD_ONLY:
+                arguments[p.name] = p.default  # so that later positional values keep their place
+        clash = sorted(set(given) & set(extra))
+        if clash:
+            raise ParameterError(f"flow {self.name!r}: {clash} given twice, by name and "
+                                 "inside the dict of extra keywords")
+        bound = inspect.BoundArguments(self.signature, collections.OrderedDict(arguments))
+        return bound.args, {**bound.kwargs, **extra, **given}
+
+    def _variadic(self, p: inspect.Parameter, value: Any) -> Any:
+        """The value given by name for ``*args`` (a list or tuple) or ``**kwargs`` (a dict)."""
+        if p.kind is p.VAR_POSITIONAL and isinstance(value, (list, tuple)):
+            return value
+        if p.kind is p.VAR_KEYWORD and isinstance(value, dict) and all(
+                isinstance(k, str) for k in value):
+            return value
+        if p.kind is p.VAR_POSITIONAL:
+            what = f"*{p.name}) holds its extra positional values: give a list, e.g. [1, 2]"
+        else:
+            what = (f"**{p.name}) holds its extra keyword values: give a dict with str keys, "
+                    "or give each one by its own name")
+        raise ParameterError(f"parameter {p.name!r} of flow {self.name!r} ({what}; got "
+                             f"{type(value).__name__} {value!r:.60}")
+
+    def _check_values(self, params: dict[str, Any]) -> None:
+        """Type hints (PEP 484: ``*args: int`` types each extra positional value,
+        ``**kwargs: int`` each extra keyword's), and no run option among the
+        extra keywords (``flow.run`` takes those names itself)."""
         hints = _hints(self.fn)
         for pname, value in params.items():
-            hint = hints.get(pname)
             kind = self.signature.parameters[pname].kind
-            if hint is None or kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            if kind is inspect.Parameter.VAR_POSITIONAL:
+                items = [(f"value {i} of *{pname}", v) for i, v in enumerate(value)]
+            elif kind is inspect.Parameter.VAR_KEYWORD:
+                _refuse_run_options(self.name, pname, value)
+                items = [(f"parameter {k!r} (in **{pname})", v) for k, v in value.items()]
+            else:
+                items = [(f"parameter {pname!r}", value)]
+            hint = hints.get(pname)
+            if hint is None:
                 continue
-            if not isinstance(value, Ref) and not _matches(value, hint):
-                raise ParameterError(
-                    f"parameter {pname!r} of flow {self.name!r} must be {_hint_name(hint)}, "
-                    f"got {type(value).__name__} {value!r:.60}")
-        return params
+            for what, v in items:
+                if not isinstance(v, Ref) and not _matches(v, hint):
+                    raise ParameterError(
+                        f"{what} of flow {self.name!r} must be {_hint_name(hint)}, "
+                        f"got {type(v).__name__} {v!r:.60}")
 
     def _bind_error(self, err: TypeError, kwargs: dict[str, Any]) -> str:
         """What is wrong with a call's parameters: every unknown one (with a
@@ -157,9 +224,15 @@ class Flow(Generic[R]):
     def _body(self, params: dict[str, Any], builder: Builder) -> Any:
         """Run the body with ``builder`` active; its return value."""
         builder.enter_flow(self)
-        returned = self.fn(**params)
+        returned = self._invoke(params)
         builder.exit_flow()
         return returned
+
+    def _invoke(self, params: dict[str, Any]) -> Any:
+        """Call the function with ``params`` from :meth:`bind`: ``*args`` and
+        positional-only parameters positionally, the rest by keyword."""
+        bound = inspect.BoundArguments(self.signature, collections.OrderedDict(params))
+        return self.fn(*bound.args, **bound.kwargs)
 
     # -- running ------------------------------------------------------------------
     def __call__(self, *args: Any, cluster: Any = None, scatter: bool | None = None,
@@ -177,7 +250,7 @@ class Flow(Generic[R]):
             builder.enter_flow(self)
             try:
                 with builder.nested(self.name):
-                    return self.fn(**params)
+                    return self._invoke(params)
             finally:
                 builder.exit_flow()
         return self.run(*args, cluster=cluster, scatter=scatter, concurrency=concurrency,
@@ -256,7 +329,8 @@ class Flow(Generic[R]):
         Give ``cron="0 * * * *"`` (five fields, in ``tz``: a zone name, by
         default this machine's) or ``interval=`` (seconds, a timedelta or
         ``"10m"``; the first run starts at once).  ``parameters`` are the
-        flow's, checked now.  A cluster the server starts (a spec, a profile,
+        flow's by name (as ``run.parameters`` holds them, see :meth:`as_call`),
+        checked now.  A cluster the server starts (a spec, a profile,
         the temporary default) is started once, kept between runs and closed
         on exit.  ``catchup`` ("none", "latest", "all") says what to do with
         fires missed while the process slept (a fire late by more than
@@ -306,7 +380,44 @@ def flow(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     return Flow(fn, **options)
 
 
-# -- type hints -------------------------------------------------------------------
+# -- signatures and type hints ----------------------------------------------------------
+
+
+def _check_signature(name: str, fn: Callable[..., Any]) -> inspect.Signature:
+    """The signature of a flow body, refused at decoration when daskflow
+    cannot call it as written (never a run with silently wrong values)."""
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        raise FlowDefinitionError(
+            f"flow {name!r} is an async function; daskflow builds a flow by calling its "
+            "body once, and async flow bodies are not supported yet: make it a plain def "
+            "(its tasks still run in parallel on the cluster)")
+    if inspect.isgeneratorfunction(fn):
+        raise FlowDefinitionError(
+            f"flow {name!r} is a generator function (it uses yield), so calling it would "
+            "not run its body; return the results instead of yielding them")
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError) as err:
+        raise FlowDefinitionError(f"flow {name!r}: Python cannot read the signature of "
+                                  f"{fn!r} ({err}); wrap it in a def") from None
+    for reserved in RUN_OPTIONS:
+        if reserved in signature.parameters:
+            raise FlowDefinitionError(
+                f"flow {name!r} has a parameter named {reserved!r}, which daskflow "
+                f"reserves for the run option {reserved}=; rename it"
+            )
+    return signature
+
+
+def _refuse_run_options(name: str, pname: str, extra: dict[str, Any]) -> None:
+    """A run option among a flow's extra keywords: a run would take it as the option."""
+    taken = [k for k in extra if k in RUN_OPTIONS]
+    if taken:
+        raise ParameterError(
+            f"flow {name!r}: {', '.join(map(repr, taken))} cannot be an extra keyword "
+            f"parameter (in **{pname}): daskflow takes {', '.join(taken)}= as a run option "
+            f"of flow.run; rename it (the run options are {', '.join(RUN_OPTIONS)})")
+
 
 
 def _hints(fn: Callable[..., Any]) -> dict[str, Any]:

@@ -309,7 +309,8 @@ def serve(flow: Any, *, cron: str | None = None, interval: Any = None,
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ScheduleError(f"limit={limit!r} must be a positive integer or None")
     parameters = dict(parameters or {})
-    flow.bind(**parameters)  # a bad parameter is an error now, not at the first fire
+    call_args, call_kwargs = flow.as_call(parameters)
+    flow.bind(*call_args, **call_kwargs)  # a bad parameter is an error now, not at the first fire
     cluster = flow.cluster if cluster is None else cluster
     check_cluster(cluster)
     clock = clock or Clock()
@@ -493,7 +494,8 @@ def _start(flow: Any, parameters: dict, where: _Where, fire: dt.datetime, runs: 
         log.error("fire at %s of flow %r: no run, the cluster could not be opened: %s",
                   fire.isoformat(timespec="seconds"), flow.name, err)
         return
-    run = flow.submit(cluster=cluster, **parameters)
+    call_args, call_kwargs = flow.as_call(parameters)
+    run = flow.submit(*call_args, cluster=cluster, **call_kwargs)
     run.scheduled_for = fire
     runs.append(run)
     active.append(run)

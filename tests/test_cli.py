@@ -124,6 +124,56 @@ def test_exit_codes(tmp_path):
     assert daskflow("run", cwd=tmp_path).returncode == 2  # argparse: the target is required
 
 
+VARIADIC = textwrap.dedent('''
+    import daskflow as df
+
+    @df.task
+    def pack(*values, **named):
+        return [list(values), named]
+
+    @df.flow
+    def extra(name: str, **options: int):
+        return pack(name, **options)
+
+    @df.flow
+    def many(first, *rest: int, label="x"):
+        return pack(first, *rest, label=label)
+''')
+
+
+def test_params_of_flows_with_args_and_kwargs(tmp_path, scheduler_address):
+    """A name the flow does not have goes into its **kwargs (or the recorded
+    dict form, options={...}); its *args takes a JSON list."""
+    (tmp_path / "variadic.py").write_text(VARIADIC)
+    for cluster in ("sync", scheduler_address):
+        done = daskflow("run", "variadic.py:extra", "-p", "name=a", "-p", "retries=2",
+                        "-p", "depth=3", "-c", cluster, "--json", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        record = json.loads(done.stdout)
+        assert record["result"] == [["a"], {"retries": 2, "depth": 3}]
+        assert record["parameters"] == {"name": "a", "options": {"retries": 2, "depth": 3}}
+    same = daskflow("run", "variadic.py:extra", "-p", "name=a", "-p", 'options={"depth": 3}',
+                    "-c", "sync", "--json", cwd=tmp_path)
+    assert json.loads(same.stdout)["result"] == [["a"], {"depth": 3}], same.stderr
+    done = daskflow("run", "variadic.py:many", "-p", "first=1", "-p", "rest=[2, 3]",
+                    "-p", "label=y", "-c", "sync", "--json", cwd=tmp_path)
+    record = json.loads(done.stdout)
+    assert record["result"] == [[1, 2, 3], {"label": "y"}], done.stderr
+    assert record["parameters"] == {"first": 1, "rest": [2, 3], "label": "y"}
+    for args, message in [
+        (["variadic.py:extra", "-p", "name=a", "-p", "depth=deep"],
+         "parameter 'depth' (in **options) of flow 'extra' must be int, got str 'deep'"),
+        (["variadic.py:extra", "-p", "name=a", "-p", "fuse=1"],
+         "'fuse' cannot be an extra keyword parameter (in **options)"),
+        (["variadic.py:many", "-p", "first=1", "-p", "rest=5"],
+         "'rest' of flow 'many' (*rest) holds its extra positional values: give a list"),
+        (["variadic.py:many", "-p", "first=1", "-p", 'rest=["a"]'],
+         "value 0 of *rest of flow 'many' must be int, got str 'a'"),
+    ]:
+        done = daskflow("run", *args, "-c", "sync", cwd=tmp_path)
+        assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
+
+
 def test_a_module_of_the_current_folder_is_a_target(tmp_path):
     """As `python -m` does, the current folder's modules can be named."""
     write_flows(tmp_path)

@@ -205,6 +205,24 @@ def test_bad_options_are_clear_errors(state_dir):
     assert not os.path.exists(state_dir)  # nothing was started
 
 
+def test_parameters_by_name_reach_args_and_kwargs(state_dir):
+    """serve(parameters=) takes a flow's parameters as a run records them:
+    the *args name a list, other names the **kwargs."""
+    pack = df.task(lambda *values, **named: (values, named), name="pack")
+
+    @df.flow
+    def variadic(*xs: int, **named):
+        return pack(*xs, **named)
+
+    runs = variadic.serve(interval=1, limit=1, parameters={"xs": [1, 2], "k": 3},
+                          cluster="sync", state_dir=state_dir,
+                          clock=FakeClock(at(2026, 11, 23, 12)))
+    assert runs[0].result() == ((1, 2), {"k": 3})
+    assert runs[0].parameters == {"xs": (1, 2), "named": {"k": 3}}
+    with pytest.raises(df.ParameterError, match=r"value 0 of \*xs of flow 'variadic' must be int"):
+        variadic.serve(interval=1, parameters={"xs": ["a"]}, state_dir=state_dir + "-2")
+
+
 # -- on the wall clock, on a real cluster ------------------------------------------------------
 
 

@@ -41,6 +41,7 @@ from dask.task_spec import Task as DaskTask
 from daskflow.compile.fusion import Fusion
 from daskflow.compile.tasks import as_keys, data_slot, make_task, template
 from daskflow.core.states import State, StateType
+from daskflow.core.walk import inside, is_container, transform
 from daskflow.define.build import Node, Ref, different_lengths, mapped_values, refs_in
 from daskflow.exceptions import FlowDefinitionError
 from daskflow.wire import Call, RunInfo, Slot, SlotItem, SlotList, TaskSpec
@@ -51,6 +52,7 @@ from daskflow.worker.run import done, length_of, run_cached, run_task, run_unmap
 _EMPTY: frozenset[int] = frozenset()
 _SLOT0 = Slot(0)
 _ALLOWED0 = frozenset({0})
+_SCALARS = frozenset((int, float, str, bytes, bool, type(None)))
 
 
 def _check_picklable(spec: TaskSpec, node: Node) -> None:
@@ -388,26 +390,22 @@ class Compiler:
         if not cached and self._regular(mapped):
             self._emit_children(node, spec, base, keys, args, kwargs, s1 or s2, allowed,
                                 mapped, slots, common_refs, tuple(map(TaskRef, data)), dsk)
-        else:  # one Call per child: cached children, or refs or scattered data per element
+        else:  # one Call per child: cached children, or refs or scattered data in elements
             for i, key in enumerate(keys):
-                extra: list[Any] = []
-                child_data = list(data)
+                inputs = _ChildInputs(self, node, len(deps), slots, data)
                 a, k = list(args), dict(kwargs)
                 sub = s1 or s2
-                child_allowed = frozen
                 for pos, value in mapped.items():
-                    first = len(deps) + len(extra)
-                    item, is_slot = self._child_arg(value, i, len(deps), extra, slots, child_data)
-                    sub = sub or is_slot
-                    if node.allowed and _allowed_item(value, i, node.allowed):
-                        child_allowed = child_allowed | set(range(first, len(deps) + len(extra)))
+                    item, placed = inputs.arg(value, i)
+                    sub = sub or placed
                     if isinstance(pos, int):
                         a[pos] = item
                     else:
                         k[pos] = item
-                call = Call(spec, node.name, key, i, tuple(a), k, sub, child_allowed,
-                            len(child_data), self.plan.key(node, i) if cached else None)
-                refs = (*common_refs, *map(TaskRef, extra), *map(TaskRef, child_data))
+                call = Call(spec, node.name, key, i, tuple(a), k, sub,
+                            frozen | inputs.allowed if inputs.allowed else frozen,
+                            len(inputs.data), self.plan.key(node, i) if cached else None)
+                refs = (*common_refs, *map(TaskRef, inputs.extra), *map(TaskRef, inputs.data))
                 if chained:  # its task is made when the chain is fused
                     fusion.calls[key] = (call, refs)
                 else:
@@ -418,15 +416,18 @@ class Compiler:
 
     def _regular(self, mapped: dict) -> bool:
         """Whether every child of a map has the same argument layout: no mapped
-        element is a ref, scattered data or a Dask graph node (so the
-        children can share one :class:`~daskflow.worker.calls.MapCall`)."""
+        element holds a ref, scattered data or a Dask graph node, anywhere
+        inside it (so the children can share one
+        :class:`~daskflow.worker.calls.MapCall`)."""
         scattered = self.scattered
         for value in mapped.values():
             if isinstance(value, Ref):
                 continue
             for x in value:
-                t = type(x)
-                if t is Ref or isinstance(x, GraphNode) or (scattered and id(x) in scattered):
+                if type(x) in _SCALARS:  # the common case: no walk
+                    if scattered and id(x) in scattered:
+                        return False
+                elif _per_child(x, scattered):
                     return False
         return True
 
@@ -481,29 +482,6 @@ class Compiler:
             else:
                 dsk[key] = make_task(key, template, i, *row, *child_refs)
 
-    def _child_arg(self, value: Any, i: int, offset: int, extra: list, slots: dict,
-                   data: list) -> tuple[Any, bool]:
-        """Argument ``i`` of a mapped value, adding per-child dependencies to ``extra``
-        and scattered inputs to ``data``."""
-        if isinstance(value, Ref):
-            src = value.node
-            if src.mapped is not None:  # map over a map: child i depends on child i
-                extra.append(self.keys[src.index][i])
-                return Slot(offset + len(extra) - 1), True
-            return SlotItem(slots[src.index].i, i), True  # element i of a task's result
-        item = value[i]
-        if isinstance(item, Ref):
-            keys = self.keys[item.node.index]
-            start = offset + len(extra)
-            if isinstance(keys, list):
-                extra.extend(keys)
-                return SlotList(start, start + len(keys)), True
-            extra.append(keys)
-            return Slot(start), True
-        if self.scattered and id(item) in self.scattered:
-            return data_slot(self.scattered[id(item)], data), True
-        return item, False
-
     def _emit_placeholder(self, node: Node, why: str, dsk: dict[Any, DaskTask]) -> None:
         """A map that cannot expand becomes one task whose state says why."""
         deps, _, allowed = self._common(node, dsk)
@@ -515,9 +493,66 @@ class Compiler:
         self.state_keys.append(key)
 
 
-def _allowed_item(value: Any, i: int, allowed: frozenset[int]) -> bool:
-    """Whether the per-child dependency of mapped ``value`` at ``i`` may fail."""
-    if isinstance(value, Ref):
-        return value.node.index in allowed and value.node.mapped is not None
-    item = value[i]
-    return isinstance(item, Ref) and item.node.index in allowed
+def _per_child(x: Any, scattered: dict[int, Any]) -> bool:
+    """Whether element ``x`` of a mapped list needs inputs of its own: a ref,
+    scattered data or a Dask graph node, itself or anywhere inside it."""
+    for v in inside(x) if is_container(x) else (x,):
+        if type(v) is Ref or isinstance(v, GraphNode) or (scattered and id(v) in scattered):
+            return True
+    return False
+
+
+class _ChildInputs:
+    """The inputs of one child of a map beyond those all its siblings share.
+
+    ``extra`` are the keys of its own upstream tasks (the shared ``offset``
+    ones come first): child ``i`` of a map it maps over, and every task
+    result found anywhere inside its elements (``[[a, b], [a, b]]``), each
+    placed once.  ``data`` are its scattered inputs; ``allowed`` the input
+    slots that may have failed (``df.allow_failure``).
+    """
+
+    __slots__ = ("keys", "scattered", "may_fail", "offset", "extra", "data", "slots", "allowed")
+
+    def __init__(self, compiler: Compiler, node: Node, offset: int, slots: dict[int, Any],
+                 data: list[Any]) -> None:
+        self.keys = compiler.keys
+        self.scattered = compiler.scattered
+        self.may_fail = node.allowed
+        self.offset = offset
+        self.extra: list[Any] = []
+        self.data = list(data)
+        self.slots = dict(slots)  # a shared upstream inside an element: its shared slot
+        self.allowed: set[int] = set()
+
+    def arg(self, value: Any, i: int) -> tuple[Any, bool]:
+        """Argument ``i`` of mapped ``value``, and whether it holds placeholders."""
+        if isinstance(value, Ref):
+            src = value.node
+            if src.mapped is not None:  # map over a map: child i depends on child i
+                return Slot(self._add([self.keys[src.index][i]], src.index)), True
+            return SlotItem(self.slots[src.index].i, i), True  # element i of a task's result
+        item = value[i]
+        out = transform(item, self._place)
+        return out, out is not item
+
+    def _place(self, v: Any) -> Any:
+        if type(v) is Ref:
+            slot = self.slots.get(v.node.index)
+            if slot is None:
+                keys = self.keys[v.node.index]
+                start = self._add(as_keys(keys), v.node.index)
+                slot = SlotList(start, start + len(keys)) if isinstance(keys, list) else Slot(start)
+                self.slots[v.node.index] = slot
+            return slot
+        if self.scattered and id(v) in self.scattered:
+            return data_slot(self.scattered[id(v)], self.data)
+        return v
+
+    def _add(self, keys: list[Any], index: int) -> int:
+        """Add ``keys`` (of node ``index``) to the inputs; their first slot."""
+        start = self.offset + len(self.extra)
+        self.extra.extend(keys)
+        if index in self.may_fail:
+            self.allowed.update(range(start, start + len(keys)))
+        return start

@@ -7,17 +7,44 @@ sets, frozensets and dict values, subclasses included (a namedtuple, an
 functions, so that what the build finds is what the compiler, the cache
 keys, the scatter plan and the worker see.  A rebuilt container keeps its
 type: a namedtuple stays one, a ``defaultdict`` keeps its default factory.
+
+:func:`is_mappable` is the one rule for what ``task.map`` maps over.
 """
 
 from __future__ import annotations
 
 import copy
+import io
 from collections.abc import Callable, Iterator
 from typing import Any
 
 SEQUENCES = (tuple, list, set, frozenset)
 CONTAINERS = (*SEQUENCES, dict)
 _EXACT = frozenset(CONTAINERS)
+# Iterable, but one value to a user: ``.map`` gives them whole to every call.
+WHOLE = (str, bytes, io.IOBase)
+
+
+def is_mappable(value: Any) -> bool:
+    """Whether ``task.map`` maps over ``value``: Prefect 3's rule.
+
+    Anything ``iter()`` accepts is mapped over, in iteration order (a dict:
+    its keys; a set: its order), except str, bytes and file objects; those,
+    and everything not iterable (numbers, None, objects), are *static*:
+    given whole to every call, as ``df.unmapped(value)`` is.
+
+    >>> [is_mappable(v) for v in ([1], (1,), {"a": 1}, range(2), iter([1]))]
+    [True, True, True, True, True]
+    >>> [is_mappable(v) for v in ("ab", b"ab", 0.5, None, object())]
+    [False, False, False, False, False]
+    """
+    if isinstance(value, WHOLE):
+        return False
+    try:
+        iter(value)
+    except TypeError:
+        return False
+    return True
 
 
 def is_container(value: Any) -> bool:

@@ -12,11 +12,12 @@ Nothing here imports distributed: this is what users write.
 from __future__ import annotations
 
 import contextvars
+import inspect
 import weakref
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
-from daskflow.core.walk import inside, transform
+from daskflow.core.walk import inside, is_mappable, transform
 from daskflow.exceptions import FlowDefinitionError, MappingError
 
 if TYPE_CHECKING:
@@ -428,31 +429,51 @@ def _split_mapped(
     task: Task, args: tuple, kwargs: dict[str, Any],
     found: dict[int, Node], allowed: set[int],
 ) -> tuple[tuple, dict[str, Any], tuple[int | str, ...]]:
-    """Separate mapped arguments (materialised as lists or refs) from whole ones."""
+    """Separate mapped arguments (materialised as lists, or refs) from whole ones.
+
+    Prefect 3's rule (:func:`~daskflow.core.walk.is_mappable`): a task result
+    and any iterable but str, bytes and file objects is mapped over; the rest
+    (and ``df.unmapped(x)``, and a resource's value) is static, given whole
+    to every call.  Refs
+    anywhere inside an element become dependencies of that element's call.
+    """
     positions: list[int | str] = []
 
     def one(pos: int | str, value: Any) -> Any:
-        if isinstance(value, unmapped):
+        if type(value) is unmapped:
             return _scan(value.value, found, allowed)
-        positions.append(pos)
         if isinstance(value, (Ref, allow_failure)):
+            if (value if type(value) is Ref else value.ref).node.kind == "setup":
+                return _scan(value, found, allowed)  # a resource's value: whole
+            positions.append(pos)
             return _scan(value, found, allowed)
-        if isinstance(value, (str, bytes, dict)) or not isinstance(value, Iterable):
-            raise MappingError(
-                f"{task.name}.map() got {type(value).__name__} {_short(value)} for "
-                f"argument {pos!r}: pass a list (or another iterable), the result of "
-                "a task, or wrap it in df.unmapped() to give it whole to every call"
-            )
+        if not is_mappable(value):
+            return _scan(value, found, allowed)
+        positions.append(pos)
         return [_scan(v, found, allowed) for v in value]
 
     new_args = tuple(one(i, a) for i, a in enumerate(args))
     new_kwargs = {k: one(k, v) for k, v in kwargs.items()}
     if not positions:
-        raise MappingError(
-            f"{task.name}.map() needs at least one argument to map over; every "
-            "argument was wrapped in df.unmapped()"
-        )
+        raise MappingError(_nothing_to_map(task, args, kwargs))
     return new_args, new_kwargs, tuple(positions)
+
+
+def _nothing_to_map(task: Task, args: tuple, kwargs: dict[str, Any]) -> str:
+    """What is wrong with a ``.map`` none of whose arguments is mapped over."""
+    try:
+        params = list(inspect.signature(task.fn).parameters.values())
+    except (TypeError, ValueError):  # some builtins have none
+        params = []
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    given = [(names[i] if i < len(names) else f"argument {i}", v) for i, v in enumerate(args)]
+    given += list(kwargs.items())
+    shown = ", ".join(
+        f"{name}={'df.unmapped(...)' if type(v) is unmapped else _short(v)}" for name, v in given)
+    return (f"{task.name}.map() has nothing to map over: every argument is given whole to "
+            f"each call ({shown or 'no arguments'}). Pass a list (or another iterable) or "
+            "a task result to map over; numbers, None, str, bytes, file objects and "
+            f"df.unmapped(...) are static. To call it once, call {task.name}(...) instead")
 
 
 def mapped_values(node: Node) -> list[Any]:

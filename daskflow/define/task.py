@@ -179,9 +179,12 @@ class Task(Generic[R]):
     def map(self, *args: Any, wait_for: Iterable[Any] | None = None, **kwargs: Any) -> Ref:
         """Call the task once per element of the mapped arguments (inside a flow).
 
-        Lists, other iterables and task results (whose length is known only at
-        run time) are mapped over element-wise; wrap an argument in
-        ``df.unmapped`` to give it whole to every call.
+        Lists, other iterables (a dict: its keys) and task results (whose
+        length may be known only at run time) are mapped over element-wise,
+        and task results inside their elements are resolved.  As in Prefect 3,
+        everything else is static, given whole to every call: numbers, None,
+        str, bytes, file objects, other non-iterables, and any argument
+        wrapped in ``df.unmapped``.  At least one argument must be mapped over.
         """
         builder = current_builder()
         if builder is None:

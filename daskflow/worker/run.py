@@ -36,7 +36,7 @@ from daskflow.core import signals
 from daskflow.core.fingerprint import code_version, custom_key
 from daskflow.core.hooks import call_hooks, task_hooks_for
 from daskflow.core.states import NO_RESULT, State, StateType
-from daskflow.core.walk import transform
+from daskflow.core.walk import WHOLE, transform
 from daskflow.define.resources import PerWorker
 from daskflow.events import monitor, queue, serialize
 from daskflow.events.codec import dump_exception, encode_state
@@ -464,12 +464,18 @@ def length_of(state: State) -> tuple[int, str]:
     if state.type is not StateType.COMPLETED:
         return -1, f"upstream task {state.task_name!r} is {state.name}"
     value = state._result
+    if isinstance(value, WHOLE):  # static in .map at build time: never split at run time
+        return -2, (f"cannot map over the result of {state.task_name!r}: it is a "
+                    f"{type(value).__name__}, which .map gives whole to every call instead of "
+                    "mapping over (as Prefect 3 does); return a list from that task, or pass "
+                    "its result in df.unmapped() to give it whole")
     try:
         return len(value), ""
     except TypeError:
         return -2, (f"cannot map over the result of {state.task_name!r}: an object of type "
                     f"{type(value).__name__} is not a collection (it has no len()); return a "
-                    "list, tuple, set or dict from that task")
+                    "list, tuple, set or dict from that task, or pass its result in "
+                    "df.unmapped() to give it whole")
 
 
 def done(state: State) -> State:

@@ -54,3 +54,21 @@ def test_a_replaced_container_is_not_walked_into():
 
 def test_inside_yields_dict_values_not_keys():
     assert list(inside({"key": "value"})) == [{"key": "value"}, "value"]
+
+
+def test_is_mappable_is_prefect_3s_rule(tmp_path):
+    """Mapped over: what iter() takes, but str, bytes and file objects."""
+    import enum
+    import io
+
+    from daskflow.core.walk import is_mappable
+
+    Color = enum.Enum("Color", "RED BLUE")
+    with open(tmp_path / "f.txt", "w") as fh:
+        assert not is_mappable(fh)
+    for whole in ("abc", b"abc", io.BytesIO(b"x"), io.StringIO("x"), 0.5, 3, None, True,
+                  object(), len, list):
+        assert not is_mappable(whole), whole
+    for mapped in ([], (1,), {1}, frozenset(), {"a": 1}, range(3), iter([1]),
+                   (i for i in range(2)), bytearray(b"ab"), Color):
+        assert is_mappable(mapped), mapped

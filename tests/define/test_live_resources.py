@@ -73,7 +73,7 @@ def insert(i, conn, pause=0.0):
 def load(db: str, journal: str, per_worker: bool = False, pause: float = 0.0):
     opener = database_per_worker if per_worker else database
     with opener(db, journal) as conn:
-        pids = insert.map(range(ROWS), conn=df.unmapped(conn), pause=df.unmapped(pause))
+        pids = insert.map(range(ROWS), conn=conn, pause=pause)  # both whole
     return pids
 
 
