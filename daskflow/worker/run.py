@@ -132,9 +132,28 @@ def finish(call: Call, state: State, inner: bool = False) -> State:
     live = call.spec.kind == "setup" and state.is_completed() and not _travels(state._result)
     queue.emit(worker, run, state_msg=encode_state(call.key, state, live=live),
                at_transition=not inner)
-    if call.spec.task.has_hooks:
+    if call.spec.task.has_hooks and _first_end(call):
         _state_hooks(call, state, task_hooks_for(call.spec.task, state), secede=True)
     return state
+
+
+HOOKED = "daskflow-hooks-ran"  # scheduler task metadata: the task's end hooks ran
+
+
+def _first_end(call: Call) -> bool:
+    """Whether this is the task's first end in its run, so its state hooks
+    run: a task Dask runs again after its result was lost with its worker
+    ends again, and its hooks must not fire twice.  The record is the
+    task's metadata on the scheduler, which forgets it with the task."""
+    from distributed import get_client
+
+    client = get_client()
+    if client.get_metadata([call.key, HOOKED], default=False):
+        call_logger(call).info("ran again after its result was lost; its hooks ran for its "
+                               "first run and do not run again")
+        return False
+    client.set_metadata([call.key, HOOKED], True)
+    return True
 
 
 def _state_hooks(call: Call, state: State, chosen: tuple, secede: bool) -> None:

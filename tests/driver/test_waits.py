@@ -309,3 +309,52 @@ def test_visualize_draws_up_to_the_first_wait():
     source = graph.source
     assert "check" in source and "waits for check" in source
     assert "inc-2" not in source  # built only once the value is known
+
+
+@df.task(retries=1, retry_delay=0)
+def flaky_once(marker):
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise ConnectionError("first attempt fails")
+    return 1
+
+
+@df.task(tags=["db"])
+def tagged(x):
+    return x + 1
+
+
+@df.task(trigger=df.always_run)
+def after_all(*upstream):
+    return "ran"
+
+
+@df.task
+def size_of(blob):
+    return len(blob)
+
+
+@df.flow(concurrency={"db": 1})
+def features_across(marker: str, blob: bytes):
+    first = flaky_once(marker)
+    bad = explode(first)
+    if first.result() == 1:  # the retried task's value, after its retry
+        n = size_of(blob)  # a large constant built after the wait: scattered
+        ups = tagged.map(range(4))  # tag-limited, submitted after the wait
+        cleanup = after_all(bad, ups)
+        also = inc(first, wait_for=[df.allow_failure(bad)])
+        return n, ups, cleanup, also
+    return None
+
+
+def test_retries_triggers_limits_scatter_and_the_report_across_a_wait(on, tmp_path):
+    blob = b"x" * 2_000_000
+    run = features_across.run(str(tmp_path / "marker"), blob, cluster=on)
+    n, ups, cleanup, also = run.result()
+    assert (n, ups, cleanup, also) == (2_000_000, [1, 2, 3, 4], "ran", 2)
+    assert run.states["flaky_once"].attempts == 2
+    assert run.states["explode"].is_failed()
+    with open(run.report(str(tmp_path / "report.html"))) as f:
+        report = f.read()
+    for name in ("flaky_once", "explode", "size_of", "tagged", "after_all", "inc"):
+        assert name in report  # one report: the tasks of both stages
