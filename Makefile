@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a machine with only python3:
 #   make demo   runs the example flow on a temporary local Dask cluster
-#   make test   runs the test suite
+#   make test   runs the test suite (and builds the docs site, so a broken link fails)
+#   make docs   builds the docs site (docs/, mkdocs.yml) into site/
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -8,8 +9,14 @@ CKSUM  := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # daskflow alone (what the demo needs), then the test and benchmark extras
 BASE_STAMP := $(VENV)/.installed-base-$(CKSUM)
 TEST_STAMP := $(VENV)/.installed-test-$(CKSUM)
+DOCS_STAMP := $(VENV)/.installed-docs-$(CKSUM)
+# the docs site, built from docs/ by mkdocs.yml; --strict makes every warning
+# (a link to a page, an anchor or a repository file that does not exist) an
+# error; not --quiet, which hides the warnings from --strict too
+SITE       := site
+MKDOCS_BUILD := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir $(SITE)
 
-.PHONY: demo test bench lint clean system-deps
+.PHONY: demo test docs bench lint clean system-deps
 
 $(BASE_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,11 +25,19 @@ $(BASE_STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-base-* && touch $(BASE_STAMP)
 
 $(TEST_STAMP): $(BASE_STAMP)
-	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	$(BIN)/python -m pip install -q -e '.[test,bench,docs]'
 	rm -f $(VENV)/.installed-test-* && touch $(TEST_STAMP)
+
+$(DOCS_STAMP): $(BASE_STAMP)
+	$(BIN)/python -m pip install -q -e '.[docs]'
+	rm -f $(VENV)/.installed-docs-* && touch $(DOCS_STAMP)
 
 demo: $(BASE_STAMP)
 	$(BIN)/python examples/images.py
+
+# `.venv/bin/mkdocs serve` serves the same site live while you edit docs/.
+docs: $(DOCS_STAMP)
+	$(MKDOCS_BUILD)
 
 # The real services the provider tests run (Slurm with munge, an SSH server,
 # Graphviz for flow.visualize, Chromium to render a run report,
@@ -41,6 +56,7 @@ system-deps:
 	fi
 
 test: $(TEST_STAMP) system-deps
+	$(MKDOCS_BUILD)
 	$(BIN)/python -m pytest
 
 PREFECT_VENV := benchmarks/.prefect-venv
@@ -62,4 +78,4 @@ lint: $(TEST_STAMP)
 	$(BIN)/mypy daskflow
 
 clean:
-	rm -rf $(VENV) $(PREFECT_VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(PREFECT_VENV) build $(SITE) *.egg-info .pytest_cache

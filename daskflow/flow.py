@@ -341,7 +341,7 @@ class Flow(Generic[R]):
         with ``now()`` returning an aware datetime, and ``sleep(seconds)``)
         stands in for the wall clock in tests.
 
-        Runs happen only while this process lives: see the README for a
+        Runs happen only while this process lives: see docs/automation.md for a
         systemd timer or crontab line running ``daskflow run`` instead.
         """
         if current_builder() is not None:

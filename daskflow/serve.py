@@ -2,7 +2,7 @@
 
 Runs happen only while the serving process lives; for a schedule that must
 survive reboots, put ``daskflow run`` in a systemd timer or a crontab (see
-the README).
+docs/automation.md).
 
 The serving loop wakes on the wall clock in short slices (one second at
 most), so after a laptop slept it sees at once which fires were missed and

@@ -56,10 +56,7 @@ def test_importing_daskflow_imports_no_distributed():
     assert out.stdout.strip() == "False"
 
 
-def test_the_readme_shows_the_figures_of_this_code():
+def test_the_docs_show_the_figures_of_this_code():
     """The architecture page's table is the script's output for this code
-    (`python tools/structure.py --readme` writes it)."""
-    text = (ROOT / "README.md").read_text()
-    start = text.index(structure.BEGIN) + len(structure.BEGIN)
-    shown = text[start:text.index(structure.END)].strip()
-    assert shown == structure.table(structure.figures(ROOT))
+    (`python tools/structure.py --write` writes it)."""
+    assert structure.shown(ROOT) == structure.table(structure.figures(ROOT))

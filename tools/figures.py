@@ -1,4 +1,4 @@
-"""Write figures that runs produced into the README, between their markers.
+"""Write figures that runs produced into the README and the docs, between their markers.
 
     python tools/figures.py                       # every block whose results file exists
     python tools/figures.py --tests make-test.log  # and the test run's figures
@@ -8,7 +8,11 @@
 - ``<!-- tests -->`` and ``<!-- shutdown -->``: from the output of ``make test``
   (its last line and its "measured shutdown times" section).
 
-The structure figures are written by ``tools/structure.py --readme``.
+Each block is written in the one page that holds its markers (README.md or a
+page of docs/, see ``tools/blocks.py``): today waits in docs/tour/waits.md,
+soak in docs/run-state.md, shutdown in docs/shutdown.md, tests in README.md.
+
+The structure figures are written by ``tools/structure.py --write``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import json
 import re
 import sys
 from pathlib import Path
+
+import blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,12 +50,6 @@ def waits_table(figures: dict) -> str:
         lines.append(f"| {r['workload']} | {r['system']} | {r['median_ms']:.1f} ms | "
                      f"{r['min_ms']:.1f}-{r['max_ms']:.1f} ms | {r['vs_base']:.2f}x |")
     return "\n".join(lines) + f"\n\n({figures['cluster']}, {figures['when']}.)"
-
-
-def write_block(text: str, name: str, body: str) -> str:
-    begin, end = f"<!-- {name} -->", f"<!-- /{name} -->"
-    start, stop = text.index(begin) + len(begin), text.index(end)
-    return text[:start] + "\n" + body + "\n" + text[stop:]
 
 
 def test_figures(log: str) -> tuple[str, str]:
@@ -86,19 +86,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tests", help="the saved output of `make test`")
     args = parser.parse_args(argv)
-    readme = ROOT / "README.md"
-    text = readme.read_text()
+    written = {}
     waits = ROOT / "benchmarks" / "results" / "waits.json"
     if waits.exists():
-        text = write_block(text, "waits", waits_table(json.loads(waits.read_text())))
+        written["waits"] = waits_table(json.loads(waits.read_text()))
     soak = ROOT / "benchmarks" / "results" / "soak.json"
     if soak.exists():
-        text = write_block(text, "soak", soak_table(json.loads(soak.read_text())))
+        written["soak"] = soak_table(json.loads(soak.read_text()))
     if args.tests:
         summary, shutdown = test_figures(Path(args.tests).read_text(errors="replace"))
-        text = write_block(text, "tests", summary)
-        text = write_block(text, "shutdown", shutdown)
-    readme.write_text(text)
+        written["tests"] = summary
+        written["shutdown"] = shutdown
+    for name, body in written.items():
+        path = blocks.write(ROOT, name, body)
+        print(f"<!-- {name} --> in {path.relative_to(ROOT)}")
     return 0
 
 

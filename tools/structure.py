@@ -12,7 +12,9 @@ Run it from the repository root::
 
     python tools/structure.py            # the figures
     python tools/structure.py --details  # and what each figure counts
-    python tools/structure.py --readme   # and write them into README.md
+    python tools/structure.py --write    # and write them into the page that holds
+                                         # the <!-- structure --> block (docs/architecture.md);
+                                         # --readme, its old name, does the same
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ import argparse
 import ast
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import blocks  # noqa: E402
 
 PACKAGE = "daskflow"
 MAX_MODULE_LINES = 700
@@ -211,7 +216,7 @@ def figures(root: Path) -> dict:
 
 
 def table(f: dict) -> str:
-    """The figures as the README's markdown table."""
+    """The figures as the architecture page's markdown table."""
     lines, name = f["largest_module"]
     rows = [("modules", f["modules"]),
             ("import cycles", len(f["cycles"])),
@@ -223,26 +228,32 @@ def table(f: dict) -> str:
     return "\n".join(["| figure | now |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
 
 
-BEGIN, END = "<!-- structure -->", "<!-- /structure -->"
+BLOCK = "structure"
+BEGIN, END = blocks.markers(BLOCK)
 
 
-def write_readme(path: Path, f: dict) -> None:
-    """Put the table between the README's structure markers."""
-    text = path.read_text()
-    start, stop = text.index(BEGIN) + len(BEGIN), text.index(END)
-    path.write_text(text[:start] + "\n" + table(f) + "\n" + text[stop:])
+def shown(root: Path) -> str:
+    """The table the docs show now (in the page that holds the structure block)."""
+    return blocks.read(root, BLOCK)
+
+
+def write_page(root: Path, f: dict) -> Path:
+    """Put the table between the structure markers, in the page that holds them."""
+    return blocks.write(root, BLOCK, table(f))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--details", action="store_true", help="list what each figure counts")
-    parser.add_argument("--readme", action="store_true", help="write the figures into README.md")
+    parser.add_argument("--write", "--readme", dest="write", action="store_true",
+                        help="write the figures into the page that holds the structure block "
+                             "(docs/architecture.md); --readme is its old name")
     parser.add_argument("--root", default=".", help="the repository root")
     args = parser.parse_args(argv)
     f = figures(Path(args.root))
     print(table(f))
-    if args.readme:
-        write_readme(Path(args.root) / "README.md", f)
+    if args.write:
+        write_page(Path(args.root), f)
     if args.details:
         for c in f["cycles"]:
             print("cycle:", " <-> ".join(c))

@@ -1,0 +1,47 @@
+"""MkDocs hook (mkdocs.yml ``hooks:``): the docs pages link to files of the
+repository outside ``docs/`` (the notebooks, ``clusters/README.md``, the
+benchmark plots) with relative links such as ``../notebooks/quickstart.ipynb``,
+which GitHub renders. MkDocs knows only the files under ``docs/``, so each
+such target that exists is copied into the site under ``repo/`` and the link
+points there; a target that does not exist stays unknown to MkDocs, whose
+``--strict`` build then fails on the broken link.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from pathlib import Path
+
+from mkdocs.structure.files import File, InclusionLevel
+
+# a markdown link or image whose target leaves docs/: ](../path) or ](../path#anchor)
+OUTSIDE = re.compile(r"\]\((\.\./[^)#\s]+)(?:#[^)\s]*)?\)")
+
+
+class RepoFile(File):
+    """A repository file copied as is, whatever its extension (a .md too)."""
+
+    def is_documentation_page(self) -> bool:
+        return False
+
+    def is_static_page(self) -> bool:
+        return False
+
+
+def on_files(files, config):
+    docs = Path(config.docs_dir)
+    root = docs.parent
+    wanted: set[str] = set()
+    for page in list(files.documentation_pages()):
+        text = Path(page.abs_src_path).read_text(encoding="utf-8")
+        folder = posixpath.dirname(page.src_uri)
+        for link in OUTSIDE.findall(text):
+            uri = posixpath.normpath(posixpath.join(folder, link))
+            if uri.startswith("../") and (docs / uri).resolve().is_file():
+                wanted.add(uri)
+    for uri in sorted(wanted):
+        inside = Path(docs / uri).resolve().relative_to(root.resolve()).as_posix()
+        files.append(RepoFile(uri, str(docs), config.site_dir, config.use_directory_urls,
+                              dest_uri=f"repo/{inside}", inclusion=InclusionLevel.INCLUDED))
+    return files
