@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import pickle
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 from dask.sizeof import sizeof
@@ -55,7 +55,8 @@ def measure(obj: Any) -> int:
 class ScatterPlan:
     """The objects to scatter, deduplicated, with what they were found as."""
 
-    def __init__(self) -> None:
+    def __init__(self, known: Collection[int] = ()) -> None:
+        self.known = known  # ids of objects scattered already (an earlier stage)
         self.objects: list[Any] = []
         self.sizes: list[int] = []
         self.labels: list[str] = []
@@ -63,7 +64,7 @@ class ScatterPlan:
         self._by_content: dict[Any, int] = {}
 
     def add(self, obj: Any, size: int, label: str) -> None:
-        if id(obj) in self._by_id:
+        if id(obj) in self._by_id or id(obj) in self.known:
             return
         content = (type(obj), obj) if isinstance(obj, (bytes, str)) else None
         if content is not None and content in self._by_content:
@@ -89,9 +90,10 @@ class ScatterPlan:
         return bool(self.objects)
 
 
-def plan(nodes: list[Node], threshold: int) -> ScatterPlan:
-    """Find the constants larger than ``threshold`` bytes in the nodes' arguments."""
-    found = ScatterPlan()
+def plan(nodes: list[Node], threshold: int, known: Collection[int] = ()) -> ScatterPlan:
+    """Find the constants larger than ``threshold`` bytes in the nodes'
+    arguments (but those whose id is in ``known``, scattered already)."""
+    found = ScatterPlan(known)
     for node in nodes:
         mapped = set(node.mapped or ())
         for pos, value in _arguments(node):

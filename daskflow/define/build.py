@@ -11,6 +11,7 @@ Nothing here imports distributed: this is what users write.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import inspect
 import weakref
@@ -31,6 +32,17 @@ _builder: contextvars.ContextVar[Builder | None] = contextvars.ContextVar(
 def current_builder() -> Builder | None:
     """The builder of the flow body being built, or None outside one."""
     return _builder.get()
+
+
+@contextlib.contextmanager
+def no_builder() -> Iterator[None]:
+    """No flow body is being built in here: tasks that run in the body's own
+    thread (``cluster="sync"``, at a wait) call tasks as plain functions."""
+    token = _builder.set(None)
+    try:
+        yield
+    finally:
+        _builder.reset(token)
 
 
 class Ref:
@@ -126,6 +138,57 @@ class Ref:
         return f"<Ref {self.node.name}{kind}>"
 
 
+class Element:
+    """Element ``index`` of a map in a flow body (what ``df.as_completed`` and
+    ``df.wait`` give for a map): wait for it, read its state.  It keeps the
+    map's reference alive, so the map's results stay on the cluster while it
+    lives.  It cannot be passed to another task: pass the map's reference (or
+    map over it) instead.
+    """
+
+    __slots__ = ("ref", "index")
+
+    def __init__(self, ref: Ref, index: int) -> None:
+        self.ref, self.index = ref, index
+
+    @property
+    def node(self) -> Node:
+        return self.ref.node
+
+    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> Any:
+        """Wait for this element and return its value (see ``Ref.result``)."""
+        return waiter_of(self, "result").result((self.node, self.index), timeout,
+                                                raise_on_failure)
+
+    def wait(self, timeout: float | None = None) -> Any:
+        """Wait for this element and return its final state (None after ``timeout``)."""
+        return waiter_of(self, "wait").final_state((self.node, self.index), timeout)
+
+    @property
+    def state(self) -> Any:
+        """This element's state now."""
+        return waiter_of(self, "state").current_state((self.node, self.index))
+
+    def __eq__(self, other: Any) -> bool:
+        return (type(other) is Element and other.node is self.node
+                and other.index == self.index)
+
+    def __hash__(self) -> int:
+        return hash((id(self.node), self.index))
+
+    def not_an_argument(self) -> FlowDefinitionError:
+        return FlowDefinitionError(
+            f"element {self.index} of map {self.node.name!r} cannot be passed to a task or "
+            "pickled: pass the map's reference (or map over it), or its value "
+            "(element.result())")
+
+    def __reduce__(self):
+        raise self.not_an_argument()
+
+    def __repr__(self) -> str:
+        return f"<Element {self.node.name}[{self.index}]>"
+
+
 class Waiter(Protocol):
     """What a flow body's waits ask of the run (the engine implements it).
 
@@ -141,6 +204,7 @@ class Waiter(Protocol):
              first: bool) -> set[tuple[int, int | None]]: ...
     def as_completed(self, targets: list[tuple[Node, int | None]], timeout: float | None,
                      ) -> Iterator[tuple[int, int | None]]: ...
+    def length(self, node: Node, timeout: float | None) -> int: ...
 
 
 class WaitOutsideRun(FlowDefinitionError):
@@ -241,6 +305,8 @@ def _scan(value: Any, found: dict[int, Node], allowed: set[int]) -> Any:
             found.setdefault(node.index, node)
             allowed.add(node.index)
             return Ref(node)
+        if t is Element:
+            raise v.not_an_argument()
         return v
 
     return transform(value, visit)

@@ -23,46 +23,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
-from daskflow.define.build import Node, Ref, Waiter, waiter_of
+from daskflow.define.build import Element, Node, Ref, Waiter, waiter_of
 from daskflow.exceptions import FlowDefinitionError
-
-
-class Element:
-    """Element ``index`` of a map in a flow body: wait for it, read its state.
-
-    It cannot be passed to another task: pass the map's reference (or map
-    over it) instead.
-    """
-
-    __slots__ = ("node", "index")
-
-    def __init__(self, node: Node, index: int) -> None:
-        self.node, self.index = node, index
-
-    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> Any:
-        """Wait for this element and return its value (see ``Ref.result``)."""
-        return waiter_of(self, "result").result((self.node, self.index), timeout,
-                                                raise_on_failure)
-
-    def wait(self, timeout: float | None = None) -> Any:
-        """Wait for this element and return its final state (None after ``timeout``)."""
-        return waiter_of(self, "wait").final_state((self.node, self.index), timeout)
-
-    @property
-    def state(self) -> Any:
-        """This element's state now."""
-        return waiter_of(self, "state").current_state((self.node, self.index))
-
-    def __eq__(self, other: Any) -> bool:
-        return (isinstance(other, Element) and other.node is self.node
-                and other.index == self.index)
-
-    def __hash__(self) -> int:
-        return hash((id(self.node), self.index))
-
-    def __repr__(self) -> str:
-        return f"<Element {self.node.name}[{self.index}]>"
-
 
 Waitable = Ref | Element
 
@@ -80,7 +42,7 @@ def wait(refs: Any, timeout: float | None = None) -> DoneAndNotDone:
     ``refs`` is a reference, an element or an iterable of them; a map's
     reference counts as its elements.  Returns ``(done, not_done)``.
     """
-    items = _items(refs, "wait")
+    items = _items(refs, "wait", timeout)
     if not items:
         return DoneAndNotDone(set(), set())
     ended = _waiter(items, "wait").wait([_target(i) for i in items], timeout, False)
@@ -92,7 +54,7 @@ def as_completed(refs: Any, timeout: float | None = None) -> Iterator[Any]:
     """Yield the references in ``refs`` as they end (a map's elements one by
     one); raise :class:`~daskflow.WaitTimeout` if ``timeout`` seconds pass
     before all have."""
-    items = _items(refs, "as_completed")
+    items = _items(refs, "as_completed", timeout)
     if not items:
         return
     by_id = {_id(i): i for i in items}
@@ -101,7 +63,7 @@ def as_completed(refs: Any, timeout: float | None = None) -> Iterator[Any]:
         yield by_id[ended]
 
 
-def _items(refs: Any, what: str) -> list[Waitable]:
+def _items(refs: Any, what: str, timeout: float | None = None) -> list[Waitable]:
     """The references to wait on, a map's reference as its elements."""
     if isinstance(refs, (Ref, Element)):
         refs = [refs]
@@ -113,7 +75,7 @@ def _items(refs: Any, what: str) -> list[Waitable]:
     for item in refs:
         if isinstance(item, Ref) and item.node.mapped is not None:
             waiter_of(item, what)  # a clear error outside a running body
-            out.extend(Element(item.node, i) for i in range(_length(item)))
+            out.extend(Element(item, i) for i in range(_length(item, timeout)))
         elif isinstance(item, (Ref, Element)):
             out.append(item)
         else:
@@ -123,11 +85,12 @@ def _items(refs: Any, what: str) -> list[Waitable]:
     return list(dict.fromkeys(out))
 
 
-def _length(ref: Ref) -> int:
-    """A map's length; one known only at run time is found by waiting for it."""
+def _length(ref: Ref, timeout: float | None) -> int:
+    """A map's length; one known only at run time is found by waiting for the
+    length only (not for the elements)."""
     if ref.node.length is not None:
         return ref.node.length
-    return len(waiter_of(ref, "as_completed").final_state((ref.node, None), None))
+    return waiter_of(ref, "as_completed").length(ref.node, timeout)
 
 
 def _waiter(items: list[Waitable], what: str) -> Waiter:

@@ -26,10 +26,11 @@ from dask.task_spec import DataNode, Task
 from daskflow import config
 from daskflow.compile.tasks import calls_in
 from daskflow.core.states import State
+from daskflow.define.build import no_builder
 from daskflow.driver.limits import register as register_limits
 from daskflow.events import monitor
 from daskflow.events.serialize import register_serialization
-from daskflow.exceptions import ClusterError, FlowDefinitionError, WaitTimeout
+from daskflow.exceptions import ClusterError, FlowDefinitionError, FlowRunError, WaitTimeout
 from daskflow.wire import ResourcesByKey
 from daskflow.worker.cleanup import finish_run, finish_run_now
 
@@ -49,7 +50,8 @@ class Backend(Protocol):
     def scatter_named(self, key: str, value: Any) -> None: ...
     def submit(self, dsk: dict[Any, Task], keep: set[Any],
                resources: dict[Any, dict[str, float]] | None = None) -> None: ...
-    def wait_lengths(self, keys: list[Any]) -> dict[Any, tuple[int, str]]: ...
+    def wait_lengths(self, keys: list[Any],
+                     deadline: float | None = None) -> dict[Any, tuple[int, str]]: ...
     def wait_all(self) -> None: ...
     def wait_keys(self, keys: list[Any], timeout: float | None, first: bool) -> set[Any]: ...
     def as_completed(self, keys: list[Any], timeout: float | None) -> Iterator[Any]: ...
@@ -95,10 +97,12 @@ class SyncBackend:
         def pretask(key: Any, dsk: Any, state: Any) -> None:
             check()  # (and between the tasks inside a fused one: RunInfo.check)
 
-        self.values.update(zip(keys, dask.get(graph, keys, callbacks=[
-            (None, None, pretask, None, None)])))
+        with no_builder():  # a task run at a wait is not part of the body's build
+            self.values.update(zip(keys, dask.get(graph, keys, callbacks=[
+                (None, None, pretask, None, None)])))
 
-    def wait_lengths(self, keys: list[Any]) -> dict[Any, tuple[int, str]]:
+    def wait_lengths(self, keys: list[Any],
+                     deadline: float | None = None) -> dict[Any, tuple[int, str]]:
         return {k: self.values[k] for k in keys}
 
     def wait_all(self) -> None:
@@ -206,9 +210,10 @@ class DistributedBackend:
             return contextlib.nullcontext()
         return span(self.span[0], f"run {self.span[1]}")
 
-    def wait_lengths(self, keys: list[Any]) -> dict[Any, tuple[int, str]]:
+    def wait_lengths(self, keys: list[Any],
+                     deadline: float | None = None) -> dict[Any, tuple[int, str]]:
         futures = [self.futures[k] for k in keys]
-        self._wait(futures, "FIRST_COMPLETED")
+        self._wait(futures, "FIRST_COMPLETED", deadline)
         out = {}
         for fut in futures:
             if fut.done():
@@ -219,10 +224,18 @@ class DistributedBackend:
     def wait_all(self) -> None:
         self._wait(list(self.futures.values()), "ALL_COMPLETED")
 
+    def _held(self, keys: list[Any]) -> list[Any]:
+        missing = [k for k in keys if k not in self.futures]
+        if missing:
+            raise FlowRunError(f"the results of {missing[:3]} were released (nothing in the "
+                               "flow body referenced them any more); keep the task's "
+                               "reference to wait for it")
+        return [self.futures[k] for k in keys]
+
     def wait_keys(self, keys: list[Any], timeout: float | None, first: bool) -> set[Any]:
         """Wait (at most ``timeout`` seconds) until the keys, or the first of
         them, are done; the keys that are."""
-        futures = [self.futures[k] for k in keys]
+        futures = self._held(keys)
         deadline = None if timeout is None else time.monotonic() + timeout
         self._wait(futures, "FIRST_COMPLETED" if first else "ALL_COMPLETED", deadline)
         return {f.key for f in futures if f.done()}
@@ -233,7 +246,7 @@ class DistributedBackend:
 
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.client.as_current():
-            done = as_completed([self.futures[k] for k in keys])
+            done = as_completed(self._held(keys))
         last_check = time.monotonic()
         while not done.is_empty():
             batch = done.next_batch(block=False)

@@ -30,6 +30,7 @@ once with ``ClusterError``.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import threading
 import time
@@ -55,7 +56,7 @@ from daskflow.driver.connect import open_backend
 from daskflow.driver.flowrun import FlowRun, RunControl, flow_state
 from daskflow.driver.live import LiveGroups
 from daskflow.driver.logs import RunLogs, flow_logger, setup_logging
-from daskflow.driver.waits import BodyWaits
+from daskflow.driver.waits import BodyWaits, RunInterrupted
 from daskflow.events import monitor
 from daskflow.events.monitor import RunMonitor
 from daskflow.exceptions import ClusterError, FlowRunError
@@ -94,6 +95,7 @@ class Engine:
         self.scatter = scatter
         self.limit_table = dict(limits or {})  # tag -> limit, for the tags used so far
         self.limits: tuple[tuple[str, int], ...] = ()
+        self._tags: set[str] = set()  # the limited tags the run's tasks carry so far
         self.cache = cache
         self.results: RunResults | None = None
         self.plan: KeyPlan | None = None
@@ -123,8 +125,10 @@ class Engine:
     def submit(self) -> FlowRun:
         """Run in a background thread; return the live FlowRun once the body
         has been built up to its first wait (its errors until there raise here)."""
-        thread = threading.Thread(target=self._execute_quietly, daemon=True,
-                                  name=f"daskflow-run-{self.name}-{self.run_id}")
+        # the body runs in the caller's context (a Client.as_current(), say)
+        context = contextvars.copy_context()
+        thread = threading.Thread(target=context.run, args=(self._execute_quietly,),
+                                  daemon=True, name=f"daskflow-run-{self.name}-{self.run_id}")
         self.control.in_thread(thread)
         thread.start()
         try:
@@ -194,8 +198,10 @@ class Engine:
             try:
                 with builder:
                     returned = self.body(builder)
-            except Exception as err:
-                own = err is not waits.broken
+            except RunInterrupted as stop:  # a wait found the run cancelled or broken
+                raise stop.cause from None
+            except Exception:
+                own = waits.broken is None
                 raise
             if waits.broken is not None:  # the body caught it, but the run is gone
                 raise waits.broken
@@ -244,14 +250,19 @@ class Engine:
             backend.scatter_named(run.params_key, self._params[1])
 
     # -- stages ------------------------------------------------------------------------
-    def flush(self, until: Sequence[Any] = (), last: bool = False) -> None:
+    def flush(self, until: Sequence[Any] = (), last: bool = False,
+              timeout: float | None = None) -> None:
         """Submit what the body built since the last flush (one submission),
         then the stages the nodes in ``until`` need (maps whose length is
-        known only at run time); ``last``: the body has returned, submit
-        everything."""
+        known only at run time; for ``timeout`` seconds at most); ``last``:
+        the body has returned, submit everything."""
         if self.started:
             self.check()
         new = self.builder.nodes[self._flushed:]
+        compiler = self.compiler
+        if (compiler is not None and not new and not last
+                and all(n.index in compiler.keys for n in until)):
+            return  # nothing to submit: a wait on what is submitted already
         if new or not self.started:
             self._prepare(new)
             self._flushed += len(new)
@@ -260,27 +271,35 @@ class Engine:
         backend, compiler = self.backend, self.compiler
         assert backend is not None and compiler is not None
         if new:
-            limits = self._limits_used()
-            if limits != self.limits:
-                self.limits = compiler.run.limits = limits
-                backend.register_limits(limits)
+            self._register_limits(backend, new)
             if self.scatter:
                 self._scatter(backend, new)
-        held = ({n.index for n in self.returned_nodes} if last
-                else self.builder.referenced() | self.builder.open_blocks())
+        held = self._held(last)
         compiler.keep_real = held
         dsk = compiler.stage()
         backend.submit(dsk, self._keep(held), compiler.resources)
         pending = self._pending
         pending += [k for k in compiler.length_keys if k in dsk]
         keys = compiler.keys
+        deadline = None if timeout is None else time.monotonic() + timeout
         while pending and (last or any(n.index not in keys for n in until)):
-            for key, length in backend.wait_lengths(pending).items():
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            for key, length in backend.wait_lengths(pending, deadline).items():
                 compiler.set_length(key, length)
                 pending.remove(key)
             dsk = compiler.stage()
             backend.submit(dsk, self._keep(held) | set(pending), compiler.resources)
             pending += [k for k in compiler.length_keys if k in dsk]
+
+    def _held(self, last: bool) -> set[int]:
+        """The nodes whose results may still be asked for: those the body holds a
+        reference to, and the members of its open resource blocks (their
+        cleanup, built later, waits for them); once it returned, what it returned."""
+        returned = {n.index for n in self.returned_nodes}
+        if last:
+            return returned
+        return self.builder.referenced() | self.builder.open_blocks() | returned
 
     def _prepare(self, new: list[Any]) -> None:
         """Check the new nodes and compute their cache keys, before they are
@@ -299,18 +318,25 @@ class Engine:
             if self.compiler is not None:
                 self.compiler.plan = self.plan
                 self.compiler.run.results = self.results
+            for node in self.builder.nodes[:self._flushed]:  # keys chain through them
+                self.plan.node(node, self.results.for_task(node.task))
         for node in new:
             self.plan.node(node, self.results.for_task(node.task))
-        held = self.builder.referenced() | {n.index for n in self.returned_nodes}
+        held = self._held(False)
         self.plan.check(new, [n for n in new if n.index in held])
 
-    def _limits_used(self) -> tuple[tuple[str, int], ...]:
-        """The run's limits for the tags its tasks carry so far."""
+    def _register_limits(self, backend: Backend, new: list[Any]) -> None:
+        """Register the limits of the tags the new nodes bring (before they are
+        submitted); their tasks read them from the run's ``RunInfo``."""
         table = self.limit_table
         if not table:
-            return ()
-        used = {tag for node in self.builder.nodes for tag in node.task.tags}
-        return tuple((tag, n) for tag, n in sorted(table.items()) if tag in used)
+            return
+        self._tags.update(tag for node in new for tag in node.task.tags if tag in table)
+        limits = tuple((tag, n) for tag, n in sorted(table.items()) if tag in self._tags)
+        if limits != self.limits:
+            assert self.compiler is not None
+            self.limits = self.compiler.run.limits = limits
+            backend.register_limits(limits)
 
     def _keep(self, held: set[int]) -> set[Any]:
         """The keys whose futures the driver holds after a submission: those
@@ -370,16 +396,16 @@ class Engine:
         return out
 
     def _scatter(self, backend: Backend, nodes: list[Any]) -> None:
-        """Scatter the large constants of new nodes and point the compiler at their keys."""
-        found = scatter.plan(nodes, config.bytes_setting("scatter.threshold"))
+        """Scatter the large constants of new nodes (not those scattered by an
+        earlier stage) and point the compiler at their keys."""
+        assert self.compiler is not None
+        scattered = self.compiler.scattered
+        found = scatter.plan(nodes, config.bytes_setting("scatter.threshold"), scattered)
         if not found:
             return
         keys = backend.scatter(found.objects, bool(config.get("scatter.broadcast")))
         if keys:
-            assert self.compiler is not None
-            scattered = self.compiler.scattered
-            for oid, key in found.keys_by_id(keys).items():
-                scattered.setdefault(oid, key)
+            scattered.update(found.keys_by_id(keys))
             self.log.debug("scattered %s", found.describe())
 
     def _interrupted(self, backend: Backend, err: BaseException, states: RunMonitor,

@@ -30,6 +30,17 @@ if TYPE_CHECKING:
 Target = tuple["Node", "int | None"]
 
 
+class RunInterrupted(BaseException):
+    """Raised into a flow body at a wait once its run is cancelled or broken
+    (``cause``).  A ``BaseException``, as asyncio's ``CancelledError`` is, so
+    that a body's ``except Exception`` (a retry loop, say) does not swallow
+    it and spin on a run that is over."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.cause = cause
+
+
 class BodyWaits:
     """Answers a flow body's waits (the :class:`~daskflow.define.build.Waiter`
     of its builder) by running stages of its engine."""
@@ -43,8 +54,8 @@ class BodyWaits:
         keys = self._submitted([target])
         done = self._guard(self.engine.backend.wait_keys, keys, timeout, False)
         if len(done) < len(keys):
-            raise WaitTimeout(f"{_name(target)} has not ended after {timeout:g}s; it goes on "
-                              "running (wait again, or give a longer timeout)")
+            raise WaitTimeout(f"{_name(target)} has not ended after {timeout or 0:g}s; it "
+                              "goes on running (wait again, or give a longer timeout)")
         gathered = self._guard(self.engine.backend.gather, keys)
         values = [_value(gathered.get(k), k, raise_on_failure, self) for k in keys]
         return values if _is_list(self.engine, target) else values[0]
@@ -69,6 +80,19 @@ class BodyWaits:
                   for k in keys]
         return states if _is_list(self.engine, target) else states[0]
 
+    def length(self, node: Node, timeout: float | None) -> int:
+        """A map's length, waiting (at most ``timeout``) for it only."""
+        keys = self._submitted([(node, None)], timeout)
+        if node.index not in self.engine.compiler.keys:
+            raise WaitTimeout(f"the length of map {node.name!r} was not known after "
+                              f"{timeout or 0:g}s")
+        if not isinstance(self.engine.compiler.keys[node.index], list):
+            # a map that could not expand: its one state says why
+            gathered = self._guard(self.engine.backend.gather, keys)
+            _value(gathered.get(keys[0]), keys[0], True, self)
+            return 0
+        return len(keys)
+
     def wait(self, targets: list[Target], timeout: float | None,
              first: bool) -> set[tuple[int, int | None]]:
         keys = self._submitted(targets)
@@ -92,32 +116,36 @@ class BodyWaits:
                     yield ident
 
     # -- helpers ------------------------------------------------------------------------
-    def _submitted(self, targets: list[Target]) -> list[Any]:
+    def _submitted(self, targets: list[Target], timeout: float | None = None) -> list[Any]:
         """Submit what the body built, until the targets have keys; their keys."""
-        self._guard(self.engine.flush, [node for node, _ in targets])
-        return [k for t in targets for k in _keys(self.engine, t)]
+        self._guard(self.engine.flush, [node for node, _ in targets], False, timeout)
+        keys = self.engine.compiler.keys
+        return [k for t in targets if t[0].index in keys for k in _keys(self.engine, t)]
 
     def _guard(self, fn: Any, *args: Any) -> Any:
-        """Call ``fn``; an error of the run's machinery breaks the run for good."""
+        """Call ``fn``; an error of the run's machinery breaks the run for good,
+        and reaches the body as :class:`RunInterrupted`."""
         if self.broken is not None:
-            raise self.broken
+            raise RunInterrupted(self.broken)
         try:
             result = fn(*args)
             if isinstance(result, Iterator):
                 return self._guarded(result)
             return result
-        except BaseException as err:
-            if not isinstance(err, WaitTimeout):
-                self.broken = err
+        except (WaitTimeout, RunInterrupted):
             raise
+        except BaseException as err:
+            self.broken = err
+            raise RunInterrupted(err) from err
 
     def _guarded(self, it: Iterator[Any]) -> Iterator[Any]:
         try:
             yield from it
-        except BaseException as err:
-            if not isinstance(err, (WaitTimeout, GeneratorExit)):
-                self.broken = err
+        except (WaitTimeout, GeneratorExit, RunInterrupted):
             raise
+        except BaseException as err:
+            self.broken = err
+            raise RunInterrupted(err) from err
 
     def _states(self, keys: list[Any]) -> list[State]:
         """The final, result-free states of ended keys: from the run's monitor

@@ -43,6 +43,7 @@ class RunEvents(SchedulerPlugin):
 
     async def start(self, scheduler: Any) -> None:
         self.scheduler = scheduler
+        self.live = getattr(self, "live", {})
         _add_stream_handler(scheduler, OP, self.forward)
 
     def forward(self, events: list, **_: Any) -> None:
@@ -82,6 +83,19 @@ class RunEvents(SchedulerPlugin):
         elif finish in ("released", "forgotten", "erred"):
             live.pop(key, None)
 
+    def remove_worker(self, scheduler: Any, worker: str, **kwargs: Any) -> None:
+        """A worker holding live values left (killed, or retired: then Dask may
+        have copied a setup's state elsewhere, as a failure, since its value
+        cannot move): the tasks pinned to it are free again, so none waits
+        for a worker that is gone; a setup run again pins them anew."""
+        gone = [key for key, where in self.live.items() if where == worker]
+        for key in gone:
+            del self.live[key]
+            ts = scheduler.tasks.get(key)
+            for dependent in ts.dependents if ts is not None else ():
+                if dependent.worker_restrictions == {worker}:
+                    unpin(dependent)
+
 
 def pin(scheduler: Any, ts: Any, worker: str) -> None:
     """Run the task ``ts`` on ``worker`` only: it takes a live resource held
@@ -100,6 +114,12 @@ def pin(scheduler: Any, ts: Any, worker: str) -> None:
         return
     ts.worker_restrictions = {worker}
     ts.loose_restrictions = False
+
+
+def unpin(ts: Any) -> None:
+    """Undo :func:`pin` (same upstream attributes)."""
+    ts.worker_restrictions = None
+    ts.loose_restrictions = True
 
 
 def _add_stream_handler(scheduler: Any, op: str, handler: Any) -> None:

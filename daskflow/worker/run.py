@@ -132,27 +132,37 @@ def finish(call: Call, state: State, inner: bool = False) -> State:
     live = call.spec.kind == "setup" and state.is_completed() and not _travels(state._result)
     queue.emit(worker, run, state_msg=encode_state(call.key, state, live=live),
                at_transition=not inner)
-    if call.spec.task.has_hooks and _first_end(call):
-        _state_hooks(call, state, task_hooks_for(call.spec.task, state), secede=True)
+    if call.spec.task.has_hooks:
+        chosen = task_hooks_for(call.spec.task, state)
+        if chosen:
+            with seceded(True):  # hooks and their record hold no worker thread
+                if _first_end(call):
+                    _state_hooks(call, state, chosen, secede=False)
     return state
 
 
-HOOKED = "daskflow-hooks-ran"  # scheduler task metadata: the task's end hooks ran
+HOOKED = "daskflow-hooks-ran"  # scheduler task metadata: these end hooks ran
 
 
 def _first_end(call: Call) -> bool:
-    """Whether this is the task's first end in its run, so its state hooks
+    """Whether this is the task run's first end in its run, so its end hooks
     run: a task Dask runs again after its result was lost with its worker
     ends again, and its hooks must not fire twice.  The record is the
-    task's metadata on the scheduler, which forgets it with the task."""
-    from distributed import get_client
+    metadata of the running Dask task (a fused task holds several task
+    runs) on the scheduler, which forgets it with that task.  If the
+    scheduler cannot be asked, the hooks run."""
+    from distributed import get_client, get_worker
 
-    client = get_client()
-    if client.get_metadata([call.key, HOOKED], default=False):
-        call_logger(call).info("ran again after its result was lost; its hooks ran for its "
-                               "first run and do not run again")
-        return False
-    client.set_metadata([call.key, HOOKED], True)
+    try:
+        dask_key = get_worker().get_current_task()
+        client = get_client()
+        if client.get_metadata([dask_key, HOOKED, call.key], default=False):
+            call_logger(call).info("ran again after its result was lost; its hooks ran for "
+                                   "its first run and do not run again")
+            return False
+        client.set_metadata([dask_key, HOOKED, call.key], True)
+    except Exception as err:  # never lose a hook for want of the record
+        call_logger(call).debug("could not check whether its hooks ran: %r", err)
     return True
 
 

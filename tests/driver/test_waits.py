@@ -358,3 +358,101 @@ def test_retries_triggers_limits_scatter_and_the_report_across_a_wait(on, tmp_pa
         report = f.read()
     for name in ("flaky_once", "explode", "size_of", "tagged", "after_all", "inc"):
         assert name in report  # one report: the tasks of both stages
+
+
+@df.task
+def doubled_inc(x):
+    return inc(x) * 2  # a task calling a task: a plain call where it runs
+
+
+@df.flow
+def calls_inside(n: int):
+    first = inc(n)
+    first.result()
+    return doubled_inc(first)
+
+
+def test_a_task_run_at_a_wait_calls_tasks_as_functions(on):
+    assert calls_inside(1, cluster=on) == 6
+
+
+@df.flow
+def retries_forever(where: str):
+    while True:  # a Prefect-style retry loop that catches everything
+        try:
+            return wait_here(where).result()
+        except Exception:
+            time.sleep(0.05)
+
+
+def test_cancel_reaches_a_body_that_catches_exceptions(client, tmp_path):
+    where = str(tmp_path)
+    run = retries_forever.submit(where, cluster=client)
+    deadline = time.time() + 30
+    while not os.path.exists(os.path.join(where, "started")) and time.time() < deadline:
+        time.sleep(0.02)
+    assert run.cancel(timeout=30)
+    assert run.done() and run.state.is_cancelled()
+    open(os.path.join(where, "go"), "w").close()
+
+
+@df.flow
+def passes_an_element():
+    squares = slow_square.map(range(3))
+    first = next(iter(df.as_completed(squares)))
+    return inc(first)
+
+
+@df.flow
+def keeps_an_element():
+    squares = slow_square.map(range(3))
+    done, _ = df.wait(squares)
+    element = sorted(done, key=lambda e: e.index)[0]
+    del squares  # the element keeps the map's results alive
+    total([1]).result()
+    return element.result()
+
+
+def test_elements_are_refused_as_arguments_and_keep_their_map(on):
+    with pytest.raises(df.FlowDefinitionError, match="cannot be passed to a task"):
+        passes_an_element(cluster=on)
+    assert keeps_an_element(cluster=on) == 0
+
+
+@df.flow
+def waits_for_a_dynamic_map(n: int):
+    parts = slow_square.map(numbers(n))
+    done, not_done = df.wait(parts, timeout=60)
+    return len(done), len(not_done)
+
+
+def test_wait_on_a_map_known_at_run_time(on):
+    assert waits_for_a_dynamic_map(4, cluster=on) == (4, 0)
+
+
+@df.task
+def count_rows():
+    return 3
+
+
+@df.task(cache=True)
+def expensive(path, n):
+    note(path, f"expensive-{n}")
+    return n * 100
+
+
+@df.flow
+def cached_after_first_wait(path: str):
+    n = count_rows()  # stores nothing: the cache plan starts after this wait
+    n.result()
+    return expensive(path, n)
+
+
+def test_a_cached_task_after_a_wait_keys_through_earlier_tasks(on, tmp_path):
+    import dask
+
+    path = str(tmp_path / "journal")
+    with dask.config.set({"daskflow.results.storage": str(tmp_path / "store")}):
+        assert cached_after_first_wait(path, cluster=on) == 300
+        assert cached_after_first_wait(path, cluster=on) == 300
+    assert [line.split(":")[0] for line in _journal(path)] == ["expensive-3"]
