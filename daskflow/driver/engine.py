@@ -50,7 +50,7 @@ from daskflow.core import signals
 from daskflow.core.hooks import run_flow_hooks
 from daskflow.core.states import State, StateType
 from daskflow.core.walk import transform
-from daskflow.define.build import Builder, Ref, check_built, refs_in
+from daskflow.define.build import Builder, Ref, check_built, no_builder, refs_in
 from daskflow.driver.backends import Backend
 from daskflow.driver.connect import open_backend
 from daskflow.driver.flowrun import FlowRun, RunControl, flow_state
@@ -255,7 +255,13 @@ class Engine:
         """Submit what the body built since the last flush (one submission),
         then the stages the nodes in ``until`` need (maps whose length is
         known only at run time; for ``timeout`` seconds at most); ``last``:
-        the body has returned, submit everything."""
+        the body has returned, submit everything.  Called from the body's
+        waits, but nothing here is part of its build (a cluster spec, which
+        is a resource inside a flow body, opens as a cluster)."""
+        with no_builder():
+            self._flush(until, last, timeout)
+
+    def _flush(self, until: Sequence[Any], last: bool, timeout: float | None) -> None:
         if self.started:
             self.check()
         new = self.builder.nodes[self._flushed:]

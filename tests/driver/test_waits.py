@@ -456,3 +456,9 @@ def test_a_cached_task_after_a_wait_keys_through_earlier_tasks(on, tmp_path):
         assert cached_after_first_wait(path, cluster=on) == 300
         assert cached_after_first_wait(path, cluster=on) == 300
     assert [line.split(":")[0] for line in _journal(path)] == ["expensive-3"]
+
+
+def test_a_wait_opens_a_cluster_spec_as_a_cluster(tmp_path):
+    """The first wait starts the run's cluster while the body is being built:
+    a spec (a resource inside a flow body) must open as a cluster there."""
+    assert branch(5, cluster=df.clusters.Local(n_workers=1, threads_per_worker=1)) == 8
