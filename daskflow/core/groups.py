@@ -46,6 +46,10 @@ def worst(counts: Mapping[str, int]) -> str:
                 "PENDING")
 
 
+# the order of a progress bar's segments (pending is what is left)
+_BAR_ORDER = ("COMPLETED", "SKIPPED", "CANCELLED", "FAILED", "CRASHED", "RUNNING")
+
+
 class Group:
     """The runs of one task of the flow, counted by state type."""
 
@@ -62,6 +66,18 @@ class Group:
     @property
     def done(self) -> int:
         return self.total - self.counts.get("PENDING", 0) - self.counts.get("RUNNING", 0)
+
+    def cells(self, width: int) -> list[tuple[str, int]]:
+        """The bar of this group in ``width`` cells: ``(state type, cells)`` per
+        state in proportion to its runs (one failure in 50 still shows: every
+        state with a run gets a cell), what is left is pending."""
+        total = max(self.total, 1)
+        parts = [(kind, self.counts.get(kind, 0)) for kind in _BAR_ORDER]
+        out = [(kind, max(1, round(width * n / total))) for kind, n in parts if n]
+        while sum(c for _, c in out) > width:  # rounding up: take from the largest
+            i = max(range(len(out)), key=lambda j: out[j][1])
+            out[i] = (out[i][0], out[i][1] - 1)
+        return [(kind, c) for kind, c in out if c]
 
 
 def groups_of(states: Mapping[str, Any]) -> list[Group]:

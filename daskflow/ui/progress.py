@@ -32,8 +32,8 @@ from daskflow.ui import terminal
 from daskflow.ui.notebook import in_notebook
 
 INTERVAL = 0.25  # seconds between redraws
-_BAR_STYLE = {"COMPLETED": "success", "SKIPPED": "info", "FAILED": "danger",
-              "CRASHED": "danger", "CANCELLED": "warning"}
+_COLOURS = {"COMPLETED": "#4caf50", "SKIPPED": "#90a4ae", "FAILED": "#e53935",
+            "CRASHED": "#b71c1c", "CANCELLED": "#fb8c00", "RUNNING": "#1e88e5"}
 _ANSI = {"COMPLETED": "32", "SKIPPED": "90", "FAILED": "31", "CRASHED": "31",
          "CANCELLED": "33", "PENDING": "0", "RUNNING": "34"}
 
@@ -121,7 +121,8 @@ class Tracker:
 
 
 class WidgetRenderer:
-    """ipywidgets: a header and one IntProgress per task, updated in place."""
+    """ipywidgets: a header and one bar per task, updated in place; a bar's
+    segments are in proportion to its runs' states (as Dask's progress bars)."""
 
     def __init__(self) -> None:
         import ipywidgets as w
@@ -148,16 +149,12 @@ class WidgetRenderer:
         for group in groups:
             bar_label = self.bars.get(group.name)
             if bar_label is None:
-                bar = self.w.IntProgress(min=0, max=max(group.total, 1), value=0,
-                                         description=group.name[:20],
-                                         layout=self.w.Layout(width="60%"))
+                bar = self.w.HTML(layout=self.w.Layout(width="60%"))
                 label = self.w.HTML()
                 bar_label = self.bars[group.name] = (bar, label)
                 added = True
             bar, label = bar_label
-            bar.max = max(group.total, 1)
-            bar.value = group.done
-            bar.bar_style = _BAR_STYLE.get(group.worst, "")
+            bar.value = _bar_html(group)
             parts = [f"{group.done}/{group.total}"]
             parts += [f"{n} {k.lower()}" for k, n in sorted(group.counts.items())
                       if k not in ("COMPLETED", "PENDING", "RUNNING")]
@@ -166,6 +163,19 @@ class WidgetRenderer:
             label.value = " · ".join(parts)
         if added:
             self.rows.children = tuple(self.w.HBox(list(b)) for b in self.bars.values())
+
+
+def _bar_html(group: Group, cells: int = 1000) -> str:
+    """A task's bar: its name, then one segment per state, widths in proportion."""
+    segments = "".join(
+        f"<div title='{group.counts.get(kind, 0)} {kind.lower()}' style='width:"
+        f"{100 * n / cells:.1f}%;background:{_COLOURS[kind]}'></div>"
+        for kind, n in group.cells(cells))
+    return (f"<div style='display:flex;align-items:center;gap:6px'>"
+            f"<span style='width:9em;overflow:hidden;white-space:nowrap'>"
+            f"{html.escape(group.name[:20])}</span>"
+            f"<div style='display:flex;flex:1;height:14px;background:#eee;border-radius:3px;"
+            f"overflow:hidden'>{segments}</div></div>")
 
 
 class TerminalRenderer:
@@ -189,13 +199,14 @@ class TerminalRenderer:
         lines = [head]
         name_w = max((len(g.name) for g in groups), default=0)
         for group in groups[:20]:
-            filled = int(self.width * group.done / max(group.total, 1))
-            bar = "█" * filled + "·" * (self.width - filled)
+            cells = group.cells(self.width)
+            bar = "".join(self._c(_ANSI[kind], "█" * n) for kind, n in cells)
+            bar += "·" * (self.width - sum(n for _, n in cells))
             extra = [f"{n} {k.lower()}" for k, n in sorted(group.counts.items())
                      if k not in ("COMPLETED", "PENDING", "RUNNING")]
             if group.retries:
                 extra.append(f"{group.retries} retries")
-            lines.append(f"  {group.name:<{name_w}} {self._c(_ANSI.get(group.worst, '0'), bar)} "
+            lines.append(f"  {group.name:<{name_w}} {bar} "
                          f"{group.done}/{group.total}" + (f" ({', '.join(extra)})" if extra else ""))
         if len(groups) > 20:
             lines.append(f"  ... and {len(groups) - 20} more tasks")

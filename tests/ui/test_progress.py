@@ -63,18 +63,19 @@ def test_the_widget_bars_move_to_the_final_counts(client, tmp_path, shown):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     bar, label = renderer.bars["step"]
-    bar.observe(lambda change: seen.append(change["new"]), names="value")
+    label.observe(lambda change: seen.append(int(change["new"].split("/")[0])), names="value")
     assert run.wait(60) is not None
     deadline = time.monotonic() + 10
     while run.state.name not in renderer.header.value:  # the tracker's last redraw
         assert time.monotonic() < deadline
         time.sleep(0.05)
     time.sleep(2 * progress.INTERVAL)
-    assert (bar.value, bar.max) == (6, 6)
-    assert bar.bar_style == "danger"  # step[4] failed
+    # in proportion: 5 of 6 completed, step[4] failed (not a whole red bar)
+    assert "width:83.3%;background:#4caf50" in bar.value
+    assert "width:16.7%;background:#e53935" in bar.value
     assert "6/6" in label.value and "1 failed" in label.value and "2 retries" in label.value
     assert seen == sorted(seen)  # it only moved forward
-    assert renderer.bars["after"][0].value == 1
+    assert "width:100.0%;background:#4caf50" in renderer.bars["after"][0].value
     assert run.run_id in renderer.header.value
     assert "dashboard" in renderer.header.value
 
@@ -178,3 +179,23 @@ def test_terminal_progress_only_on_a_tty(tmp_path):
     piped = _run_script(tmp_path, on_tty=False)
     assert "\x1b[" not in piped and "█" not in piped
     assert "INFO" in piped  # the log lines are still there
+
+
+def test_a_bar_shows_states_in_proportion_and_one_failure_in_fifty(monkeypatch):
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from daskflow.core.groups import Group
+
+    group = Group("load", 60, Counter({"COMPLETED": 49, "FAILED": 1, "PENDING": 10}))
+    assert group.cells(30) == [("COMPLETED", 24), ("FAILED", 1)]  # one cell at least
+    assert sum(n for _, n in Group("x", 3, Counter({"COMPLETED": 1, "FAILED": 1,
+                                                    "SKIPPED": 1})).cells(2)) == 2
+    drawn = []
+    monkeypatch.setattr(progress.terminal, "show", lambda r, lines, stream: drawn.append(lines))
+    renderer = progress.TerminalRenderer(width=30)
+    renderer.color = False
+    run = SimpleNamespace(flow_name="etl", state=df.State(df.StateType.RUNNING),
+                          dashboard_link=None)
+    renderer.update(run, [group], 1.0, final=False)
+    assert drawn[-1][1] == f"  load {'█' * 25}{'·' * 5} 50/60 (1 failed)"
