@@ -42,6 +42,8 @@ from dask.sizeof import sizeof
 from dask.utils import format_bytes
 
 from daskflow import config
+from daskflow.clusters.address import Address
+from daskflow.clusters.base import ClusterSpec
 from daskflow.compile import scatter
 from daskflow.compile.cachekeys import KeyPlan
 from daskflow.compile.graph import Compiler, new_token
@@ -173,6 +175,8 @@ class Engine:
             raise
         finally:
             self._ready.set()
+            if self.backend is not None and _temporary(self.cluster):
+                self.control.cluster_closed()
             monitor.forget(self.run_id)
             try:
                 if self.started:
@@ -492,6 +496,13 @@ class Engine:
         self.control.finish(final, states, value, error)
         self.log.log(logging.INFO if final.is_completed() else logging.ERROR, "%s",
                      self.flow_run.summary().splitlines()[0])
+
+
+def _temporary(cluster: Any) -> bool:
+    """Whether ``cluster=`` starts a cluster that closes with the run (the
+    default, or a spec of one), not one that is reached (an address)."""
+    return cluster is None or (isinstance(cluster, ClusterSpec)
+                               and not isinstance(cluster, Address))
 
 
 def _label(compiler: Compiler, key: Any) -> str:

@@ -53,6 +53,7 @@ class FlowRun:
         self.state = State(StateType.PENDING)
         self.cluster = ""
         self.dashboard_link: str | None = None
+        self.cluster_closed = False  # the temporary cluster it ran on closed with it
         self.scheduled_for: Any = None
         self.logs: deque[dict[str, Any]] = deque(maxlen=10_000)  # the run's log records
         self._final: dict[str, State] | None = None
@@ -150,7 +151,8 @@ class FlowRun:
         """The run's record: its state, parameters, every task run's state
         (without results, with the traceback of a failure), and its logs."""
         return {"flow": self.flow_name, "run_id": self.run_id, "cluster": self.cluster,
-                "dashboard": self.dashboard_link, "parameters": self.parameters,
+                "dashboard": self.dashboard_link, "cluster_closed": self.cluster_closed,
+                "parameters": self.parameters,
                 "state": _state_record(self.state),
                 "states": {name: _state_record(st) for name, st in self.states.items()},
                 "logs": list(self.logs)}
@@ -186,6 +188,7 @@ class FlowRun:
                                "make one with FlowRun.to_json()") from None
         run.cluster = record.get("cluster") or ""
         run.dashboard_link = record.get("dashboard")
+        run.cluster_closed = bool(record.get("cluster_closed"))
         run.logs.extend(record.get("logs") or [])
         run._done.set()
         return run
@@ -224,6 +227,10 @@ class RunControl:
         run = self.run
         run._live, run._groups = live, groups
         run.state = State(StateType.RUNNING, start=start)
+
+    def cluster_closed(self) -> None:
+        """The temporary cluster the run went to closed with it: its dashboard is gone."""
+        self.run.cluster_closed = True
 
     def in_thread(self, thread: threading.Thread) -> None:
         """The run goes on in ``thread`` (``flow.submit``): ``wait()`` joins it."""

@@ -30,6 +30,7 @@ from daskflow.core.display import badge
 from daskflow.core.groups import Group
 from daskflow.ui import terminal
 from daskflow.ui.notebook import in_notebook
+from daskflow.ui.report import dashboard_html
 
 INTERVAL = 0.25  # seconds between redraws
 _COLOURS = {"COMPLETED": "#4caf50", "SKIPPED": "#90a4ae", "FAILED": "#e53935",
@@ -143,7 +144,8 @@ class WidgetRenderer:
         self.header.value = (
             f"<b>{html.escape(run.flow_name)}</b> {badge(run.state.name, run.state.type.value)}"
             f" <span style='color:#666'>run {html.escape(run.run_id)} · {elapsed:.1f}s"
-            + (f" · <a href='{html.escape(dash)}' target='_blank'>dashboard</a>" if dash else "")
+            + (f" · {dashboard_html({'dashboard': dash, 'cluster_closed': run.cluster_closed})}"
+               if dash else "")
             + "</span>")
         added = False
         for group in groups:

@@ -34,6 +34,15 @@ pre{background:#f8f8f8;padding:8px;overflow:auto;font-size:12px}
 """
 
 
+
+def dashboard_html(record: dict) -> str:
+    """The run's dashboard link; once the temporary cluster it ran on closed
+    with the run, the address as plain text that says so (it leads nowhere)."""
+    dash = esc(record.get("dashboard") or "")
+    if record.get("cluster_closed"):
+        return f"<span style='color:#666' title='{dash}'>dashboard (closed with the run)</span>"
+    return f"<a href='{dash}' target='_blank'>dashboard</a>"
+
 def render(record: dict[str, Any]) -> str:
     """The report's HTML for a run record (``json.loads(run.to_json())``)."""
     state = record["state"]
@@ -50,7 +59,7 @@ def render(record: dict[str, Any]) -> str:
         + (f" · started {esc(time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(state['start'])))}"
            if state.get("start") else "")
         + (f" · on {esc(record.get('cluster') or '?')}")
-        + (f" · <a href='{esc(dash)}'>dashboard</a>" if dash else "")
+        + (f" · {dashboard_html(record)}" if dash else "")
         + "</div>"
         + (f"<p>{esc(state['message'])}</p>" if state.get("message") else ""))
     parts.append(_gantt(states, state))
@@ -102,7 +111,7 @@ def run_html(record: dict[str, Any], live: bool = False, max_groups: int = 100) 
     if record.get("cluster"):
         facts.append(f"on {esc(record['cluster'])}")
     if dash:
-        facts.append(f"<a href='{esc(dash)}' target='_blank'>dashboard</a>")
+        facts.append(dashboard_html(record))
     head = (f"<div><b>Flow run {esc(record['flow'])}</b> {badge(state['name'], state['type'])}"
             f" <span style='color:#666'>{' · '.join(facts)}</span></div>")
     if state.get("message"):

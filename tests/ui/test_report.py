@@ -296,3 +296,23 @@ def test_report_pictures_do_not_mislead():
     assert float(x_fail) > 220  # 1 s after the run's start, not at the timeline's zero
     assert ">load</text>" in page
     assert "<tr style='background:#fdecea'><td class='num'>+1.00s</td><td>ERROR" in page
+
+
+def test_the_dashboard_of_a_cluster_that_closed_with_the_run_is_not_a_link(finished, tmp_path):
+    spec = df.clusters.Local(n_workers=1, threads_per_worker=1, dashboard_address=":0")
+    run = parts_flow.run(2, str(tmp_path / "marker2"), cluster=spec)
+    assert run.dashboard_link and run.cluster_closed
+    page = _read(run.report(str(tmp_path / "closed.html")))
+    assert "dashboard (closed with the run)" in page
+    assert f"href='{run.dashboard_link}'" not in page
+    assert "closed with the run" in run._repr_html_()
+    assert df.FlowRun.from_json(run.to_json()).cluster_closed
+    # a client the user keeps: its dashboard stays a link
+    assert not finished.cluster_closed
+    live = _read(finished.report(str(tmp_path / "open.html")))
+    assert "closed with the run" not in live
+
+
+def _read(path):
+    with open(path) as f:
+        return f.read()
