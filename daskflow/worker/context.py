@@ -268,7 +268,8 @@ _installed: tuple[Any, Any] | None = None  # (the print before ours, ours)
 def _wrap_print(previous: Any) -> Any:
     def print(*args: Any, sep: str | None = " ", end: str | None = "\n",
               file: Any = None, flush: bool = False) -> None:
-        if _prints.get() and (file is None or file is sys.stdout) and _current.get():
+        if (_prints.get() and (file is None or file is sys.stdout or file is sys.stderr)
+                and _current.get()):  # Prefect 3 logs both streams' prints
             text = ("" if sep is None else sep).join(map(str, args))
             get_run_logger().info("%s", text)
             return
@@ -280,9 +281,10 @@ def _wrap_print(previous: Any) -> Any:
 
 @contextlib.contextmanager
 def prints_logged() -> Iterator[None]:
-    """While inside, a ``print()`` to stdout in this task becomes an INFO record
-    of the run logger; every other print (other threads, other tasks,
-    ``file=``) goes to the print that was there before.  ``builtins.print``
+    """While inside, a ``print()`` to stdout or stderr in this task becomes an
+    INFO record of the run logger (as Prefect 3's ``log_prints``); every other
+    print (other threads, other tasks, another ``file=``) goes to the print
+    that was there before.  ``builtins.print``
     is put back when the last task inside this ends (unless something else
     wrapped it meanwhile: then ours stays in its chain, passing through)."""
     global _print_users, _installed
