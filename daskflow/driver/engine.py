@@ -426,6 +426,7 @@ class Engine:
             ended = backend.cancel(self.run_id)
         except Exception as cleanup_error:  # never hide the real error behind this one
             self.log.warning("could not cancel run %s cleanly: %r", self.run_id, cleanup_error)
+        self._cleaned_up(ended)
         if isinstance(err, RunCancelled):
             what, state_type = "cancelled", StateType.CANCELLED
         elif isinstance(err, ClusterError):
@@ -438,6 +439,22 @@ class Engine:
                      "run %s %s; its tasks were cancelled and %d open resource(s) cleaned up",
                      self.run_id, what, len(ended))
         self._end_without_value(state_type, err, states, start)
+
+    def _cleaned_up(self, ended: list[str]) -> None:
+        """The cleanup tasks whose resources the interruption ended (through
+        ``finish_run`` on the workers) say so, instead of Cancelled."""
+        compiler = self.compiler
+        if compiler is None or not ended:
+            return
+        keys = compiler.keys
+        for node in self.builder.nodes:
+            if node.kind != "cleanup" or node.index not in keys:
+                continue
+            setup = str(keys.get(node.upstream[0].index))
+            if any(setup in e for e in ended):
+                compiler.synthetic[keys[node.index]] = State(
+                    StateType.COMPLETED, name="CleanedUp",
+                    message="its resource was cleaned up when the run was interrupted")
 
     def _end_without_value(self, state_type: StateType, err: BaseException,
                            states: RunMonitor, start: float) -> None:

@@ -8,6 +8,7 @@ the plugins."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -128,6 +129,16 @@ def _add_stream_handler(scheduler: Any, op: str, handler: Any) -> None:
     scheduler.stream_handlers[op] = handler
 
 
+_STATE_MACHINE = "distributed.worker.state_machine"
+
+
+def quiet_cancel(record: logging.LogRecord) -> bool:
+    """Drop the worker's WARNING that a cancelled task's execution ended with
+    ``CancelledError``: it is how a cancel ends a running task (the run says
+    what it cancelled), not a problem, and notebooks paint it as an error."""
+    return "ended with CancelledError" not in record.getMessage()
+
+
 class RunEventsFlush(WorkerPlugin):
     """Worker plugin: teach the worker to (de)serialize states, and flush a
     finished task's state as the task leaves ``executing``.
@@ -148,9 +159,11 @@ class RunEventsFlush(WorkerPlugin):
         register_serialization()
         self.worker = worker
         queue.plugged(worker)
+        logging.getLogger(_STATE_MACHINE).addFilter(quiet_cancel)
 
     def teardown(self, worker: Any) -> None:
         queue.unplugged(worker)
+        logging.getLogger(_STATE_MACHINE).removeFilter(quiet_cancel)
 
     def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
         if start in ("executing", "long-running"):

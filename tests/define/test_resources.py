@@ -209,6 +209,31 @@ def test_interrupt_runs_cleanup_of_open_resources(client, tmp_path):
     assert _events(path) == ["open-db", "close-db"]
 
 
+def test_a_cancelled_runs_cleanup_says_it_ran(client, tmp_path):
+    """run.cancel() ends the open resources on the workers: the cleanup's state
+    says so (CleanedUp), not Cancelled, in the summary too."""
+    import time as _time
+
+    path, flag = str(tmp_path / "log"), str(tmp_path / "started")
+
+    @df.flow
+    def f():
+        with journal(path, "db") as h:
+            x = block_until_interrupted(path, h, flag)
+        return x
+
+    run = f.submit(cluster=client, progress=False)
+    deadline = _time.monotonic() + 30
+    while not os.path.exists(flag) and _time.monotonic() < deadline:
+        _time.sleep(0.02)
+    assert run.cancel(timeout=30)
+    assert _events(path) == ["open-db", "close-db"]
+    cleanup = run.states["journal.cleanup"]
+    assert cleanup.is_completed() and cleanup.name == "CleanedUp", cleanup
+    line = next(li for li in run.summary().splitlines() if "journal.cleanup" in li)
+    assert "CleanedUp" in line and "Cancelled" not in line
+
+
 # -- fused chains inside a block ----------------------------------------------------------
 
 

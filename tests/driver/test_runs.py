@@ -376,3 +376,27 @@ def test_a_script_from_standard_input_runs_on_the_default_cluster(tmp_path):
     refused = run(", cluster=df.clusters.Local(n_workers=1)")
     assert refused.returncode == 1
     assert "read from standard input" in refused.stderr and "FileNotFoundError" not in refused.stderr
+
+
+def test_workers_drop_distributeds_cancelled_execution_warning(client):
+    """A cancel makes each running task's worker log 'Async instruction ...
+    ended with CancelledError' (pink in a notebook); daskflow's worker plugin
+    drops that one line, and only it."""
+    import logging as _logging
+
+    from daskflow.events.plugins import quiet_cancel
+
+    def record(msg):
+        return _logging.LogRecord("distributed.worker.state_machine", _logging.WARNING,
+                                  __file__, 1, msg, (), None)
+
+    assert not quiet_cancel(record("Async instruction for <Task cancelled "
+                                   "name=\"execute('x')\"> ended with CancelledError"))
+    assert quiet_cancel(record("Async instruction for <Task> ended with OSError"))
+    assert wide(n=2, cluster=client) == 3  # daskflow's plugins are on the workers
+
+    def installed():
+        logger = _logging.getLogger("distributed.worker.state_machine")
+        return any(getattr(f, "__name__", "") == "quiet_cancel" for f in logger.filters)
+
+    assert all(client.run(installed).values())

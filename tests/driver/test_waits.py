@@ -253,6 +253,8 @@ def test_cancel_during_a_wait_cleans_up_once(on, tmp_path):
     assert run.cancel(timeout=30)
     assert run.state.is_cancelled()
     open(os.path.join(where, "go"), "w").close()
+    if "journal.cleanup" in run.states:  # built once the block closed (on sync)
+        assert run.states["journal.cleanup"].name == "CleanedUp"
     lines = [line.split(":")[0] for line in _journal(path)]
     assert lines.count("open-db") == 1 and lines.count("close-db") == 1
     assert "use-b-handle-db" not in lines
