@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import pickle
 import time
@@ -53,6 +54,7 @@ class Backend(Protocol):
     def wait_lengths(self, keys: list[Any],
                      deadline: float | None = None) -> dict[Any, tuple[int, str]]: ...
     def wait_all(self) -> None: ...
+    def check_modules(self, tasks: Sequence[Any]) -> None: ...
     def wait_keys(self, keys: list[Any], timeout: float | None, first: bool) -> set[Any]: ...
     def as_completed(self, keys: list[Any], timeout: float | None) -> Iterator[Any]: ...
     def gather(self, keys: list[Any]) -> dict[Any, State]: ...
@@ -107,6 +109,9 @@ class SyncBackend:
 
     def wait_all(self) -> None:
         pass
+
+    def check_modules(self, tasks: Sequence[Any]) -> None:
+        """In process, every module is there."""
 
     def wait_keys(self, keys: list[Any], timeout: float | None, first: bool) -> set[Any]:
         return {k for k in keys if k in self.values}  # a stage ran whole when submitted
@@ -223,6 +228,36 @@ class DistributedBackend:
 
     def wait_all(self) -> None:
         self._wait(list(self.futures.values()), "ALL_COMPLETED")
+
+    def check_modules(self, tasks: Sequence[Any]) -> None:
+        """Raise FlowDefinitionError, before anything is submitted, if the
+        workers cannot import a module that tasks are sent by reference from
+        (a worker that cannot unpickle what it is sent leaves the cluster,
+        and the run would wait for workers).  Asked once per module and
+        connection (one ``Client.run``)."""
+        known = _importable.setdefault(self.client, (monitor.connection(self.client), set()))
+        if known[0] is not monitor.connection(self.client):
+            known = _importable[self.client] = (monitor.connection(self.client), set())
+        wanted = {}
+        for task in tasks:
+            module = getattr(task, "__module__", None)
+            if (module and module != "__main__" and module not in known[1]
+                    and "<locals>" not in getattr(task, "__qualname__", "<locals>")):
+                wanted.setdefault(module, task)
+        if not wanted:
+            return
+        answers = self.client.run(import_errors, sorted(wanted), on_error="return")
+        for worker, errors in answers.items():
+            if isinstance(errors, BaseException):
+                continue  # a worker that could not answer: it will say so itself
+            for module, error in errors.items():
+                raise FlowDefinitionError(
+                    f"task {wanted[module].name!r} is defined in module {module!r}, which the "
+                    f"workers cannot import (worker {worker}: {error}); install it where the "
+                    f"workers run, put its folder on their PYTHONPATH, or send it with "
+                    f"client.upload_file('{module.replace('.', '/')}.py'); nothing of the run "
+                    "was submitted")
+        known[1].update(wanted)
 
     def _held(self, keys: list[Any]) -> list[Any]:
         missing = [k for k in keys if k not in self.futures]
@@ -364,6 +399,20 @@ class DistributedBackend:
         self.scattered = []
         # A ping still under way is left to finish (it is bounded by its own
         # timeout): cancelling it mid-connect would leak its socket.
+
+
+_importable: weakref.WeakKeyDictionary[Any, tuple[Any, set[str]]] = weakref.WeakKeyDictionary()
+
+
+def import_errors(modules: list[str]) -> dict[str, str]:
+    """On a worker (``Client.run``): the modules it cannot import, with why."""
+    errors = {}
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except BaseException as err:  # noqa: BLE001 - a module's import may raise anything
+            errors[module] = f"{type(err).__name__}: {err}"
+    return errors
 
 
 def _slice(pending: int) -> float:

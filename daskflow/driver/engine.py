@@ -281,6 +281,7 @@ class Engine:
         backend, compiler = self.backend, self.compiler
         assert backend is not None and compiler is not None
         if new:
+            backend.check_modules([node.task for node in new])
             self._register_limits(backend, new)
             if self.scatter:
                 self._scatter(backend, new)

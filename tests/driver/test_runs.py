@@ -318,7 +318,10 @@ def test_unpicklable_task_is_a_clear_error_before_submission(client, counter):
     assert locked(cluster="sync") == 1  # in process nothing is pickled
 
 
-def test_a_task_the_workers_cannot_load_crashes_the_run_with_its_error(client):
+def test_a_task_the_workers_cannot_load_is_named_before_submitting(client):
+    """A worker that cannot unpickle what it is sent fails the task (or, on a
+    LocalCluster, leaves the cluster, and the run used to wait for workers):
+    the task's module is checked on the workers first, once per connection."""
     import types
 
     module = types.ModuleType("only_in_the_driver")
@@ -331,12 +334,12 @@ def test_a_task_the_workers_cannot_load_crashes_the_run_with_its_error(client):
         def unloadable():
             return twice(2)
 
-        run = unloadable.run(cluster=client)
-        assert run.state.is_crashed()
-        assert run.states["twice"].is_crashed()
-        assert "Error during deserialization" in run.state.message  # the worker's own error
-        with pytest.raises(RuntimeError, match="deserialization"):
-            run.result()
+        with pytest.raises(df.FlowDefinitionError,
+                           match="'twice' is defined in module 'only_in_the_driver', which the "
+                                 "workers cannot import.*upload_file"):
+            unloadable.run(cluster=client)
+        assert wide(n=2, cluster=client) == 3  # every worker is still there
+        assert len(client.scheduler_info()["workers"]) == 2
     finally:
         del sys.modules["only_in_the_driver"]
 
@@ -400,3 +403,4 @@ def test_workers_drop_distributeds_cancelled_execution_warning(client):
         return any(getattr(f, "__name__", "") == "quiet_cancel" for f in logger.filters)
 
     assert all(client.run(installed).values())
+
