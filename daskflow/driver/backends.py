@@ -189,7 +189,12 @@ class DistributedBackend:
         deps: set[Any] = set()
         for t in dsk.values():
             deps.update(t.dependencies)
-        self.sinks -= deps
+        futures = self.futures
+        # A sink that finished, and that nothing kept needs, has told its
+        # state already: let Dask release its result (a flow body that loops
+        # over waits would otherwise keep every earlier result in memory).
+        self.sinks = {k for k in self.sinks - deps
+                      if k in keep or k not in futures or futures[k].status != "finished"}
         self.sinks.update(k for k in dsk if k not in deps)
         want = self.sinks | keep
         if dsk:

@@ -464,3 +464,27 @@ def test_a_wait_opens_a_cluster_spec_as_a_cluster(tmp_path):
     """The first wait starts the run's cluster while the body is being built:
     a spec (a resource inside a flow body) must open as a cluster there."""
     assert branch(5, cluster=df.clusters.Local(n_workers=1, threads_per_worker=1)) == 8
+
+
+@df.task
+def blob(i):
+    return bytes(1_000_000) + bytes([i])
+
+
+def test_a_body_looping_over_waits_lets_earlier_results_go(client):
+    from plugins import keys_in_memory
+
+    @df.flow
+    def loop(n: int = 5):
+        sizes = [len(blob(i).result()) for i in range(n)]
+        deadline = time.monotonic() + 10  # the body runs here, on the driver
+        while time.monotonic() < deadline:
+            left = client.run_on_scheduler(keys_in_memory, prefix="blob-")
+            if len(left) <= 1:
+                break
+            time.sleep(0.05)
+        return sizes, left
+
+    sizes, left = loop(cluster=client)
+    assert sizes == [1_000_001] * 5
+    assert len(left) <= 1, left  # only the last one's, still a sink
