@@ -207,9 +207,11 @@ class Waiter(Protocol):
     def length(self, node: Node, timeout: float | None) -> int: ...
 
 
-class WaitOutsideRun(FlowDefinitionError):
+class WaitOutsideRun(BaseException):
     """A flow body asked for a value while it was built without a run
-    (``flow.visualize()``): what was built up to there is all there is."""
+    (``flow.visualize()``): what was built up to there is all there is.  A
+    ``BaseException``, so that a body's ``except Exception`` around the wait
+    does not catch it and build a branch as if the value were known."""
 
     node: Node | None = None  # the node waited for
 

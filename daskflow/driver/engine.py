@@ -170,8 +170,9 @@ class Engine:
             if not self.started:
                 self._early = err  # the build failed: nothing of the run started
                 raise
-            if not self.control.ended():
-                self._end_without_value(StateType.CRASHED, err, states, self.start)
+            if not self.control.ended():  # e.g. the cluster could not start
+                kind = StateType.CANCELLED if isinstance(err, RunCancelled) else StateType.CRASHED
+                self._end_without_value(kind, err, states, self.start)
             raise
         finally:
             self._ready.set()

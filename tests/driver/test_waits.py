@@ -488,3 +488,20 @@ def test_a_body_looping_over_waits_lets_earlier_results_go(client):
     sizes, left = loop(cluster=client)
     assert sizes == [1_000_001] * 5
     assert len(left) <= 1, left  # only the last one's, still a sink
+
+
+def test_visualize_stops_at_a_wait_a_body_guards_with_except_exception():
+    pytest.importorskip("graphviz")
+
+    @df.flow
+    def guarded():
+        x = inc(1)
+        try:
+            if x.result() > 1:
+                return inc(x)
+        except Exception:  # must not swallow the stop of the build
+            return total([x, x])
+        return x
+
+    source = guarded.visualize().source
+    assert "waits for inc" in source and "total" not in source
