@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar, overload
 
+import cloudpickle
+
 from daskflow.core import signals
 from daskflow.core.hooks import check_hooks
 from daskflow.core.options import check_expiration, check_options
@@ -199,15 +201,31 @@ class Task(Generic[R]):
         """Pickle by reference when the module holds this task (as it does for
         ``@task`` at module level), so workers import it instead of receiving
         the function's code with every task; by value otherwise."""
+        if self._held_by_module():
+            return self.__qualname__
+        return (_rebuild_task, (self.fn, self._options()))
+
+    def _held_by_module(self) -> bool:
         module = getattr(self, "__module__", None)
         qualname = getattr(self, "__qualname__", "")
-        if module and module != "__main__" and "<locals>" not in qualname:
-            obj: Any = sys.modules.get(module)
-            for part in qualname.split("."):
-                obj = getattr(obj, part, None)
-            if obj is self:
-                return qualname
-        return (_rebuild_task, (self.fn, self._options()))
+        if not module or module == "__main__" or "<locals>" in qualname:
+            return False
+        obj: Any = sys.modules.get(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part, None)
+        return obj is self
+
+    def module_needed(self) -> str | None:
+        """The module a worker must import to load this task (the task, or its
+        function, travels by reference to it), or None."""
+        if self._held_by_module():
+            return self.__module__
+        module = getattr(self.fn, "__module__", None)  # cloudpickle's rule for functions
+        if (module and module != "__main__" and module in sys.modules
+                and "<locals>" not in getattr(self.fn, "__qualname__", "<locals>")
+                and module not in cloudpickle.list_registry_pickle_by_value()):
+            return module
+        return None
 
     def _options(self) -> dict[str, Any]:
         return {

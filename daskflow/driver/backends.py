@@ -245,9 +245,8 @@ class DistributedBackend:
             known = _importable[self.client] = (monitor.connection(self.client), set())
         wanted = {}
         for task in tasks:
-            module = getattr(task, "__module__", None)
-            if (module and module != "__main__" and module not in known[1]
-                    and "<locals>" not in getattr(task, "__qualname__", "<locals>")):
+            module = task.module_needed()
+            if module is not None and module not in known[1]:
                 wanted.setdefault(module, task)
         if not wanted:
             return
