@@ -156,12 +156,14 @@ class Recorder:
         return cls(run)
 
     def start(self) -> None:
-        self._write(self._running())
+        """Write the record now and as the run goes, from a thread of its own
+        (the run does not wait for the store)."""
         self._thread = threading.Thread(target=self._loop, daemon=True,
                                         name=f"daskflow-record-{self.run.run_id}")
         self._thread.start()
 
     def _loop(self) -> None:
+        self._write(self._running())
         while not self._stop.wait(self.interval):
             self._write(self._running())
 
