@@ -26,6 +26,7 @@ from daskflow.clusters import KINDS, ClusterSpec, from_profile
 from daskflow.clusters.records import records
 from daskflow.driver.connect import looks_like_address
 from daskflow.driver.flowrun import FlowRun
+from daskflow.driver.history import RunStore
 from daskflow.exceptions import (
     ClusterError,
     DaskflowError,
@@ -101,7 +102,35 @@ def load_flow(target: str) -> Any:
     """The flow named by ``path/to/file.py:name`` or ``package.module:name``.
 
     A file is run as a script that is not ``__main__`` (so its
-    ``if __name__ == "__main__":`` block does not run) and whose tasks
+    ``def _add_runs(sub: Any) -> None:
+    runs = sub.add_parser("runs", help="the records of past and running runs (the run store)")
+    rsub = runs.add_subparsers(dest="action", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--store", help="the run store (default: the setting "
+                                        "daskflow.runs.store)")
+    p_list = rsub.add_parser("list", parents=[common], help="runs, newest first")
+    p_list.add_argument("--flow", help="only this flow's runs")
+    p_list.add_argument("--state", help="only runs in this state (completed, failed, ...)")
+    p_list.add_argument("--since", help="only runs started within this long (1h, 2d)")
+    p_list.add_argument("--limit", type=int, default=50)
+    p_list.add_argument("--json", action="store_true")
+    p_list.set_defaults(func=cmd_runs_list)
+    p_show = rsub.add_parser("show", parents=[common],
+                             help="a run's summary, failures and last log lines")
+    p_show.add_argument("run", help="a run id, or the start of one")
+    p_show.add_argument("--logs", type=int, default=50, help="how many log lines")
+    p_show.set_defaults(func=cmd_runs_show)
+    p_report = rsub.add_parser("report", parents=[common], help="a run's HTML report")
+    p_report.add_argument("run", help="a run id, or the start of one")
+    p_report.add_argument("-o", "--output", help="the HTML file to write")
+    p_report.set_defaults(func=cmd_runs_report)
+    p_prune = rsub.add_parser("prune", parents=[common],
+                              help="remove the records of runs that ended long ago")
+    p_prune.add_argument("--older-than", required=True, help="e.g. 30d, 12h")
+    p_prune.set_defaults(func=cmd_runs_prune)
+
+
+if __name__ == "__main__":`` block does not run) and whose tasks
     travel to the workers by value, as a notebook's do.
     """
     where, sep, name = target.rpartition(":")
@@ -227,6 +256,74 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store(args: argparse.Namespace) -> RunStore:
+    return RunStore(args.store)
+
+
+def cmd_runs_list(args: argparse.Namespace) -> int:
+    since = time.time() - parse_timedelta(args.since) if args.since else None
+    rows = [r for r in _store(args).records()
+            if (args.flow is None or r["flow"] == args.flow)
+            and (args.state is None or r["state"]["type"] == args.state.upper()
+                 or r["state"].get("name", "").lower() == args.state.lower())
+            and (since is None or (r.get("created") or 0) >= since)]
+    rows.sort(key=lambda r: r.get("created") or 0, reverse=True)
+    rows = rows[:args.limit]
+    if args.json:
+        print(json.dumps([{k: r.get(k) for k in ("run_id", "flow", "state", "cluster",
+                                                  "created", "heartbeat", "host", "pid")}
+                          for r in rows], indent=2, default=repr))
+        return 0
+    if not rows:
+        print(f"no runs recorded in {_store(args).url}")
+        return 0
+    for r in rows:
+        st = r["state"]
+        took = (st.get("end") or r.get("heartbeat") or 0) - (st.get("start") or 0)
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.get("created") or 0))
+        print(f"{when}  {r['run_id']}  {r['flow']:<20} {st.get('name', st['type']):<13} "
+              f"{max(took, 0):8.1f}s  {(st.get('message') or '')[:80]}")
+    return 0
+
+
+def _recorded_run(args: argparse.Namespace) -> FlowRun | None:
+    try:
+        return FlowRun.from_json(json.dumps(_store(args).find(args.run), default=repr))
+    except DaskflowError as err:
+        print(f"daskflow runs: {err}", file=sys.stderr)
+        return None
+
+
+def cmd_runs_show(args: argparse.Namespace) -> int:
+    run = _recorded_run(args)
+    if run is None:
+        return 2
+    print(run.summary())
+    for name, st in run.states.items():
+        if st.is_failed() and st.traceback:
+            print(f"\n--- {name} ({st.name}) ---\n{st.traceback.rstrip()}")
+    if run.logs:
+        print("\n--- logs ---")
+        for line in list(run.logs)[-args.logs:]:
+            print(f"{line.get('level', ''):<7} {line.get('task', '')}: {line.get('message', '')}")
+    return 0
+
+
+def cmd_runs_report(args: argparse.Namespace) -> int:
+    run = _recorded_run(args)
+    if run is None:
+        return 2
+    print(run.report(args.output or f"{run.flow_name}-{run.run_id}.html"))
+    return 0
+
+
+def cmd_runs_prune(args: argparse.Namespace) -> int:
+    removed = _store(args).prune(parse_timedelta(args.older_than))
+    print(f"removed {removed} run record(s) older than {args.older_than} from "
+          f"{_store(args).url}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     if (args.cron is None) == (args.interval is None):
         print("daskflow serve: give one of --cron '0 * * * *' and --interval 10m",
@@ -305,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_serve(sub)
     _add_cache(sub)
     _add_clusters(sub)
+    _add_runs(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 
@@ -388,6 +486,34 @@ def _add_clusters(sub: Any) -> None:
     p_close.add_argument("name", nargs="?")
     p_close.add_argument("--all", action="store_true")
     p_close.set_defaults(func=cmd_close)
+
+
+def _add_runs(sub: Any) -> None:
+    runs = sub.add_parser("runs", help="the records of past and running runs (the run store)")
+    rsub = runs.add_subparsers(dest="action", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--store", help="the run store (default: the setting "
+                                        "daskflow.runs.store)")
+    p_list = rsub.add_parser("list", parents=[common], help="runs, newest first")
+    p_list.add_argument("--flow", help="only this flow's runs")
+    p_list.add_argument("--state", help="only runs in this state (completed, failed, ...)")
+    p_list.add_argument("--since", help="only runs started within this long (1h, 2d)")
+    p_list.add_argument("--limit", type=int, default=50)
+    p_list.add_argument("--json", action="store_true")
+    p_list.set_defaults(func=cmd_runs_list)
+    p_show = rsub.add_parser("show", parents=[common],
+                             help="a run's summary, failures and last log lines")
+    p_show.add_argument("run", help="a run id, or the start of one")
+    p_show.add_argument("--logs", type=int, default=50, help="how many log lines")
+    p_show.set_defaults(func=cmd_runs_show)
+    p_report = rsub.add_parser("report", parents=[common], help="a run's HTML report")
+    p_report.add_argument("run", help="a run id, or the start of one")
+    p_report.add_argument("-o", "--output", help="the HTML file to write")
+    p_report.set_defaults(func=cmd_runs_report)
+    p_prune = rsub.add_parser("prune", parents=[common],
+                              help="remove the records of runs that ended long ago")
+    p_prune.add_argument("--older-than", required=True, help="e.g. 30d, 12h")
+    p_prune.set_defaults(func=cmd_runs_prune)
 
 
 if __name__ == "__main__":

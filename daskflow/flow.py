@@ -25,8 +25,9 @@ from daskflow.define.build import Builder, Ref, WaitOutsideRun, check_built, cur
 from daskflow.driver.connect import check_cluster
 from daskflow.driver.engine import Engine, returned_nodes
 from daskflow.driver.flowrun import FlowRun
+from daskflow.driver.history import record_failed_start
 from daskflow.driver.limits import resolve as resolve_limits
-from daskflow.exceptions import FlowDefinitionError, ParameterError
+from daskflow.exceptions import DaskflowError, FlowDefinitionError, ParameterError
 from daskflow.ui import progress as live
 from daskflow.ui.visualize import to_graphviz
 
@@ -309,9 +310,13 @@ class Flow(Generic[R]):
                 f"{self.name}.{how}() was called inside a flow body; call {self.name}(...) "
                 "to nest it instead")
         cluster = self.cluster if cluster is None else cluster
-        check_cluster(cluster)
-        limits = check_limits(f"this run of flow {self.name!r}", concurrency)
-        params = self.bind(*args, **kwargs)
+        try:
+            check_cluster(cluster)
+            limits = check_limits(f"this run of flow {self.name!r}", concurrency)
+            params = self.bind(*args, **kwargs)
+        except DaskflowError as err:  # the run never started: its record says why
+            record_failed_start(self.name, err)
+            raise
         return Engine(self.name, params, functools.partial(self._body, params), cluster,
                       self.scatter if scatter is None else scatter, flow=self,
                       limits=resolve_limits(self.concurrency, limits),

@@ -56,6 +56,7 @@ from daskflow.define.build import Builder, Ref, check_built, no_builder, refs_in
 from daskflow.driver.backends import Backend
 from daskflow.driver.connect import open_backend
 from daskflow.driver.flowrun import FlowRun, RunControl, flow_state
+from daskflow.driver.history import Recorder
 from daskflow.driver.live import LiveGroups
 from daskflow.driver.logs import RunLogs, flow_logger, setup_logging
 from daskflow.driver.waits import BodyWaits, RunInterrupted
@@ -162,6 +163,9 @@ class Engine:
         self.start = time.time()
         keeper = RunLogs(self.run_id, self.flow_run.logs)
         logging.getLogger("daskflow").addHandler(keeper)
+        recorder = Recorder.for_run(self.flow_run)
+        if recorder is not None:
+            recorder.start()
         try:
             with contextlib.ExitStack() as stack:
                 self._stack = stack
@@ -183,6 +187,8 @@ class Engine:
                 if self.started:
                     run_flow_hooks(self.flow, self.flow_run)
             finally:
+                if recorder is not None:
+                    recorder.end(self._early)
                 logging.getLogger("daskflow").removeHandler(keeper)
                 if self.started:
                     self.control.settle()

@@ -6,6 +6,7 @@ states received since the previous one, not a pass over every task.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from typing import Any
 
@@ -25,8 +26,13 @@ class LiveGroups:
         self.group_of: dict[Any, _Live] = {}
         self.current: dict[Any, tuple[str, int]] = {}  # key -> (state type, retries)
         self.live: dict[str, _Live] = {}
+        self._lock = threading.Lock()
 
     def __call__(self) -> list[Group]:
+        with self._lock:  # the progress display and the run's recorder both read it
+            return self._update()
+
+    def _update(self) -> list[Group]:
         keys = self.keys
         n = len(keys)
         for key in keys[self.seen:n]:

@@ -1,0 +1,205 @@
+"""The run store: every run leaves a record, with no server to run.
+
+A record is the run's JSON (:meth:`FlowRun.record`: flow, run id, parameters,
+states, logs, timings, the cluster, the outcome) plus ``heartbeat``,
+``host`` and ``pid``, one file per run named ``<start time>-<run id>.json``
+in the folder or fsspec URL of the setting ``daskflow.runs.store``.
+
+:class:`Recorder` writes it when the run starts, every
+``daskflow.runs.interval`` while it goes (then only the counts per task and
+the last log lines, so a run of 100k task runs does not spend its time
+writing), and whole when it ends.  Every write is atomic (a rename, or an
+object store's put), and each run writes only its own file, so drivers on
+several machines share one store.  A record still "running" whose
+heartbeat is older than ``daskflow.runs.driver-lost`` reads as Crashed
+(driver lost): nobody has to notice the driver died.  A damaged record is
+skipped with a warning.  ``daskflow runs list/show/report/prune`` read it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from daskflow import config
+from daskflow.compile.graph import new_token
+from daskflow.core.files import write_atomic
+from daskflow.exceptions import DaskflowError
+
+log = logging.getLogger("daskflow.run")
+
+_LOGS_WHILE_RUNNING = 200  # log lines in a record written while the run goes
+
+
+class RunStore:
+    """The records of runs, in one folder or fsspec URL."""
+
+    def __init__(self, url: str | None = None) -> None:
+        from fsspec.core import url_to_fs
+
+        self.url = os.path.expanduser(str(url or config.get("runs.store")))
+        self.fs, self.root = url_to_fs(self.url, **(config.get("runs.store-options") or {}))
+
+    def path(self, record: dict[str, Any]) -> str:
+        started = record.get("created") or (record.get("state") or {}).get("start") or 0
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started))
+        return f"{self.root}/{stamp}-{record['run_id']}.json"
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.fs.makedirs(self.root, exist_ok=True)
+        data = json.dumps(record, default=repr).encode()
+        write_atomic(self.path(record), data, self.fs)
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every readable record, newest first; a damaged one is skipped with a
+        warning; a running one whose driver stopped writing reads as Crashed."""
+        try:
+            names = sorted(self.fs.ls(self.root, detail=False), reverse=True)
+        except FileNotFoundError:
+            return
+        lost_after = config.seconds_setting("runs.driver-lost")
+        for name in names:
+            if not name.endswith(".json"):
+                continue
+            try:
+                record = json.loads(self.fs.cat_file(name))
+                record["run_id"], record["state"]["type"]  # noqa: B018 - its shape
+            except FileNotFoundError:
+                continue  # pruned meanwhile
+            except Exception as err:
+                log.warning("skipped the damaged run record %s (%s: %s)", name,
+                            type(err).__name__, err)
+                continue
+            yield _driver_lost(record, lost_after)
+
+    def find(self, prefix: str) -> dict[str, Any]:
+        """The record whose run id starts with ``prefix`` (as git's short ids)."""
+        found = [r for r in self.records() if r["run_id"].startswith(prefix)]
+        ids = sorted({r["run_id"] for r in found})
+        if not ids:
+            raise DaskflowError(f"no run {prefix!r} in the run store {self.url}; "
+                                "`daskflow runs list` shows the runs it holds")
+        if len(ids) > 1:
+            raise DaskflowError(f"run id {prefix!r} is ambiguous in {self.url}: "
+                                f"{', '.join(ids[:5])}; give more of it")
+        return found[0]
+
+    def prune(self, older_than: float) -> int:
+        """Remove the records of runs that ended (or were last heard of) more
+        than ``older_than`` seconds ago; how many."""
+        cutoff = time.time() - older_than
+        removed = 0
+        for record in list(self.records()):
+            last = (record["state"].get("end") or record.get("heartbeat")
+                    or record["state"].get("start") or 0)
+            if last < cutoff and record["state"]["type"] not in ("RUNNING", "PENDING"):
+                try:
+                    self.fs.rm_file(self.path(record))
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+        return removed
+
+
+def _driver_lost(record: dict[str, Any], lost_after: float) -> dict[str, Any]:
+    state = record["state"]
+    if state["type"] in ("RUNNING", "PENDING"):
+        silent = time.time() - (record.get("heartbeat") or 0)
+        if silent > lost_after:
+            state.update(type="CRASHED", name="Crashed",
+                         message=f"driver lost: its driver ({record.get('host')}, pid "
+                                 f"{record.get('pid')}) stopped writing {silent:.0f}s ago")
+    return record
+
+
+def record_failed_start(flow_name: str, error: BaseException) -> None:
+    """A run that failed before it could be made (a bad parameter, a bad
+    ``cluster=``) leaves a record too, saying why."""
+    if not config.get("runs.enabled"):
+        return
+    now = time.time()
+    record = {"flow": flow_name, "run_id": new_token(), "cluster": "", "dashboard": None,
+              "parameters": {}, "states": {}, "logs": [], "created": now, "heartbeat": now,
+              "host": socket.gethostname(), "pid": os.getpid(),
+              "state": {"type": "FAILED", "name": "Failed", "start": now, "end": now,
+                        "message": f"did not start: {type(error).__name__}: {error}"}}
+    try:
+        RunStore().write(record)
+    except Exception as err:  # never hide the run's own error behind this one
+        log.warning("could not record the failed start of flow %r (%s: %s)", flow_name,
+                    type(err).__name__, err)
+
+
+class Recorder:
+    """Writes one run's record to the store as it goes (see the module's doc)."""
+
+    def __init__(self, run: Any, store: RunStore | None = None) -> None:
+        self.run = run
+        self.store = store or RunStore()
+        self.created = time.time()
+        self.interval = config.seconds_setting("runs.interval")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failed = False
+
+    @classmethod
+    def for_run(cls, run: Any) -> Recorder | None:
+        """A recorder for ``run``, or None when records are off (a setting)."""
+        if not config.get("runs.enabled"):
+            return None
+        return cls(run)
+
+    def start(self) -> None:
+        """Write the record now and as the run goes, from a thread of its own
+        (the run does not wait for the store)."""
+        self._thread = threading.Thread(target=self._loop, daemon=True,
+                                        name=f"daskflow-record-{self.run.run_id}")
+        self._thread.start()
+
+    def _loop(self) -> None:
+        self._write(self._running())
+        while not self._stop.wait(self.interval):
+            self._write(self._running())
+
+    def end(self, error: BaseException | None = None) -> None:
+        """The run ended (``error``: it never started, e.g. its body raised
+        before its first task): write its whole record."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
+        record = self.run.record()
+        if error is not None and not self.run.state.is_final():
+            record["state"].update(type="FAILED", name="Failed", end=time.time(),
+                                   message=f"did not start: {type(error).__name__}: {error}")
+        self._write(record)
+
+    def _running(self) -> dict[str, Any]:
+        """The record while the run goes: its counts per task, not every state."""
+        run = self.run
+        record = {"flow": run.flow_name, "run_id": run.run_id, "cluster": run.cluster,
+                  "dashboard": run.dashboard_link, "parameters": run.parameters,
+                  "state": {"type": "RUNNING", "name": "Running", "start": run.state.start,
+                            "end": None, "message": ""},
+                  "groups": [{"name": g.name, "total": g.total, "counts": dict(g.counts)}
+                             for g in run.groups()],
+                  "states": {}, "logs": list(run.logs)[-_LOGS_WHILE_RUNNING:]}
+        return record
+
+    def _write(self, record: dict[str, Any]) -> None:
+        record.update(heartbeat=time.time(), created=self.created, host=socket.gethostname(),
+                      pid=os.getpid())
+        if record["state"].get("start") is None:
+            record["state"]["start"] = self.created
+        try:
+            self.store.write(record)
+        except Exception as err:  # a store that cannot be written never fails a run
+            if not self._failed:
+                self._failed = True
+                log.warning("could not write run %s's record to %s (%s: %s); the run goes on",
+                            self.run.run_id, self.store.url, type(err).__name__, err)
