@@ -296,7 +296,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``daskflow`` command's parser (the docs site's CLI page is generated from it)."""
     parser = argparse.ArgumentParser(
         prog="daskflow", description="daskflow: run flows, and manage the clusters it started")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -305,7 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     _add_serve(sub)
     _add_cache(sub)
     _add_clusters(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 
