@@ -387,11 +387,11 @@ def _add_clusters(sub: Any) -> None:
     clusters = sub.add_parser("clusters", help="list or close the clusters daskflow started")
     csub = clusters.add_subparsers(dest="action", required=True)
     p_list = csub.add_parser("list", help="show recorded clusters and whether they run")
-    p_list.add_argument("--json", action="store_true")
+    p_list.add_argument("--json", action="store_true", help="list as JSON")
     p_list.set_defaults(func=cmd_list)
     p_close = csub.add_parser("close", help="end a recorded cluster, or all of them")
-    p_close.add_argument("name", nargs="?")
-    p_close.add_argument("--all", action="store_true")
+    p_close.add_argument("name", nargs="?", help="the cluster's name, as `daskflow clusters list` shows it")
+    p_close.add_argument("--all", action="store_true", help="every recorded cluster")
     p_close.set_defaults(func=cmd_close)
 
 
