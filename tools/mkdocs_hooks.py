@@ -5,15 +5,28 @@ which GitHub renders. MkDocs knows only the files under ``docs/``, so each
 such target that exists is copied into the site under ``repo/`` and the link
 points there; a target that does not exist stays unknown to MkDocs, whose
 ``--strict`` build then fails on the broken link.
+
+It also fills the generated reference blocks (``tools/reference.py``) at each
+build: the settings table of docs/settings.md from the schema and the
+defaults, and docs/reference/cli.md from the ``daskflow`` command's parser,
+imported from this tree.
 """
 
 from __future__ import annotations
 
 import posixpath
 import re
+import sys
 from pathlib import Path
 
 from mkdocs.structure.files import File, InclusionLevel
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+sys.path.insert(0, str(ROOT))  # this tree's daskflow, whatever the venv has installed
+
+import blocks  # noqa: E402
+import reference  # noqa: E402
 
 # a markdown link or image whose target leaves docs/: ](../path) or ](../path#anchor)
 OUTSIDE = re.compile(r"\]\((\.\./[^)#\s]+)(?:#[^)\s]*)?\)")
@@ -45,3 +58,20 @@ def on_files(files, config):
         files.append(RepoFile(uri, str(docs), config.site_dir, config.use_directory_urls,
                               dest_uri=f"repo/{inside}", inclusion=InclusionLevel.INCLUDED))
     return files
+
+
+_generated: dict[str, str] = {}
+
+
+def on_pre_build(config):
+    _generated.clear()
+    _generated.update(reference.generated(ROOT))
+
+
+def on_page_markdown(markdown, page, config, files):
+    """The generated blocks, as this code has them now."""
+    for name, body in _generated.items():
+        begin, end = blocks.markers(name)
+        if begin in markdown and end in markdown:
+            markdown = blocks.replace(markdown, name, body)
+    return markdown
