@@ -67,9 +67,22 @@ def test_every_link_leads_to_a_file_and_its_heading(path):
 
 def test_the_readme_links_to_every_page_of_the_site():
     """mkdocs.yml's nav lists every page (its build fails on a page left out),
-    and the README's documentation list leads to each of them."""
-    linked = {(README.parent / t.partition("#")[0]).resolve() for t in links(README)}
-    missing = [str(p.relative_to(ROOT)) for p in PAGES if p.resolve() not in linked]
+    and the README's documentation list leads to each of them, except the
+    pages of a section that has a page of its own: docs/clusters/*.md (one
+    per provider) are linked from docs/clusters.md, which the README links
+    to (the README stays short)."""
+    def linked_from(page: Path) -> set[Path]:
+        return {(page.parent / t.partition("#")[0]).resolve() for t in links(page)}
+
+    readme = linked_from(README)
+    missing = []
+    for p in PAGES:
+        section = p.parent.with_suffix(".md")
+        if p.resolve() in readme:
+            continue
+        if section.parent != ROOT and section.exists() and p.resolve() in linked_from(section):
+            continue
+        missing.append(str(p.relative_to(ROOT)))
     assert missing == []
 
 
