@@ -393,7 +393,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``daskflow`` command's parser (the docs site's CLI page is generated from it)."""
     parser = argparse.ArgumentParser(
         prog="daskflow", description="daskflow: run flows, and manage the clusters it started")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -403,7 +404,11 @@ def main(argv: list[str] | None = None) -> int:
     _add_cache(sub)
     _add_clusters(sub)
     _add_runs(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 
@@ -480,11 +485,11 @@ def _add_clusters(sub: Any) -> None:
     clusters = sub.add_parser("clusters", help="list or close the clusters daskflow started")
     csub = clusters.add_subparsers(dest="action", required=True)
     p_list = csub.add_parser("list", help="show recorded clusters and whether they run")
-    p_list.add_argument("--json", action="store_true")
+    p_list.add_argument("--json", action="store_true", help="list as JSON")
     p_list.set_defaults(func=cmd_list)
     p_close = csub.add_parser("close", help="end a recorded cluster, or all of them")
-    p_close.add_argument("name", nargs="?")
-    p_close.add_argument("--all", action="store_true")
+    p_close.add_argument("name", nargs="?", help="the cluster's name, as `daskflow clusters list` shows it")
+    p_close.add_argument("--all", action="store_true", help="every recorded cluster")
     p_close.set_defaults(func=cmd_close)
 
 

@@ -66,6 +66,8 @@ class Flow(Generic[R]):
         Flow hooks, each called as ``hook(flow, run)`` on the driver when a
         run ends in that state (see :mod:`daskflow.core.hooks`).
 
+    Examples
+    --------
     >>> import daskflow as df
     >>> @df.task
     ... def double(x):

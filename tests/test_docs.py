@@ -5,7 +5,8 @@ which fails on a link between pages, to an anchor or to a repository file
 that does not exist. These tests hold what that build does not see: the
 README (not part of the site) stays short and its links lead somewhere, the
 pages' links hold for pytest alone too, each generated figures block is in
-exactly one page, and the README's quickstart runs as written.
+exactly one page, the generated reference (settings, command line) is this
+code's, and the README's quickstart runs as written.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
 import blocks  # noqa: E402
+import reference  # noqa: E402
 
 README = ROOT / "README.md"
 PAGES = sorted((ROOT / "docs").rglob("*.md"))
@@ -65,9 +67,22 @@ def test_every_link_leads_to_a_file_and_its_heading(path):
 
 def test_the_readme_links_to_every_page_of_the_site():
     """mkdocs.yml's nav lists every page (its build fails on a page left out),
-    and the README's documentation list leads to each of them."""
-    linked = {(README.parent / t.partition("#")[0]).resolve() for t in links(README)}
-    missing = [str(p.relative_to(ROOT)) for p in PAGES if p.resolve() not in linked]
+    and the README's documentation list leads to each of them, except the
+    pages of a section that has a page of its own: docs/clusters/*.md (one
+    per provider) are linked from docs/clusters.md, which the README links
+    to (the README stays short)."""
+    def linked_from(page: Path) -> set[Path]:
+        return {(page.parent / t.partition("#")[0]).resolve() for t in links(page)}
+
+    readme = linked_from(README)
+    missing = []
+    for p in PAGES:
+        section = p.parent.with_suffix(".md")
+        if p.resolve() in readme:
+            continue
+        if section.parent != ROOT and section.exists() and p.resolve() in linked_from(section):
+            continue
+        missing.append(str(p.relative_to(ROOT)))
     assert missing == []
 
 
@@ -94,3 +109,37 @@ def test_the_readme_quickstart_runs_as_written(tmp_path):
     lines = out.stdout.splitlines()
     assert lines[0] == "285", out.stdout
     assert "Completed" in lines[1] and "square  10 Completed" in out.stdout, out.stdout
+
+
+def test_the_settings_page_lists_every_key_of_the_schema():
+    """Every setting the schema knows (each path through its ``properties``)
+    has a row in the generated table, with the default daskflow.yaml gives it."""
+    import yaml
+
+    schema = yaml.safe_load((ROOT / reference.SCHEMA).read_text(encoding="utf-8"))
+    defaults = yaml.safe_load((ROOT / reference.DEFAULTS).read_text(encoding="utf-8"))
+
+    def leaves(node, key):
+        children = node.get("properties")
+        if children is None:
+            return [key]
+        return [k for name, child in children.items() for k in leaves(child, f"{key}.{name}")]
+
+    keys = leaves(schema["properties"]["daskflow"], "daskflow")
+    assert len(keys) > 30
+    table = reference.settings_table(ROOT)
+    rows = {line.split("|")[1].strip().strip("`"): line for line in table.splitlines()[2:]}
+    assert [k for k in keys if k not in rows] == []
+    for key in keys:
+        value = defaults
+        for part in key.split("."):
+            value = value[part]
+        assert reference._value(value) in rows[key], key
+
+
+def test_the_generated_blocks_in_the_pages_are_this_codes():
+    """The site fills them at each build; the copies GitHub shows are
+    rewritten by `python tools/reference.py --write`."""
+    for name, body in reference.generated(ROOT).items():
+        text = blocks.holder(ROOT, name).read_text(encoding="utf-8")
+        assert blocks.replace(text, name, body) == text, f"run python tools/reference.py --write ({name})"

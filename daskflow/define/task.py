@@ -80,6 +80,8 @@ class Task(Generic[R]):
         logger, which reaches the driver (None: the setting
         ``daskflow.logging.log-prints``, off by default).
 
+    Examples
+    --------
     >>> @task(retries=2)
     ... def inc(x):
     ...     return x + 1
