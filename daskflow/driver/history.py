@@ -5,7 +5,8 @@ states, logs, timings, the cluster, the outcome) plus ``heartbeat``,
 ``host`` and ``pid``, one file per run named ``<start time>-<run id>.json``
 in the folder or fsspec URL of the setting ``daskflow.runs.store``.
 
-:class:`Recorder` writes it when the run starts, every
+:class:`Recorder` writes it half a second after the run starts (a run over
+by then writes it once, at its end), every
 ``daskflow.runs.interval`` while it goes (then only the counts per task and
 the last log lines, so a run of 100k task runs does not spend its time
 writing), and whole when it ends.  Every write is atomic (a rename, or an
@@ -35,6 +36,7 @@ from daskflow.exceptions import DaskflowError
 log = logging.getLogger("daskflow.run")
 
 _LOGS_WHILE_RUNNING = 200  # log lines in a record written while the run goes
+FIRST_WRITE = 0.5  # seconds after its start a run's record is first written, at most
 
 
 class RunStore:
@@ -163,6 +165,10 @@ class Recorder:
         self._thread.start()
 
     def _loop(self) -> None:
+        # The first write waits a moment: a run over by then (most small ones)
+        # writes its record once, at its end.
+        if self._stop.wait(min(self.interval, FIRST_WRITE)):
+            return
         self._write(self._running())
         while not self._stop.wait(self.interval):
             self._write(self._running())
