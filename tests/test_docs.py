@@ -90,8 +90,9 @@ def test_each_figures_block_is_in_exactly_one_page():
     """tools/figures.py and tools/structure.py write each block in the page
     that holds its markers; the test figures stay in the README."""
     where = {name: blocks.holder(ROOT, name).relative_to(ROOT).as_posix()
-             for name in ("tests", "waits", "soak", "shutdown", "structure")}
+             for name in ("tests", "waits", "records", "soak", "shutdown", "structure")}
     assert where == {"tests": "README.md", "waits": "docs/tour/waits.md",
+                     "records": "docs/run-state.md",
                      "soak": "docs/run-state.md", "shutdown": "docs/shutdown.md",
                      "structure": "docs/architecture.md"}
 

@@ -4,13 +4,14 @@
     python tools/figures.py --tests make-test.log  # and the test run's figures
 
 - ``<!-- waits -->``: from ``benchmarks/results/waits.json`` (``benchmarks/waits.py --json``);
+- ``<!-- records -->``: from ``benchmarks/results/records.json`` (``benchmarks/records.py --json``);
 - ``<!-- soak -->``: from ``benchmarks/results/soak.json`` (``benchmarks/soak.py --json``);
 - ``<!-- tests -->`` and ``<!-- shutdown -->``: from the output of ``make test``
   (its last line and its "measured shutdown times" section).
 
 Each block is written in the one page that holds its markers (README.md or a
 page of docs/, see ``tools/blocks.py``): today waits in docs/tour/waits.md,
-soak in docs/run-state.md, shutdown in docs/shutdown.md, tests in README.md.
+records and soak in docs/run-state.md, shutdown in docs/shutdown.md, tests in README.md.
 
 The structure figures are written by ``tools/structure.py --write``.
 """
@@ -52,6 +53,24 @@ def waits_table(figures: dict) -> str:
     return "\n".join(lines) + f"\n\n({figures['cluster']}, {figures['when']}.)"
 
 
+def records_table(figures: dict) -> str:
+    """The table of ``benchmarks/records.py --json``."""
+    lines = ["| workload | records on | records off | cost |", "|---|---|---|---|"]
+    big = None
+    for r in figures["rows"]:
+        if "records_on_s" not in r:
+            big = r
+            continue
+        lines.append(f"| {r['workload']} ({r['runs']} runs each, alternating) | "
+                     f"{1000 * r['records_on_s']:.1f} ms | {1000 * r['records_off_s']:.1f} ms | "
+                     f"{100 * r['overhead']:+.1f}% |")
+    text = "\n".join(lines)
+    if big is not None:
+        text += (f"\n\nThe final record of a 100k-element run ({big['run_s']:.1f} s on sync) is "
+                 f"{big['bytes'] / 2**20:.1f} MiB and takes {big['write_s']:.2f} s to write.")
+    return text + f"\n\n({figures['cluster']}, {figures['when']}.)"
+
+
 def test_figures(log: str) -> tuple[str, str]:
     """The suite's summary line, and the shutdown times, from ``make test``'s output."""
     lines = [line for line in log.splitlines() if " passed" in line and " in " in line
@@ -90,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     waits = ROOT / "benchmarks" / "results" / "waits.json"
     if waits.exists():
         written["waits"] = waits_table(json.loads(waits.read_text()))
+    records = ROOT / "benchmarks" / "results" / "records.json"
+    if records.exists():
+        written["records"] = records_table(json.loads(records.read_text()))
     soak = ROOT / "benchmarks" / "results" / "soak.json"
     if soak.exists():
         written["soak"] = soak_table(json.loads(soak.read_text()))

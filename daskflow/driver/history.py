@@ -39,6 +39,10 @@ _LOGS_WHILE_RUNNING = 200  # log lines in a record written while the run goes
 FIRST_WRITE = 0.5  # seconds after its start a run's record is first written, at most
 
 
+_stores: dict[tuple[str, str], RunStore] = {}
+_stores_lock = threading.Lock()
+
+
 class RunStore:
     """The records of runs, in one folder or fsspec URL."""
 
@@ -47,6 +51,17 @@ class RunStore:
 
         self.url = os.path.expanduser(str(url or config.get("runs.store")))
         self.fs, self.root = url_to_fs(self.url, **(config.get("runs.store-options") or {}))
+        self._made = False  # the folder exists (made once per store object)
+
+    @classmethod
+    def configured(cls) -> RunStore:
+        """The store of the settings, one object per URL and options."""
+        key = (str(config.get("runs.store")), repr(config.get("runs.store-options") or {}))
+        with _stores_lock:
+            store = _stores.get(key)
+            if store is None:
+                store = _stores[key] = cls()
+            return store
 
     def path(self, record: dict[str, Any]) -> str:
         started = record.get("created") or (record.get("state") or {}).get("start") or 0
@@ -54,7 +69,9 @@ class RunStore:
         return f"{self.root}/{stamp}-{record['run_id']}.json"
 
     def write(self, record: dict[str, Any]) -> None:
-        self.fs.makedirs(self.root, exist_ok=True)
+        if not self._made:
+            self.fs.makedirs(self.root, exist_ok=True)
+            self._made = True
         data = json.dumps(record, default=repr).encode()
         write_atomic(self.path(record), data, self.fs)
 
@@ -143,11 +160,11 @@ class Recorder:
 
     def __init__(self, run: Any, store: RunStore | None = None) -> None:
         self.run = run
-        self.store = store or RunStore()
+        self.store = store or RunStore.configured()
         self.created = time.time()
         self.interval = config.seconds_setting("runs.interval")
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._writing = threading.Lock()  # held by a write; the end's write comes last
         self._failed = False
 
     @classmethod
@@ -160,25 +177,28 @@ class Recorder:
     def start(self) -> None:
         """Write the record now and as the run goes, from a thread of its own
         (the run does not wait for the store)."""
-        self._thread = threading.Thread(target=self._loop, daemon=True,
-                                        name=f"daskflow-record-{self.run.run_id}")
-        self._thread.start()
+        threading.Thread(target=self._loop, daemon=True,
+                         name=f"daskflow-record-{self.run.run_id}").start()
 
     def _loop(self) -> None:
         # The first write waits a moment: a run over by then (most small ones)
         # writes its record once, at its end.
-        if self._stop.wait(min(self.interval, FIRST_WRITE)):
-            return
-        self._write(self._running())
-        while not self._stop.wait(self.interval):
-            self._write(self._running())
+        wait = min(self.interval, FIRST_WRITE)
+        while not self._stop.wait(wait):
+            with self._writing:
+                if self._stop.is_set():
+                    return
+                self._write(self._running())
+            wait = self.interval
 
     def end(self, error: BaseException | None = None) -> None:
         """The run ended (``error``: it never started, e.g. its body raised
         before its first task): write its whole record."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(30)
+        with self._writing:  # a write of the running record under way ends first
+            self._end(error)
+
+    def _end(self, error: BaseException | None) -> None:
         record = self.run.record()
         if error is not None and not self.run.state.is_final():
             record["state"].update(type="FAILED", name="Failed", end=time.time(),
