@@ -318,7 +318,9 @@ class Flow(Generic[R]):
             params = self.bind(*args, **kwargs)
         except DaskflowError as err:  # the run never started: its record says why
             record_failed_start(self.name, err)
-            raise
+            # the message says it all: daskflow's checking frames would only push
+            # the caller's line up the screen
+            raise err.with_traceback(None) from None
         return Engine(self.name, params, functools.partial(self._body, params), cluster,
                       self.scatter if scatter is None else scatter, flow=self,
                       limits=resolve_limits(self.concurrency, limits),

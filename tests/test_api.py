@@ -210,3 +210,17 @@ def test_a_typo_in_an_option_says_what_was_meant():
         df.flow(concurency={"db": 1})
     with pytest.raises(df.ParameterError, match="did you mean the run option concurrency="):
         pictured.run(concurency={"db": 1}, cluster="sync")
+
+
+def test_a_bad_parameter_traceback_does_not_bury_the_callers_line():
+    import traceback
+
+    @df.flow
+    def needs_int(day: int = 1):
+        return day
+
+    with pytest.raises(df.ParameterError) as info:
+        needs_int(day="x", cluster="sync")
+    frames = [f.name for f in traceback.extract_tb(info.value.__traceback__)]
+    assert "bind" not in frames and "_check_values" not in frames  # daskflow's checking
+    assert len(frames) <= 4, frames
