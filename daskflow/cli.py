@@ -102,35 +102,7 @@ def load_flow(target: str) -> Any:
     """The flow named by ``path/to/file.py:name`` or ``package.module:name``.
 
     A file is run as a script that is not ``__main__`` (so its
-    ``def _add_runs(sub: Any) -> None:
-    runs = sub.add_parser("runs", help="the records of past and running runs (the run store)")
-    rsub = runs.add_subparsers(dest="action", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--store", help="the run store (default: the setting "
-                                        "daskflow.runs.store)")
-    p_list = rsub.add_parser("list", parents=[common], help="runs, newest first")
-    p_list.add_argument("--flow", help="only this flow's runs")
-    p_list.add_argument("--state", help="only runs in this state (completed, failed, ...)")
-    p_list.add_argument("--since", help="only runs started within this long (1h, 2d)")
-    p_list.add_argument("--limit", type=int, default=50)
-    p_list.add_argument("--json", action="store_true")
-    p_list.set_defaults(func=cmd_runs_list)
-    p_show = rsub.add_parser("show", parents=[common],
-                             help="a run's summary, failures and last log lines")
-    p_show.add_argument("run", help="a run id, or the start of one")
-    p_show.add_argument("--logs", type=int, default=50, help="how many log lines")
-    p_show.set_defaults(func=cmd_runs_show)
-    p_report = rsub.add_parser("report", parents=[common], help="a run's HTML report")
-    p_report.add_argument("run", help="a run id, or the start of one")
-    p_report.add_argument("-o", "--output", help="the HTML file to write")
-    p_report.set_defaults(func=cmd_runs_report)
-    p_prune = rsub.add_parser("prune", parents=[common],
-                              help="remove the records of runs that ended long ago")
-    p_prune.add_argument("--older-than", required=True, help="e.g. 30d, 12h")
-    p_prune.set_defaults(func=cmd_runs_prune)
-
-
-if __name__ == "__main__":`` block does not run) and whose tasks
+    ``if __name__ == "__main__":`` block does not run) and whose tasks
     travel to the workers by value, as a notebook's do.
     """
     where, sep, name = target.rpartition(":")
