@@ -1,6 +1,7 @@
 """Small tasks shared by several test modules (workers import this module)."""
 
 import os
+import signal
 import time
 
 import daskflow as df
@@ -84,3 +85,36 @@ class Journal:
 def use(path, handle, label):
     note(path, f"use-{label}-{handle}")
     return label
+
+
+# -- a finished task's result lost with its worker ---------------------------------------
+
+
+def lose_a_result(processes, where, submit, name):
+    """Start two workers (no nanny) and ``submit(client)`` a run in which task
+    ``name`` ends and a later task waits in :func:`wait_for_go` (in ``where``);
+    then SIGKILL the worker holding ``name``'s result and let the run go on,
+    so Dask runs ``name`` again.  Returns the ended run and ``name``'s state
+    before the kill."""
+    from distributed import Client
+
+    processes.start_scheduler()
+    for _ in range(2):
+        processes.start_worker("--no-nanny")
+    with Client(processes.address, set_as_default=False, timeout=60) as client:
+        client.wait_for_workers(2, timeout=60)
+        pids = client.run(os.getpid)
+        run = submit(client)
+        try:
+            deadline = time.monotonic() + 60
+            while not (run.states.get(name) is not None and run.states[name].is_completed()
+                       and os.path.exists(os.path.join(where, "started"))):
+                assert time.monotonic() < deadline and not run.done(), run.summary()
+                time.sleep(0.05)
+            first = run.states[name]
+            os.kill(pids[first.worker], signal.SIGKILL)
+            open(os.path.join(where, "go"), "w").close()
+            assert run.wait(60) is not None
+        finally:
+            run.cancel(timeout=60)
+    return run, first

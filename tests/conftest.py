@@ -56,6 +56,7 @@ _HOME_BEFORE = _home_snapshot() if OWNS_HOME else {}
 import pytest  # noqa: E402 - after the home is set, before dask reads it
 from distributed import Client  # noqa: E402
 from distributed.utils_test import cleanup, loop, loop_in_thread  # noqa: F401, E402 - fixtures
+from plugins import GraphCounter, graph_counts  # noqa: E402
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 # The tests mirror the package in folders without __init__.py: pytest imports
@@ -174,6 +175,14 @@ def scheduler_address(tmp_path_factory):
 def client(scheduler_address, cleanup):  # noqa: F811 - distributed's fixture
     with Client(scheduler_address, set_as_default=False) as c:
         yield c
+
+
+@pytest.fixture
+def counter(client):
+    """A callable: (graph submissions, tasks) this client made on the scheduler."""
+    client.register_plugin(GraphCounter(), name="graph-counter")
+    yield lambda: client.run_on_scheduler(graph_counts, client_id=client.id)
+    client.unregister_scheduler_plugin("graph-counter")
 
 
 @pytest.fixture

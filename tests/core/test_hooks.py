@@ -7,6 +7,7 @@ import os
 import time
 
 import pytest
+from common_tasks import lose_a_result, wait_for_go
 
 import daskflow as df
 
@@ -165,39 +166,15 @@ def add_after_go(x, go):
 
 @df.flow
 def hooked_then_needed(path: str, where: str):
-    from common_tasks import wait_for_go
-
     return add_after_go(hooked_value(path), wait_for_go(where))
 
 
 def test_a_task_dask_runs_again_fires_its_hooks_once(processes, tmp_path, hook_file):
     """The worker holding a hooked task's result is killed before the task
     that needs it runs: Dask runs the hooked task again, its hooks do not."""
-    import signal
-
-    from distributed import Client
-
-    processes.start_scheduler()
-    for _ in range(2):
-        processes.start_worker("--no-nanny")
-    with Client(processes.address, set_as_default=False, timeout=60) as client:
-        client.wait_for_workers(2, timeout=60)
-        pids = client.run(os.getpid)
-        run = hooked_then_needed.submit(hook_file, str(tmp_path), cluster=client,
-                                        progress=False)
-        try:
-            deadline = time.monotonic() + 60
-            while not (run.states.get("hooked_value") is not None
-                       and run.states["hooked_value"].is_completed()
-                       and (tmp_path / "started").exists()):
-                assert time.monotonic() < deadline and not run.done(), run.summary()
-                time.sleep(0.05)
-            first = run.states["hooked_value"]
-            os.kill(pids[first.worker], signal.SIGKILL)
-            (tmp_path / "go").touch()
-            assert run.wait(60) is not None
-        finally:
-            run.cancel(timeout=60)
+    run, _ = lose_a_result(
+        processes, str(tmp_path), lambda client: hooked_then_needed.submit(
+            hook_file, str(tmp_path), cluster=client, progress=False), "hooked_value")
     assert run.result() == 11
     assert run.states["hooked_value"].reruns == 1  # it did run again
     assert [c[:3] for c in calls(hook_file)] == [["done", "hooked_value", "Completed"]]

@@ -179,8 +179,8 @@ def block_until_interrupted(path, handle, flag):
     return handle
 
 
-def run_until_interrupted(flow, client, flag):
-    """Run ``flow``; Ctrl-C (as a signal to the main thread) once ``flag`` exists."""
+def run_until_interrupted(flow, client, flag, *args):
+    """Run ``flow(*args)``; Ctrl-C (as a signal to the main thread) once ``flag`` exists."""
     import _thread
     import threading
     import time
@@ -193,19 +193,19 @@ def run_until_interrupted(flow, client, flag):
 
     threading.Thread(target=interrupt, daemon=True).start()
     with pytest.raises(KeyboardInterrupt):
-        flow.run(cluster=client)
+        flow.run(*args, cluster=client)
+
+
+@df.flow
+def blocked_in_a_block(path: str, flag: str):
+    with journal(path, "db") as h:
+        x = block_until_interrupted(path, h, flag)
+    return x
 
 
 def test_interrupt_runs_cleanup_of_open_resources(client, tmp_path):
     path, flag = str(tmp_path / "log"), str(tmp_path / "started")
-
-    @df.flow
-    def f():
-        with journal(path, "db") as h:
-            x = block_until_interrupted(path, h, flag)
-        return x
-
-    run_until_interrupted(f, client, flag)
+    run_until_interrupted(blocked_in_a_block, client, flag, path, flag)
     assert _events(path) == ["open-db", "close-db"]
 
 
@@ -215,14 +215,7 @@ def test_a_cancelled_runs_cleanup_says_it_ran(client, tmp_path):
     import time as _time
 
     path, flag = str(tmp_path / "log"), str(tmp_path / "started")
-
-    @df.flow
-    def f():
-        with journal(path, "db") as h:
-            x = block_until_interrupted(path, h, flag)
-        return x
-
-    run = f.submit(cluster=client, progress=False)
+    run = blocked_in_a_block.submit(path, flag, cluster=client, progress=False)
     deadline = _time.monotonic() + 30
     while not os.path.exists(flag) and _time.monotonic() < deadline:
         _time.sleep(0.02)

@@ -12,7 +12,6 @@ import psutil
 import pytest
 from common_tasks import inc, split, total
 from distributed import Client
-from plugins import GraphCounter, graph_counts
 
 import daskflow as df
 
@@ -27,13 +26,6 @@ def wide(n: int = 500):
 @df.flow
 def dynamic(n: int = 10):
     return total(inc.map(split(n)))
-
-
-@pytest.fixture
-def counter(client):
-    client.register_plugin(GraphCounter(), name="graph-counter")
-    yield lambda: client.run_on_scheduler(graph_counts, client_id=client.id)
-    client.unregister_scheduler_plugin("graph-counter")
 
 
 def test_static_flow_is_one_graph_submission(client, counter):

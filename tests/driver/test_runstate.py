@@ -22,7 +22,7 @@ import time
 import dask
 import psutil
 import pytest
-from common_tasks import Journal, journal, use, wait_for_go
+from common_tasks import Journal, journal, lose_a_result, use, wait_for_go
 from conftest import dask_env
 from distributed import Client, LocalCluster, get_worker
 
@@ -161,33 +161,16 @@ def test_a_recomputed_task_keeps_the_history_of_its_first_run(processes, tmp_pat
     is SIGKILLed before the task that needs it runs, so Dask runs it again.
     Its state keeps all three attempts and says it was recomputed (the rerun's
     state used to replace the first run's: one attempt, the failure gone)."""
-    processes.start_scheduler()
-    for _ in range(2):
-        processes.start_worker("--no-nanny")
-    with Client(processes.address, set_as_default=False, timeout=60) as client:
-        client.wait_for_workers(2, timeout=60)
-        pids = client.run(os.getpid)
-        run = retried_then_needed.submit(str(tmp_path / "marker"), str(tmp_path),
-                                         cluster=client, progress=False)
-        try:
-            deadline = time.monotonic() + 60
-            while not (run.states.get("fails_once") is not None
-                       and run.states["fails_once"].is_completed()
-                       and (tmp_path / "started").exists()):
-                assert time.monotonic() < deadline and not run.done(), run.summary()
-                time.sleep(0.05)
-            first = run.states["fails_once"]
-            assert first.attempts == 2
-            os.kill(pids[first.worker], signal.SIGKILL)
-            (tmp_path / "go").touch()
-            assert run.wait(60) is not None
-        finally:
-            run.cancel(timeout=60)
-        assert run.result() == 11
-        state = run.states["fails_once"]
-        assert state.attempts == 3 and len(state.tries) == 3 and state.reruns == 1, state
-        assert f"recomputed after its result was lost with worker {first.worker}" in state.message
-        assert "(1 retry)" in run.summary()  # the rerun is not a retry
+    run, first = lose_a_result(
+        processes, str(tmp_path), lambda client: retried_then_needed.submit(
+            str(tmp_path / "marker"), str(tmp_path), cluster=client, progress=False),
+        "fails_once")
+    assert first.attempts == 2
+    assert run.result() == 11
+    state = run.states["fails_once"]
+    assert state.attempts == 3 and len(state.tries) == 3 and state.reruns == 1, state
+    assert f"recomputed after its result was lost with worker {first.worker}" in state.message
+    assert "(1 retry)" in run.summary()  # the rerun is not a retry
 
 
 @df.flow

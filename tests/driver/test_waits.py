@@ -9,7 +9,6 @@ import time
 
 import pytest
 from common_tasks import inc, journal, linger, note, total, use
-from plugins import GraphCounter, graph_counts
 
 import daskflow as df
 
@@ -285,13 +284,6 @@ def test_caching_across_a_wait(on, tmp_path, monkeypatch):
         assert cached_across(path, cluster=on) == 100  # both loaded: nothing ran again
     lines = [line.split(":")[0] for line in _journal(path)]
     assert lines == ["ran-1", "ran-10"]
-
-
-@pytest.fixture
-def counter(client):
-    client.register_plugin(GraphCounter(), name="graph-counter")
-    yield lambda: client.run_on_scheduler(graph_counts, client_id=client.id)
-    client.unregister_scheduler_plugin("graph-counter")
 
 
 def test_static_flow_is_still_one_submission_and_a_wait_adds_one(client, counter):
