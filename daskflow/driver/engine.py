@@ -280,8 +280,9 @@ class Engine:
         if (compiler is not None and not new and not last
                 and all(n.index in compiler.keys for n in until)):
             return  # nothing to submit: a wait on what is submitted already
+        held = self._held(last)
         if new or not self.started:
-            self._prepare(new)
+            self._prepare(new, held)
             self._flushed += len(new)
         if not self.started:
             self._open()
@@ -292,7 +293,6 @@ class Engine:
             self._register_limits(backend, new)
             if self.scatter:
                 self._scatter(backend, new)
-        held = self._held(last)
         compiler.keep_real = held
         dsk = compiler.stage()
         backend.submit(dsk, self._keep(held), compiler.resources)
@@ -319,9 +319,10 @@ class Engine:
             return returned
         return self.builder.referenced() | self.builder.open_blocks() | returned
 
-    def _prepare(self, new: list[Any]) -> None:
+    def _prepare(self, new: list[Any], held: set[int]) -> None:
         """Check the new nodes and compute their cache keys, before they are
-        submitted (on the first flush: before anything starts)."""
+        submitted (on the first flush: before anything starts); ``held``: the
+        nodes whose results may still be asked for (never left out as unneeded)."""
         check_built(new)
         cache = self.cache
         if cache is None:
@@ -340,7 +341,6 @@ class Engine:
                 self.plan.node(node, self.results.for_task(node.task))
         for node in new:
             self.plan.node(node, self.results.for_task(node.task))
-        held = self._held(False)
         self.plan.check(new, [n for n in new if n.index in held])
 
     def _register_limits(self, backend: Backend, new: list[Any]) -> None:

@@ -31,6 +31,7 @@ from typing import Any
 from daskflow import config
 from daskflow.compile.graph import new_token
 from daskflow.core.files import write_atomic
+from daskflow.driver.flowrun import FlowRun
 from daskflow.exceptions import DaskflowError
 
 log = logging.getLogger("daskflow.run")
@@ -140,19 +141,9 @@ def _driver_lost(record: dict[str, Any], lost_after: float) -> dict[str, Any]:
 def record_failed_start(flow_name: str, error: BaseException) -> None:
     """A run that failed before it could be made (a bad parameter, a bad
     ``cluster=``) leaves a record too, saying why."""
-    if not config.get("runs.enabled"):
-        return
-    now = time.time()
-    record = {"flow": flow_name, "run_id": new_token(), "cluster": "", "dashboard": None,
-              "parameters": {}, "states": {}, "logs": [], "created": now, "heartbeat": now,
-              "host": socket.gethostname(), "pid": os.getpid(),
-              "state": {"type": "FAILED", "name": "Failed", "start": now, "end": now,
-                        "message": f"did not start: {type(error).__name__}: {error}"}}
-    try:
-        RunStore().write(record)
-    except Exception as err:  # never hide the run's own error behind this one
-        log.warning("could not record the failed start of flow %r (%s: %s)", flow_name,
-                    type(err).__name__, err)
+    recorder = Recorder.for_run(FlowRun(flow_name, new_token(), {}))
+    if recorder is not None:
+        recorder.end(error)
 
 
 class Recorder:
@@ -172,7 +163,12 @@ class Recorder:
         """A recorder for ``run``, or None when records are off (a setting)."""
         if not config.get("runs.enabled"):
             return None
-        return cls(run)
+        try:
+            return cls(run)
+        except Exception as err:  # a store that cannot be opened never fails a run
+            log.warning("run %s leaves no record: the run store %s cannot be opened (%s: %s)",
+                        run.run_id, config.get("runs.store"), type(err).__name__, err)
+            return None
 
     def start(self) -> None:
         """Write the record now and as the run goes, from a thread of its own

@@ -57,7 +57,7 @@ class BodyWaits:
             raise WaitTimeout(f"{_name(target)} has not ended after {timeout or 0:g}s; it "
                               "goes on running (wait again, or give a longer timeout)")
         gathered = self._guard(self.engine.backend.gather, keys)
-        values = [_value(gathered.get(k), k, raise_on_failure, self) for k in keys]
+        values = [_value(gathered.get(k), k, raise_on_failure) for k in keys]
         return values if _is_list(self.engine, target) else values[0]
 
     def final_state(self, target: Target, timeout: float | None) -> Any:
@@ -89,7 +89,7 @@ class BodyWaits:
         if not isinstance(self.engine.compiler.keys[node.index], list):
             # a map that could not expand: its one state says why
             gathered = self._guard(self.engine.backend.gather, keys)
-            _value(gathered.get(keys[0]), keys[0], True, self)
+            _value(gathered.get(keys[0]), keys[0], True)
             return 0
         return len(keys)
 
@@ -201,7 +201,7 @@ def _crashed(key: Any) -> State:
                  "worker running it was lost)")
 
 
-def _value(state: Any, key: Any, raise_on_failure: bool, waits: BodyWaits) -> Any:
+def _value(state: Any, key: Any, raise_on_failure: bool) -> Any:
     """A task run's value for the body: its result, its exception (raised, or
     returned with ``raise_on_failure=False``), None when it was skipped."""
     if not isinstance(state, State):
