@@ -14,6 +14,7 @@ from typing import Any
 
 from dask.task_spec import Task as DaskTask
 
+from daskflow.compile.chunks import ChunkJob
 from daskflow.compile.tasks import as_keys, make_task
 from daskflow.define.build import Node, Ref, refs_in
 from daskflow.wire import Call
@@ -32,6 +33,7 @@ class Fusion:
         self.inner: set[int] = set()  # single calls in a chain after its first
         self.fused_into: dict[int, Node] = {}  # chain members but the last -> the last
         self.calls: dict[Any, tuple] = {}  # chain members' calls by key (see fuse)
+        self.chunked: dict[int, tuple] = {}  # chunked chain members by node (see fuse)
 
     @classmethod
     def plan(cls, nodes: list[Node], skip: set[int] | frozenset[int], keep: set[int],
@@ -89,19 +91,25 @@ class Fusion:
         return "+".join(names) if len(names) <= 3 else f"{names[0]}+..+{names[-1]}"
 
     def fuse(self, keys: dict[int, Any], placeholders: set[int],
-             dsk: dict[Any, DaskTask]) -> None:
+             dsk: dict[Any, DaskTask]) -> list[tuple[ChunkJob, int]]:
         """Make one task per element of each chain emitted by now; the calls of
         a chain that cannot be fused after all become tasks of their own.
 
         A member's entry in :attr:`calls` is ``(call, inputs)``, or for a child
         of a regular map ``(map_call, (i, *elements), inputs)``.  A chain of
         such children is one :class:`FusedMap` shared by all its elements.
+        A chain of chunked maps (entries in :attr:`chunked`) becomes one
+        chunk job, returned with its last node for the compiler to start.
         """
         calls = self.calls
+        jobs: list[tuple[ChunkJob, int]] = []
         for last, chain in list(self.chains.items()):
             if not all(n.index in keys for n in chain):
                 continue  # not emitted yet
             del self.chains[last]
+            if any(n.index in self.chunked for n in chain):
+                jobs.append((self._chunk_job(chain), last))
+                continue
             columns = [as_keys(keys[n.index]) for n in chain]
             if (any(n.index in placeholders for n in chain)
                     or len({len(c) for c in columns}) != 1
@@ -127,6 +135,23 @@ class Fusion:
                 entries = [calls.pop(k) for k in row]
                 fused_calls = tuple(_call_of(e) for e in entries)
                 dsk[row[-1]] = make_task(row[-1], run_fused, fused_calls, *entries[0][-1])
+        return jobs
+
+    def _chunk_job(self, chain: list[Node]) -> ChunkJob:
+        """The chunks of a chain of chunked maps (whose chunks line up): one
+        :class:`FusedMap` per element when each map after the first takes
+        the previous one's state and nothing else; otherwise a job per map,
+        emitted together (the first one's pilot sizes them all)."""
+        entries = [self.chunked.pop(n.index) for n in chain]
+        if all(len(e[2]) == 1 and not e[3] and not e[4] for e in entries[1:]):
+            head = entries[0]
+            return ChunkJob([e[5] for e in entries], FusedMap(tuple(e[0] for e in entries)),
+                            [c for e in entries for c in e[1]], head[2], head[3], head[4])
+        jobs = [ChunkJob([e[5]], *e[:5]) for e in entries]
+        for job in jobs[1:]:
+            jobs[0].then.append(job)
+            jobs[0].layouts.insert(0, job.layout)
+        return jobs[0]
 
 
 def _edges(nodes: list[Node], skip: set[int] | frozenset[int],

@@ -38,6 +38,8 @@ from typing import Any
 from dask.task_spec import GraphNode, TaskRef
 from dask.task_spec import Task as DaskTask
 
+from daskflow.compile import chunks
+from daskflow.compile.chunks import AUTO_MIN, ChunkJob, Layout
 from daskflow.compile.fusion import Fusion
 from daskflow.compile.tasks import as_keys, data_slot, make_task, template
 from daskflow.core.states import State, StateType
@@ -109,6 +111,13 @@ class Compiler:
         self.keep_real: set[int] = set()  # nodes whose keys must exist (returned ones)
         self.fusion = Fusion()  # what to fuse: planned as nodes come, when fuse is on
         self.synthetic: dict[Any, State] = {}  # states of tasks that did not need to run
+        self.threads = 1  # worker threads of the cluster (sizes chunks)
+        self.layouts: dict[str, Layout] = {}  # chunked maps' layouts by key base
+        self._layout_of: dict[int, Layout] = {}  # the same by node index
+        self.partial: set[int] = set()  # chunked maps waiting for their pilot
+        self.pilots: dict[str, tuple[ChunkJob, int]] = {}  # pilot key -> job, its last node
+        self._measured: list[tuple[ChunkJob, int]] = []  # jobs whose pilot ended
+        self.notes: list[str] = []  # how maps were chunked, for the run's log
 
     # -- public ----------------------------------------------------------------
     def name_of(self, base: str) -> str:
@@ -119,8 +128,24 @@ class Compiler:
         """The key of an emitted node, or the list of keys of an emitted map."""
         return self.keys[node.index]
 
-    def set_length(self, length_key: str, value: tuple[int, str]) -> None:
-        """Record the run-time length reported by a ``len-...`` task."""
+    def dask_keys(self, keys: list[Any]) -> list[Any]:
+        """The Dask keys that hold the states of task runs ``keys`` (a chunked
+        map's elements share their chunk's), each once."""
+        return chunks.dask_keys(keys, self.layouts)
+
+    def pick(self, key: Any, values: dict[Any, Any]) -> Any:
+        """Task run ``key``'s state among values gathered by :meth:`dask_keys`."""
+        return chunks.pick(key, values, self.layouts)
+
+    def set_length(self, length_key: str, value: tuple[Any, str]) -> None:
+        """Record the run-time length reported by a ``len-...`` task, or the
+        time per element a chunked map's pilot measured."""
+        pilot = self.pilots.pop(length_key, None)
+        if pilot is not None:
+            del self.length_keys[length_key]
+            pilot[0].measured(value[0], self.threads)
+            self._measured.append(pilot)
+            return
         self.lengths[self.length_keys[length_key]] = value
 
     def stage(self) -> dict[Any, DaskTask]:
@@ -141,17 +166,27 @@ class Compiler:
             if self.fuse:
                 skip = (plan.hits | plan.unneeded) if plan is not None else _EMPTY
                 self.fusion.merge(Fusion.plan(new, skip, self.keep_real, self.max_fused, first))
+        for job, last in self._measured:
+            job.emit(dsk)
+            self.notes.append(f"map {self.nodes[last].name!r}: {job.layout.describe()}")
+        if self._measured:
+            self.partial = {i for i in self.partial if self._layout_of[i].size is None}
+        self._measured = []
+        partial = self.partial
+        fused_into = self.fusion.fused_into
         for node in self._todo:
             if plan is not None and (node.index in plan.hits or node.index in plan.unneeded):
                 self._emit_from_cache(node, dsk, node.index in plan.hits)
                 continue
             ready = True
             for d in node.upstream:
-                if d.index not in keys:
+                if d.index not in keys or (d.index in partial and fused_into.get(d.index)
+                                           is not fused_into.get(node.index, node)):
                     ready = False
                     break
             if not ready or ((node.wait_for or node.setups or node.members)
-                             and not all(d.index in keys for d in node.dependencies())):
+                             and not all(d.index in keys and d.index not in partial
+                                         for d in node.dependencies())):
                 todo.append(node)
             elif node.mapped is None:
                 self._emit_single(node, dsk)
@@ -159,11 +194,12 @@ class Compiler:
                 todo.append(node)
                 continue
             if node.task.resources and node.index in keys:
-                for key in as_keys(keys[node.index]):
+                for key in self.dask_keys(as_keys(keys[node.index])):
                     self.resources[key] = node.task.resources
         self._todo = todo
         if self.fusion.chains:
-            self.fusion.fuse(self.keys, self.placeholders, dsk)
+            for job, last in self.fusion.fuse(self.keys, self.placeholders, dsk):
+                self._start_job(job, last, dsk)
         return dsk
 
     def needed_later(self) -> set[Any]:
@@ -171,7 +207,7 @@ class Compiler:
         needed: set[Any] = set()
         for node in self._todo:
             for dep in node.dependencies():
-                needed.update(as_keys(self.keys.get(dep.index)))
+                needed.update(self.dask_keys(as_keys(self.keys.get(dep.index))))
         return needed
 
     # -- helpers -----------------------------------------------------------------
@@ -201,39 +237,46 @@ class Compiler:
 
     def _common(self, node: Node, dsk: dict[Any, DaskTask],
                 upstream: tuple[Node, ...] | list[Node] | None = None,
-                ) -> tuple[list[Any], dict[int, Any], set[int]]:
-        """Dependency keys shared by all the Dask tasks of a node, and their slots."""
+                ) -> tuple[list[Any], dict[int, Any], set[int], int]:
+        """Dependency keys shared by all the Dask tasks of a node, their slots,
+        and how many states they hold (a chunk holds one per element)."""
         ups = node.upstream if upstream is None else upstream
         if len(ups) == 1 and not (node.wait_for or node.setups or node.members):
             keys = self.keys[ups[0].index]  # the common case: one upstream task
             if type(keys) is not list:
                 index = ups[0].index
-                return [keys], {index: Slot(0)}, {0} if index in node.allowed else set()
+                return [keys], {index: Slot(0)}, {0} if index in node.allowed else set(), 1
         deps: list[Any] = []
         slots: dict[int, Any] = {}
         allowed: set[int] = set()
+        width = 0
         for up in ups:
-            keys = self.keys[up.index]
-            first = len(deps)
-            if isinstance(keys, list):
-                deps.extend(keys)
-                slots[up.index] = SlotList(first, len(deps))
-            else:
-                deps.append(keys)
-                slots[up.index] = Slot(first)
+            dkeys, n = self._inputs(up.index)
+            first, width = width, width + n
+            deps.extend(dkeys)
+            slots[up.index] = (SlotList(first, width) if isinstance(self.keys[up.index], list)
+                               else Slot(first))
             if up.index in node.allowed:
-                allowed.update(range(first, len(deps)))
+                allowed.update(range(first, width))
         if not (node.wait_for or node.setups or node.members):
-            return deps, slots, allowed
+            return deps, slots, allowed, width
         waits = list(node.wait_for) + [s for s in node.setups if s.index not in slots]
         waits += node.members
         for w in waits:
-            keys = self.keys[w.index]
-            first = len(deps)
-            deps.extend(self._done_key(k, dsk) for k in as_keys(keys))
+            dkeys, n = self._inputs(w.index)
+            first, width = width, width + n
+            deps.extend(self._done_key(k, dsk) for k in dkeys)
             if w.index in node.allowed:
-                allowed.update(range(first, len(deps)))
-        return deps, slots, allowed
+                allowed.update(range(first, width))
+        return deps, slots, allowed, width
+
+    def _inputs(self, index: int) -> tuple[list[Any], int]:
+        """The Dask keys holding node ``index``'s states, and how many states."""
+        layout = self._layout_of.get(index)
+        if layout is not None:
+            return layout.keys(), layout.n
+        keys = self.keys[index]
+        return (keys, len(keys)) if isinstance(keys, list) else ([keys], 1)
 
     def _shared_upstream(self, node: Node, mapped: dict) -> list[Node]:
         """Upstream nodes every child of a map depends on whole.
@@ -278,7 +321,7 @@ class Compiler:
         waits = [setup_key]
         fused_into = self.fusion.fused_into
         for member in dict.fromkeys(fused_into.get(m.index, m) for m in node.members):
-            waits.extend(as_keys(self.keys[member.index]))  # a fused task: its last key
+            waits.extend(self._inputs(member.index)[0])  # a fused task: its last key
         for setup in node.setups:
             waits.extend(as_keys(self.keys[setup.index]))
         key = self._base(node)
@@ -293,7 +336,7 @@ class Compiler:
         fusion = self.fusion
         if node.index in fusion.inner and not self.scattered:
             return self._emit_inner(node)
-        deps, slots, allowed = self._common(node, dsk)
+        deps, slots, allowed, _ = self._common(node, dsk)
         data: list[Any] = []
         if self.scattered:
             args, s1 = template(node.args, slots, self.scattered, data)
@@ -375,7 +418,8 @@ class Compiler:
             self._emit_placeholder(node, why, dsk)
             return True
         mapped = dict(zip(node.mapped or (), mapped_values(node)))
-        deps, slots, allowed = self._common(node, dsk, self._shared_upstream(node, mapped))
+        deps, slots, allowed, width = self._common(node, dsk,
+                                                   self._shared_upstream(node, mapped))
         spec, base, frozen = self._spec(node), self._base(node), frozenset(allowed)
         data: list[Any] = []
         args, s1 = template(tuple(None if i in mapped else a for i, a in enumerate(node.args)),
@@ -388,11 +432,17 @@ class Compiler:
         fusion = self.fusion
         chained = node.index in fusion.in_chain
         if not cached and self._regular(mapped):
+            layout = self._layout(node, n, mapped, base)
+            if layout is not None:
+                self.layouts[base] = self._layout_of[node.index] = layout
+                if layout.size is None:  # until its pilot ran, nothing else may use it
+                    self.partial.add(node.index)
             self._emit_children(node, spec, base, keys, args, kwargs, s1 or s2, allowed,
-                                mapped, slots, common_refs, tuple(map(TaskRef, data)), dsk)
+                                mapped, slots, (common_refs, width),
+                                tuple(map(TaskRef, data)), dsk, layout)
         else:  # one Call per child: cached children, or refs or scattered data in elements
             for i, key in enumerate(keys):
-                inputs = _ChildInputs(self, node, len(deps), slots, data)
+                inputs = _ChildInputs(self, node, width, slots, data)
                 a, k = list(args), dict(kwargs)
                 sub = s1 or s2
                 for pos, value in mapped.items():
@@ -414,6 +464,46 @@ class Compiler:
         self.state_keys.extend(keys)
         return True
 
+    def _layout(self, node: Node, n: int, mapped: dict, base: str) -> Layout | None:
+        """How a regular map's elements are chunked (see :mod:`.chunks`), or None."""
+        for value in mapped.values():  # over a chunked map: its chunks
+            if isinstance(value, Ref) and value.node.index in self._layout_of:
+                return self._layout_of[value.node.index].like(
+                    base, f"as map {value.node.name!r}, which it maps over")
+        chain = self.fusion.chains.get(self.fusion.fused_into.get(node.index, node).index, ())
+        if any(self._spec(m).cache is not None
+               or not self._regular(dict(zip(m.mapped or (), mapped_values(m))))
+               for m in chain):
+            return None  # a member runs a task per element: the chain does too
+        chunk = next((m.chunk for m in chain if m.chunk is not None), node.chunk)
+        if chunk is not None:
+            return Layout(base, n, chunk, why=f"chunk={chunk}") if chunk > 1 else None
+        if n < AUTO_MIN:
+            return None
+        seconds = chunks.recalled(node.task)
+        if seconds is None:
+            return chunks.pilot_layout(base, n, self.threads)
+        size = chunks.chunk_size(seconds, n, self.threads)
+        why = chunks.sized("an earlier pilot measured", seconds, size)
+        return Layout(base, n, size, why=why) if size > 1 else None
+
+    def _start_job(self, job: ChunkJob, last: int, dsk: dict[Any, DaskTask]) -> None:
+        """Emit a chunked map's chunks; if their size is not known yet, its
+        pilot's, and a task that measures them (read like a map's length)."""
+        layout = job.layout
+        if layout.size is not None:
+            if layout.first:  # the chunks of a map that ran a pilot, lined up with its
+                job.emit(dsk, pilot=True)
+            job.emit(dsk)
+            self.notes.append(f"map {self.nodes[last].name!r}: {layout.describe()}")
+            return
+        job.emit(dsk, pilot=True)
+        key = f"pilot-{layout.base}"
+        dsk[key] = make_task(key, chunks.seconds_per_element,
+                             *(TaskRef(k) for k in layout.keys()))
+        self.pilots[key] = (job, last)
+        self.length_keys[key] = last
+
     def _regular(self, mapped: dict) -> bool:
         """Whether every child of a map has the same argument layout: no mapped
         element holds a ref, scattered data or a Dask graph node, anywhere
@@ -433,17 +523,20 @@ class Compiler:
 
     def _emit_children(self, node: Node, spec: TaskSpec, base: str, keys: list, args: tuple,
                        kwargs: dict, sub: bool, allowed: set[int], mapped: dict, slots: dict,
-                       refs: tuple, data: tuple, dsk: dict[Any, DaskTask]) -> None:
+                       shared: tuple[tuple, int], data: tuple, dsk: dict[Any, DaskTask],
+                       layout: Layout | None) -> None:
         """The children of a regular map: ``Task((base, i), map_call, i, *elements,
-        *inputs)``, the shared part pickled once (see :class:`MapCall`).  The
-        inputs are the shared upstream states, child i of each map mapped
-        over, then scattered data."""
+        *inputs)``, the shared part pickled once (see :class:`MapCall`); or
+        its chunks (``layout``).  The inputs are the shared upstream states
+        (``shared``: their refs, and how many states they hold), child i of
+        each map mapped over, then scattered data."""
+        refs, offset = shared
         a, k = list(args), dict(kwargs)
         values: list[Any] = []
         columns: list[Any] = []
         items: list[tuple[Any, int]] = []
         per_child: list[list[Any]] = []  # dependency keys of each map mapped over
-        offset = len(refs)
+        own: list[Any] = []  # the same, or the layout of a chunked one
         child_allowed = set(allowed)
         for pos, value in mapped.items():
             if isinstance(value, Ref) and value.node.mapped is not None:
@@ -451,6 +544,7 @@ class Compiler:
                 if value.node.index in node.allowed:
                     child_allowed.add(slot)
                 per_child.append(self.keys[value.node.index])
+                own.append(self._layout_of.get(value.node.index, per_child[-1]))
                 if isinstance(pos, int):
                     a[pos] = Slot(slot)
                 else:
@@ -467,16 +561,23 @@ class Compiler:
                            tuple(values), tuple(items))
         fusion = self.fusion
         chained = node.index in fusion.in_chain
+        if layout is not None:
+            if chained:  # the chain's chunks are made when it is fused
+                fusion.chunked[node.index] = (template, columns, own, refs, data, layout)
+            else:
+                self._start_job(ChunkJob([layout], template, columns, own, refs, data),
+                                node.index, dsk)
+            return
         calls = fusion.calls
-        shared = refs + data
+        shared_refs = refs + data
         if len(columns) == 1 and not per_child and not chained:
             for key, i, value in zip(keys, range(len(keys)), columns[0]):
-                dsk[key] = make_task(key, template, i, value, *shared)
+                dsk[key] = make_task(key, template, i, value, *shared_refs)
             return
         rows = zip(*columns) if columns else itertools.repeat(())
         inputs = zip(*per_child) if per_child else itertools.repeat(())
-        for key, i, row, own in zip(keys, range(len(keys)), rows, inputs):
-            child_refs = (*refs, *map(TaskRef, own), *data) if own else shared
+        for key, i, row, mine in zip(keys, range(len(keys)), rows, inputs):
+            child_refs = (*refs, *map(TaskRef, mine), *data) if mine else shared_refs
             if chained:  # its task is made when the chain is fused
                 calls[key] = (template, (i, *row), child_refs)
             else:
@@ -484,7 +585,7 @@ class Compiler:
 
     def _emit_placeholder(self, node: Node, why: str, dsk: dict[Any, DaskTask]) -> None:
         """A map that cannot expand becomes one task whose state says why."""
-        deps, _, allowed = self._common(node, dsk)
+        deps, _, allowed, _ = self._common(node, dsk)
         key = self._base(node)
         call = Call(self._spec(node), node.name, key, None, (why,), {}, False, frozenset(allowed))
         dsk[key] = make_task(key, run_unmappable, call, *map(TaskRef, deps))
@@ -512,15 +613,18 @@ class _ChildInputs:
     slots that may have failed (``df.allow_failure``).
     """
 
-    __slots__ = ("keys", "scattered", "may_fail", "offset", "extra", "data", "slots", "allowed")
+    __slots__ = ("compiler", "keys", "scattered", "may_fail", "offset", "extra", "width", "data",
+                 "slots", "allowed")
 
     def __init__(self, compiler: Compiler, node: Node, offset: int, slots: dict[int, Any],
                  data: list[Any]) -> None:
+        self.compiler = compiler
         self.keys = compiler.keys
         self.scattered = compiler.scattered
         self.may_fail = node.allowed
         self.offset = offset
         self.extra: list[Any] = []
+        self.width = 0  # states the extra keys hold (a chunk holds one per element)
         self.data = list(data)
         self.slots = dict(slots)  # a shared upstream inside an element: its shared slot
         self.allowed: set[int] = set()
@@ -530,7 +634,11 @@ class _ChildInputs:
         if isinstance(value, Ref):
             src = value.node
             if src.mapped is not None:  # map over a map: child i depends on child i
-                return Slot(self._add([self.keys[src.index][i]], src.index)), True
+                layout = self.compiler._layout_of.get(src.index)
+                if layout is not None:  # child i is in a chunk
+                    key, at, n = layout.chunk(i, width=True)
+                    return Slot(self._add([key], n, src.index) + at), True
+                return Slot(self._add([self.keys[src.index][i]], 1, src.index)), True
             return SlotItem(self.slots[src.index].i, i), True  # element i of a task's result
         item = value[i]
         out = transform(item, self._place)
@@ -540,19 +648,22 @@ class _ChildInputs:
         if type(v) is Ref:
             slot = self.slots.get(v.node.index)
             if slot is None:
-                keys = self.keys[v.node.index]
-                start = self._add(as_keys(keys), v.node.index)
-                slot = SlotList(start, start + len(keys)) if isinstance(keys, list) else Slot(start)
+                keys, n = self.compiler._inputs(v.node.index)
+                start = self._add(keys, n, v.node.index)
+                whole = isinstance(self.keys[v.node.index], list)
+                slot = SlotList(start, start + n) if whole else Slot(start)
                 self.slots[v.node.index] = slot
             return slot
         if self.scattered and id(v) in self.scattered:
             return data_slot(self.scattered[id(v)], self.data)
         return v
 
-    def _add(self, keys: list[Any], index: int) -> int:
-        """Add ``keys`` (of node ``index``) to the inputs; their first slot."""
-        start = self.offset + len(self.extra)
+    def _add(self, keys: list[Any], n: int, index: int) -> int:
+        """Add ``keys`` (of node ``index``, holding ``n`` states) to the
+        inputs; their first slot."""
+        start = self.offset + self.width
         self.extra.extend(keys)
+        self.width += n
         if index in self.may_fail:
-            self.allowed.update(range(start, start + len(keys)))
+            self.allowed.update(range(start, start + n))
         return start

@@ -265,7 +265,8 @@ class Node:
     """
 
     __slots__ = ("index", "name", "task", "kind", "args", "kwargs", "upstream",
-                 "wait_for", "allowed", "mapped", "length", "setups", "members", "downstream")
+                 "wait_for", "allowed", "mapped", "length", "setups", "members", "downstream",
+                 "chunk")
 
     def __init__(self, index: int, name: str, task: Task, kind: str = "task") -> None:
         self.index = index
@@ -282,6 +283,7 @@ class Node:
         self.setups: tuple[Node, ...] = ()  # setup nodes of the enclosing resources
         self.members: tuple[Node, ...] = ()  # for a cleanup: the nodes of its block
         self.downstream = 0  # number of nodes that depend on this one
+        self.chunk: int | None = None  # a map's .map(chunk=N): elements per Dask task
 
     def dependencies(self) -> Iterator[Node]:
         yield from self.upstream
@@ -382,9 +384,11 @@ class Builder:
         wait_for: Iterable[Any] | None = None,
         map_over: bool = False,
         kind: str = "task",
+        chunk: int | None = None,
     ) -> Ref:
         """Record one call of ``task`` and return a reference to its result."""
         node = Node(len(self.nodes), self._unique_name(task.name), task, kind)
+        node.chunk = chunk
         found: dict[int, Node] = {}
         allowed: set[int] = set()
         if map_over:

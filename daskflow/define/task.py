@@ -189,6 +189,12 @@ class Task(Generic[R]):
         everything else is static, given whole to every call: numbers, None,
         str, bytes, file objects, other non-iterables, and any argument
         wrapped in ``df.unmapped``.  At least one argument must be mapped over.
+
+        ``chunk=N`` runs N consecutive elements in one Dask task (each keeps
+        its own task run: state, retries, hooks, logs, cache key); ``chunk=1``
+        gives every element a Dask task of its own.  By default daskflow
+        chooses from a measurement (see Chunked maps in the docs).  A task
+        with a parameter of its own named ``chunk`` receives it instead.
         """
         builder = current_builder()
         if builder is None:
@@ -196,8 +202,19 @@ class Task(Generic[R]):
                 f"{self.name}.map() works inside a flow body; outside one call "
                 f"[{self.name}(x) for x in xs] instead"
             )
+        chunk = None
+        if "chunk" in kwargs and not self._takes("chunk"):
+            chunk = _chunk_option(self.name, kwargs.pop("chunk"))
         self._check_arguments(args, kwargs, " (in .map)")
-        return builder.add(self, args, kwargs, wait_for=wait_for, map_over=True)
+        return builder.add(self, args, kwargs, wait_for=wait_for, map_over=True, chunk=chunk)
+
+    def _takes(self, name: str) -> bool:
+        """Whether the task's function has a parameter ``name`` (or **kwargs)."""
+        sig = self._signature
+        if sig is None:
+            return False
+        params = sig[0].parameters
+        return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
     def __reduce__(self) -> Any:
         """Pickle by reference when the module holds this task (as it does for
@@ -298,6 +315,16 @@ def _check_retries(name: str, retries: Any) -> int:
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
         raise FlowDefinitionError(f"retries of task {name!r} must be an int >= 0, got {retries!r}")
     return retries
+
+
+def _chunk_option(name: str, chunk: Any) -> int | None:
+    """A map's ``chunk=`` checked: a positive int, or None (chosen by measurement)."""
+    if chunk is None or (type(chunk) is int and chunk >= 1):
+        return chunk
+    raise FlowDefinitionError(
+        f"{name}.map(chunk={chunk!r}): chunk is the number of elements each Dask task runs, "
+        "a whole number of 1 or more (1: a Dask task per element), or None to let daskflow "
+        "choose from a measurement of the first elements")
 
 
 def _signature(fn: Callable[..., Any]) -> tuple[inspect.Signature, int] | None:

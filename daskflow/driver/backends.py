@@ -46,6 +46,7 @@ class Backend(Protocol):
     target: Any  # a cluster= value that reaches it again: "sync" or the Client
 
     def bind(self, check: Callable[[], None], name: str, run_id: str, log: Any) -> None: ...
+    def threads(self) -> int: ...
     def register_limits(self, limits: tuple[tuple[str, int], ...]) -> None: ...
     def scatter(self, objects: list[Any], broadcast: bool) -> list[Any]: ...
     def scatter_named(self, key: str, value: Any) -> None: ...
@@ -82,6 +83,10 @@ class SyncBackend:
 
     def bind(self, check: Callable[[], None], name: str, run_id: str, log: Any) -> None:
         self.check = check
+
+    def threads(self) -> int:
+        """Tasks run one at a time in process."""
+        return 1
 
     def register_limits(self, limits: tuple[tuple[str, int], ...]) -> None:
         """Tasks run one at a time in process: every limit holds."""
@@ -169,6 +174,10 @@ class DistributedBackend:
         """Serve one run: ``check`` raises once it is cancelled (called between
         waits); its tasks are one span named after ``name`` and ``run_id``."""
         self.check, self.span, self.log = check, (name, run_id), log
+
+    def threads(self) -> int:
+        """The worker threads of the cluster now (0 while it has no workers)."""
+        return sum(self.client.nthreads().values())
 
     def register_limits(self, limits: tuple[tuple[str, int], ...]) -> None:
         """The run's tag limits as semaphores on the scheduler, before it is submitted."""

@@ -247,6 +247,7 @@ class Engine:
         compiler.fuse = bool(config.get("optimization.fuse")) if self.fuse is None else self.fuse
         compiler.max_fused = int(config.get("optimization.max-fused"))
         compiler.check_pickle = not backend.in_process
+        compiler.threads = backend.threads()
         states = self.states
         assert states is not None
         states.label = lambda key: _label(compiler, key)
@@ -278,7 +279,8 @@ class Engine:
         new = self.builder.nodes[self._flushed:]
         compiler = self.compiler
         if (compiler is not None and not new and not last
-                and all(n.index in compiler.keys for n in until)):
+                and all(n.index in compiler.keys and n.index not in compiler.partial
+                        for n in until)):
             return  # nothing to submit: a wait on what is submitted already
         held = self._held(last)
         if new or not self.started:
@@ -294,21 +296,32 @@ class Engine:
             if self.scatter:
                 self._scatter(backend, new)
         compiler.keep_real = held
-        dsk = compiler.stage()
+        dsk = self._stage()
         backend.submit(dsk, self._keep(held), compiler.resources)
         pending = self._pending
         pending += [k for k in compiler.length_keys if k in dsk]
         keys = compiler.keys
         deadline = None if timeout is None else time.monotonic() + timeout
-        while pending and (last or any(n.index not in keys for n in until)):
+        while pending and (last or any(n.index not in keys or n.index in compiler.partial
+                                       for n in until)):
             if deadline is not None and time.monotonic() >= deadline:
                 return
             for key, length in backend.wait_lengths(pending, deadline).items():
                 compiler.set_length(key, length)
                 pending.remove(key)
-            dsk = compiler.stage()
+            dsk = self._stage()
             backend.submit(dsk, self._keep(held) | set(pending), compiler.resources)
             pending += [k for k in compiler.length_keys if k in dsk]
+
+    def _stage(self) -> dict[Any, Any]:
+        """The compiler's next stage; how it chunked maps goes to the run's log."""
+        compiler = self.compiler
+        assert compiler is not None
+        dsk = compiler.stage()
+        for note in compiler.notes:
+            self.log.info("%s", note)
+        compiler.notes.clear()
+        return dsk
 
     def _held(self, last: bool) -> set[int]:
         """The nodes whose results may still be asked for: those the body holds a
@@ -364,7 +377,7 @@ class Engine:
         kept = compiler.needed_later()
         keys = compiler.keys
         for index in held:
-            kept.update(as_keys(keys.get(index)))
+            kept.update(compiler.dask_keys(as_keys(keys.get(index))))
         return kept
 
     def _finish(self) -> None:
@@ -374,7 +387,8 @@ class Engine:
         backend.wait_all()
         returned_keys = [k for n in self.returned_nodes
                          for k in as_keys(compiler.keys.get(n.index))]
-        gathered = backend.gather(returned_keys)
+        values = backend.gather(compiler.dask_keys(returned_keys))
+        gathered = {k: compiler.pick(k, values) for k in returned_keys}
         self._assemble(states.snapshot(), gathered, backend.errors(), self.start)
 
     def _run_info(self, backend: Backend) -> RunInfo:

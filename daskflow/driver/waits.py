@@ -52,17 +52,17 @@ class BodyWaits:
     # -- the Waiter protocol -----------------------------------------------------------
     def result(self, target: Target, timeout: float | None, raise_on_failure: bool) -> Any:
         keys = self._submitted([target])
-        done = self._guard(self.engine.backend.wait_keys, keys, timeout, False)
+        done = self._wait_keys(keys, timeout, False)
         if len(done) < len(keys):
             raise WaitTimeout(f"{_name(target)} has not ended after {timeout or 0:g}s; it "
                               "goes on running (wait again, or give a longer timeout)")
-        gathered = self._guard(self.engine.backend.gather, keys)
+        gathered = self._gather(keys)
         values = [_value(gathered.get(k), k, raise_on_failure) for k in keys]
         return values if _is_list(self.engine, target) else values[0]
 
     def final_state(self, target: Target, timeout: float | None) -> Any:
         keys = self._submitted([target])
-        done = self._guard(self.engine.backend.wait_keys, keys, timeout, False)
+        done = self._wait_keys(keys, timeout, False)
         if len(done) < len(keys):
             return None
         states = self._states(keys)
@@ -88,7 +88,7 @@ class BodyWaits:
                               f"{timeout or 0:g}s")
         if not isinstance(self.engine.compiler.keys[node.index], list):
             # a map that could not expand: its one state says why
-            gathered = self._guard(self.engine.backend.gather, keys)
+            gathered = self._gather(keys)
             _value(gathered.get(keys[0]), keys[0], True)
             return 0
         return len(keys)
@@ -96,19 +96,20 @@ class BodyWaits:
     def wait(self, targets: list[Target], timeout: float | None,
              first: bool) -> set[tuple[int, int | None]]:
         keys = self._submitted(targets)
-        done = self._guard(self.engine.backend.wait_keys, keys, timeout, first)
+        done = self._wait_keys(keys, timeout, first)
         return {_ident(t) for t in targets if all(k in done for k in _keys(self.engine, t))}
 
     def as_completed(self, targets: list[Target],
                      timeout: float | None) -> Iterator[tuple[int, int | None]]:
         self._submitted(targets)
+        compiler = self.engine.compiler
         left: dict[tuple[int, int | None], int] = {}
-        waiting: dict[Any, list[tuple[int, int | None]]] = {}
+        waiting: dict[Any, list[tuple[int, int | None]]] = {}  # by Dask key (a chunk's)
         for target in targets:
             keys = _keys(self.engine, target)
             left[_ident(target)] = len(keys)
             for key in keys:
-                waiting.setdefault(key, []).append(_ident(target))
+                waiting.setdefault(compiler.dask_keys([key])[0], []).append(_ident(target))
         for key in self._guard(self.engine.backend.as_completed, list(waiting), timeout):
             for ident in waiting[key]:
                 left[ident] -= 1
@@ -116,6 +117,19 @@ class BodyWaits:
                     yield ident
 
     # -- helpers ------------------------------------------------------------------------
+    def _wait_keys(self, keys: list[Any], timeout: float | None, first: bool) -> set[Any]:
+        """Wait for the Dask tasks of task runs ``keys``; the task runs that ended."""
+        compiler = self.engine.compiler
+        done = self._guard(self.engine.backend.wait_keys, compiler.dask_keys(keys), timeout,
+                           first)
+        return {k for k in keys if compiler.dask_keys([k])[0] in done}
+
+    def _gather(self, keys: list[Any]) -> dict[Any, Any]:
+        """The states of task runs ``keys`` (a chunk's elements: from their chunk)."""
+        compiler = self.engine.compiler
+        values = self._guard(self.engine.backend.gather, compiler.dask_keys(keys))
+        return {k: compiler.pick(k, values) for k in keys}
+
     def _submitted(self, targets: list[Target], timeout: float | None = None) -> list[Any]:
         """Submit what the body built, until the targets have keys; their keys."""
         self._guard(self.engine.flush, [node for node, _ in targets], False, timeout)
@@ -163,7 +177,7 @@ class BodyWaits:
             else:
                 missing.append(key)
         if missing:
-            gathered = self._guard(engine.backend.gather, missing)
+            gathered = self._gather(missing)
             for key in missing:
                 got = gathered.get(key)
                 out[key] = got.summary() if isinstance(got, State) else _crashed(key)

@@ -1,11 +1,14 @@
-"""The callables of compiled Dask tasks beyond ``run_task``: a map child and a fused chain.
+"""The callables of compiled Dask tasks beyond ``run_task``: a map child, a
+fused chain, a chunk of a map.
 
 A map's children share one :class:`MapCall`, the function of their tasks
 (``Task((base, i), map_call, i, *elements, *inputs)``), pickled once per
 graph; a fused chain of maps shares one :class:`FusedMap`; a fused chain of
-single calls is ``run_fused(calls, *inputs)``.  Each call inside them runs
-through :func:`daskflow.worker.run.run_call` with its own state, retries,
-hooks and logs.
+single calls is ``run_fused(calls, *inputs)``; a chunk of consecutive
+elements of a map (or of a fused chain of maps) is one task of a
+:class:`Chunked`.  Each call inside them runs through
+:func:`daskflow.worker.run.run_call` with its own state, retries, hooks and
+logs.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 from daskflow.core.states import State
 from daskflow.wire import Call, SlotItem, TaskSpec
 from daskflow.worker.context import still_wanted
-from daskflow.worker.run import run_call
+from daskflow.worker.run import flat_inputs, run_call
 
 
 class MapCall:
@@ -129,8 +132,65 @@ def check_wanted(call: Call) -> None:
     In process (``cluster="sync"``) the run carries its cancel check (it
     raises); on a worker, Dask no longer wants the fused task.
     """
-    check = call.spec.run.check
+    stop_if_cancelled(call.spec, repr(call.key))
+
+
+def stop_if_cancelled(spec: TaskSpec, what: str) -> None:
+    """Raise once the run was cancelled (see :func:`check_wanted`)."""
+    check = spec.run.check
     if check is not None:
         check()
     elif not still_wanted():
-        raise FusedTaskCancelled(f"{call.key!r} was cancelled; its remaining tasks do not start")
+        raise FusedTaskCancelled(f"{what} was cancelled; the tasks after it in its Dask task "
+                                 "do not start")
+
+
+class Chunked:
+    """The function of the Dask task of a chunk: consecutive elements of one
+    map (``each`` a :class:`MapCall`) or of a fused chain of maps (a
+    :class:`FusedMap`), each run in turn as if it were a task of its own.
+
+    Its task is ``Task(chunk_key, chunked, start, stop, nshared, columns,
+    *inputs)`` for elements ``start`` to ``stop - 1``: ``columns`` hold the
+    chunk's elements of each mapped constant (one sequence per column, in the
+    order ``each`` takes them); ``inputs`` are ``nshared`` upstream states
+    every element takes (a chunk of a map taken whole is one tuple), then the
+    states of the maps mapped over element-wise (for each such map, its
+    elements ``start`` to ``stop - 1``: one chunk's tuple, or one state per
+    element), then ``ndata`` scattered inputs.  It returns the final states
+    of its elements, a tuple (which the slots of a downstream call count as
+    one input per element, see :func:`daskflow.worker.run.run_call`).
+    Between two elements the run's cancellation is checked.
+    """
+
+    __slots__ = ("each", "ndata")
+
+    def __init__(self, each: MapCall | FusedMap, ndata: int) -> None:
+        self.each, self.ndata = each, ndata
+
+    def __reduce__(self) -> Any:
+        return (Chunked, (self.each, self.ndata))
+
+    def __dask_tokenize__(self) -> Any:
+        return ("daskflow.Chunked", self.each.__dask_tokenize__())
+
+    def __call__(self, start: int, stop: int, nshared: int, columns: tuple,
+                 *inputs: Any) -> tuple[State, ...]:
+        each = self.each
+        head = each.maps[0] if type(each) is FusedMap else each
+        end = len(inputs) - self.ndata
+        shared, data = inputs[:nshared], inputs[end:]
+        own = flat_inputs(inputs[nshared:end])
+        n = stop - start
+        states = []
+        for j in range(n):
+            if j:
+                stop_if_cancelled(head.spec, f"element {start + j} of map {head.name!r}")
+            rest = [col[j] for col in columns]
+            rest += shared
+            if own:
+                rest += own[j::n]
+            if data:
+                rest += data
+            states.append(each(start + j, *rest))
+        return tuple(states)

@@ -214,8 +214,17 @@ def run_task(call: Call, *upstream: State) -> State:
 
 
 def run_call(call: Call, upstream: tuple, inner: bool = False) -> State:
-    """:func:`run_task` with its inputs as a tuple (``inner``: see :func:`finish`)."""
+    """:func:`run_task` with its inputs as a tuple (``inner``: see :func:`finish`).
+
+    An input that is a plain tuple is the result of a chunk of a map (the
+    states of its elements, see :class:`daskflow.worker.calls.Chunked`): it
+    stands for one input per element, which the call's slots count.
+    """
     start = time.time()
+    for u in upstream:
+        if type(u) is tuple:
+            upstream = flat_inputs(upstream)
+            break
     data: tuple = ()
     if call.ndata:
         data, upstream = upstream[-call.ndata:], upstream[:-call.ndata]
@@ -237,6 +246,17 @@ def run_call(call: Call, upstream: tuple, inner: bool = False) -> State:
     if call.spec.cache is not None:
         return finish(call, _through_cache(call, args, kwargs, start), inner)
     return finish(call, _attempts(call, args, kwargs, start), inner)
+
+
+def flat_inputs(inputs: tuple) -> tuple:
+    """Inputs with each chunk's tuple of element states spread in place."""
+    out: list = []
+    for u in inputs:
+        if type(u) is tuple:
+            out.extend(u)
+        else:
+            out.append(u)
+    return tuple(out)
 
 
 def run_cached(call: Call) -> State:
@@ -507,15 +527,18 @@ def length_of(state: State) -> tuple[int, str]:
                     "df.unmapped() to give it whole")
 
 
-def done(state: State) -> State:
-    """A result-free copy of a state: lets a task wait without moving data."""
+def done(state: Any) -> Any:
+    """A result-free copy of a state (of each state of a chunk): lets a task
+    wait without moving data."""
+    if type(state) is tuple:
+        return tuple(s.summary() for s in state)
     return state.summary()
 
 
 def run_unmappable(call: Call, *upstream: Any) -> Any:
     """The task of a map that could not expand: upstream failure, or a MappingError."""
     why = call.args[0]
-    state = decide(call, upstream) if upstream else None
+    state = decide(call, flat_inputs(upstream)) if upstream else None
     if state is None:
         state = State(StateType.FAILED, name="MappingFailed", message=why,
                       exception=MappingError(why))

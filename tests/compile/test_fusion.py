@@ -120,8 +120,9 @@ def w2(n: int = 200):
 
 
 @df.flow
-def w4(n: int):
-    return total(inc.map(inc.map(inc.map(range(n)))))
+def w4(n: int, chunk: int | None = 1):
+    # chunk=1: a Dask task per element (chunked maps are tested in tests/compile/test_chunks.py)
+    return total(inc.map(inc.map(inc.map(range(n), chunk=chunk), chunk=chunk), chunk=chunk))
 
 
 def test_the_scheduler_receives_fewer_tasks(client):

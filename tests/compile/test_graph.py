@@ -74,7 +74,7 @@ def test_wait_for_goes_through_a_result_free_done_task():
 @pytest.mark.parametrize("n", [1000, 20000])
 def test_compile_is_linear(n):
     # A 5000-way reduce is where dask.delayed goes superlinear; ours is one pass.
-    b, ref, c = compile_body(lambda: total(inc.map(range(n))))
+    b, ref, c = compile_body(lambda: total(inc.map(range(n), chunk=1)))
     dsk = c.stage()
     assert len(dsk) == n + 1
     assert len(dsk[c.keys_of(ref.node)].dependencies) == n
@@ -93,7 +93,7 @@ def test_a_100k_map_stays_under_distributed_large_graph_warning():
 
     from dask.utils import parse_bytes
 
-    b, ref, c = compile_body(lambda: total(inc.map(range(100_000))))
+    b, ref, c = compile_body(lambda: total(inc.map(range(100_000), chunk=1)))
     c.fuse = True
     dsk = c.stage()
     size = len(pickle.dumps(dsk, protocol=5))

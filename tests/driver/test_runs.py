@@ -19,8 +19,8 @@ DRIVER_PID = os.getpid()
 
 
 @df.flow
-def wide(n: int = 500):
-    return total(inc.map(range(n)))
+def wide(n: int = 500, chunk: int | None = None):
+    return total(inc.map(range(n), chunk=chunk))
 
 
 @df.flow
@@ -29,10 +29,28 @@ def dynamic(n: int = 10):
 
 
 def test_static_flow_is_one_graph_submission(client, counter):
-    assert wide(n=2000, cluster=client) == sum(range(1, 2001))
+    assert wide(n=2000, chunk=1, cluster=client) == sum(range(1, 2001))
     graphs, tasks = counter()
     assert graphs == 1
     assert tasks == 2001
+
+
+def test_an_auto_chunked_map_runs_its_pilot_once_per_process(client, counter):
+    @df.task
+    def double(x):
+        return 2 * x
+
+    @df.flow
+    def doubled(n: int):
+        return total(double.map(range(n)))
+
+    assert doubled(n=2000, cluster=client) == 2 * sum(range(2000))
+    graphs, tasks = counter()
+    assert graphs == 2  # the pilot's chunks, then the rest sized by them
+    assert doubled(n=2000, cluster=client) == 2 * sum(range(2000))
+    graphs2, tasks2 = counter()
+    assert graphs2 - graphs == 1  # the measurement is remembered for the task
+    assert tasks2 - tasks < 2000 / 10, tasks2 - tasks
 
 
 def test_dynamic_map_adds_one_stage(client, counter):

@@ -1,0 +1,252 @@
+"""Chunked maps: consecutive elements of a map run in one Dask task.
+
+Every element keeps its own task run (state, retries, hooks, logs, cache
+key): it runs through :class:`daskflow.worker.calls.Chunked`, which calls
+each element as if it were a task of its own.  Only the Dask task is shared,
+so the scheduler's cost per task is paid once per chunk.
+
+The element keys ``(base, i)`` stay the names of the task runs (states,
+labels, waits); the Dask keys are the chunks', ``(f"chunk-{base}", j)``.
+A :class:`Layout` translates one into the other.  A chunk's result is the
+tuple of its elements' final states, which the slots of a downstream call
+count as one input per element.
+
+How large a chunk is (:func:`chunk_size`): a map given ``chunk=N`` uses N;
+a map over a chunked map element by element uses its chunks (the two line
+up, element ``i`` of one feeding element ``i`` of the other).  Otherwise
+a map of fewer than :data:`AUTO_MIN` elements is not chunked; a larger one
+runs a *pilot* first: :data:`PILOT_CHUNKS` chunks of :data:`PILOT_SIZE`
+elements whose measured time per element sets the size of the rest
+(elements of 100 ms or more keep one Dask task each; smaller ones are
+grouped so a chunk runs about :data:`TARGET` seconds, with at least
+:data:`PER_THREAD` chunks for each worker thread).  The measurement is
+remembered for the task in this process (weakly, as long as the task
+exists), so the next runs of the flow skip the pilot and are again one
+submission.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import weakref
+from typing import Any
+
+from dask.task_spec import Task as DaskTask
+from dask.task_spec import TaskRef
+
+from daskflow.compile.tasks import make_task
+from daskflow.core.states import State
+from daskflow.worker.calls import Chunked, FusedMap, MapCall
+
+AUTO_MIN = 128  # maps shorter than this are not chunked unless asked (chunk=N)
+PILOT_CHUNKS = 2  # at least; one per worker thread when there are more
+PILOT_SIZE = 4  # elements in each pilot chunk
+HEAVY = 0.1  # seconds: elements this long keep one Dask task each
+TARGET = 0.05  # seconds of work per chunk: the scheduler's ~1-2 ms per task is amortized
+PER_THREAD = 4  # chunks per worker thread at least, so that work balances
+
+
+_measured: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+_measured_lock = threading.Lock()
+
+
+def remember(task: Any, seconds: float) -> None:
+    """Keep a pilot's time per element of ``task`` for its next maps."""
+    with _measured_lock:
+        _measured[task] = seconds
+
+
+def recalled(task: Any) -> float | None:
+    """The time per element a pilot measured for ``task`` in this process."""
+    with _measured_lock:
+        return _measured.get(task)
+
+
+class Layout:
+    """Where the elements of a chunked map run: elements ``[0, first)`` in
+    chunks of ``head`` (the pilot), the rest in chunks of ``size`` (None
+    until the pilot measured it)."""
+
+    __slots__ = ("base", "name", "n", "first", "head", "size", "why")
+
+    def __init__(self, base: str, n: int, size: int | None, first: int = 0, head: int = 1,
+                 why: str = "") -> None:
+        self.base, self.name, self.n = base, f"chunk-{base}", n
+        self.first, self.head, self.size = first, head, size
+        self.why = why  # how the size was chosen, for the run's log and report
+
+    def like(self, base: str, why: str) -> Layout:
+        """The same chunks for another map of the same length (element-wise)."""
+        return Layout(base, self.n, self.size, self.first, self.head, why)
+
+    def spans(self, pilot: bool = False) -> list[tuple[int, int, int]]:
+        """``(chunk number, start, stop)`` of the pilot's chunks, or of the rest."""
+        if pilot:
+            return [(j, s, min(s + self.head, self.first))
+                    for j, s in enumerate(range(0, self.first, self.head))]
+        assert self.size is not None
+        j0 = -(-self.first // self.head) if self.first else 0
+        return [(j0 + j, s, min(s + self.size, self.n))
+                for j, s in enumerate(range(self.first, self.n, self.size))]
+
+    def chunk(self, i: int, width: bool = False) -> tuple:
+        """The Dask key of element ``i``'s chunk and ``i``'s place in it (with
+        ``width``: also how many elements the chunk holds)."""
+        if i < self.first:
+            j, at, start, size = i // self.head, i % self.head, i - i % self.head, self.head
+            stop = min(start + size, self.first)
+        else:
+            assert self.size is not None
+            j0 = -(-self.first // self.head) if self.first else 0
+            off = i - self.first
+            j, at = j0 + off // self.size, off % self.size
+            stop = min(i - at + self.size, self.n)
+            start = i - at
+        key = (self.name, j)
+        return (key, at, stop - start) if width else (key, at)
+
+    def keys(self) -> list[Any]:
+        """Every chunk's Dask key, in element order."""
+        spans = self.spans(pilot=True)
+        if self.size is not None:
+            spans += self.spans()
+        return [(self.name, j) for j, _, _ in spans]
+
+    def describe(self) -> str:
+        chunks = len(self.keys())
+        return f"{self.n} elements in {chunks} Dask tasks ({self.why})"
+
+
+class ChunkJob:
+    """The chunks of one map (or of a fused chain of maps) to emit: the
+    pilot's first, the rest once their size is known.
+
+    ``columns`` are the mapped constants (each a sequence over all
+    elements); ``own`` for each map mapped over element-wise, its
+    :class:`Layout` (its chunks line up with these) or its element keys;
+    ``shared`` and ``data`` the inputs every chunk takes.
+    """
+
+    __slots__ = ("layouts", "chunked", "columns", "own", "shared", "data", "then", "task")
+
+    def __init__(self, layouts: list[Layout], each: MapCall | FusedMap, columns: list[Any],
+                 own: list[Any], shared: tuple, data: tuple) -> None:
+        self.layouts = layouts
+        self.chunked = Chunked(each, len(data))
+        self.columns = [c if isinstance(c, (list, tuple, range)) else list(c) for c in columns]
+        self.own, self.shared, self.data = own, shared, data
+        self.then: list[ChunkJob] = []  # jobs emitted with this one (sized by its pilot)
+        head = each.maps[0] if type(each) is FusedMap else each
+        self.task = head.spec.task  # whose time per element the pilot measures
+
+    @property
+    def layout(self) -> Layout:
+        return self.layouts[-1]
+
+    def emit(self, dsk: dict[Any, DaskTask], pilot: bool = False) -> None:
+        """Add the tasks of the pilot's chunks, or of the rest."""
+        name = self.layout.name
+        nshared = len(self.shared)
+        for j, start, stop in self.layout.spans(pilot):
+            key = (name, j)
+            own: list[Any] = []
+            for src in self.own:
+                if type(src) is Layout:
+                    own.append(TaskRef((src.name, j)))
+                else:
+                    own.extend(TaskRef(k) for k in src[start:stop])
+            columns = tuple(c[start:stop] for c in self.columns)
+            dsk[key] = make_task(key, self.chunked, start, stop, nshared, columns,
+                                 *self.shared, *own, *self.data)
+        for job in self.then:
+            job.emit(dsk, pilot)
+
+    def measured(self, seconds: float, threads: int) -> None:
+        """The pilot measured ``seconds`` per element: size the rest."""
+        layout = self.layout
+        if seconds < 0:
+            size, why = 1, "its pilot did not run: one Dask task per element"
+        else:
+            remember(self.task, seconds)
+            size = chunk_size(seconds, layout.n - layout.first, threads)
+            why = sized("pilot measured", seconds, size)
+        for each in self.layouts:
+            each.size, each.why = size, why
+
+
+def sized(how: str, seconds: float, size: int) -> str:
+    """Why a map has the chunks it has, for the run's log and report."""
+    return (f"{how} {_duration(seconds)} per element: "
+            + ("one Dask task each" if size == 1 else f"chunks of {size}"))
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds * 1e6:.0f} us"
+
+
+def chunk_size(seconds: float, elements: int, threads: int) -> int:
+    """Elements per chunk for elements that take ``seconds`` each."""
+    if seconds >= HEAVY:
+        return 1
+    by_time = math.ceil(TARGET / max(seconds, 1e-6))
+    by_balance = math.ceil(elements / (PER_THREAD * max(threads, 1)))
+    return max(1, min(by_time, by_balance))
+
+
+def pilot_layout(base: str, n: int, threads: int) -> Layout:
+    """The layout of an auto-chunked map before its pilot ran."""
+    chunks = max(PILOT_CHUNKS, threads)
+    return Layout(base, n, None, first=min(n, chunks * PILOT_SIZE), head=PILOT_SIZE)
+
+
+def seconds_per_element(*chunks: Any) -> tuple[float, str]:
+    """The pilot's task: the time per element of its fastest chunk (a chunk
+    that ran first on a fresh worker pays for imports), as ``(seconds, "")``
+    (the shape the driver reads lengths in); ``(-1, why)`` when no element
+    completed."""
+    best = math.inf
+    for chunk in chunks:
+        states = [s for s in chunk if isinstance(s, State) and s.start is not None
+                  and s.end is not None]
+        if states:
+            span = max(s.end for s in states) - min(s.start for s in states)
+            best = min(best, span / len(states))
+    if best is math.inf:
+        return -1, "no element of the pilot ran"
+    return best, ""
+
+
+def dask_key(key: Any, layouts: dict[str, Layout]) -> tuple[Any, int | None]:
+    """The Dask key holding task run ``key``'s state, and its place in a chunk
+    (``(None, None)`` for an element whose chunk waits for the map's pilot)."""
+    if type(key) is tuple:
+        layout = layouts.get(key[0])
+        if layout is not None:
+            if layout.size is None and key[1] >= layout.first:
+                return None, None
+            return layout.chunk(key[1])
+    return key, None
+
+
+def dask_keys(keys: list[Any], layouts: dict[str, Layout]) -> list[Any]:
+    """The Dask keys holding the states of ``keys``, each once, in order
+    (none yet for elements whose chunks wait for their map's pilot)."""
+    if not layouts:
+        return keys
+    out = dict.fromkeys(dask_key(k, layouts)[0] for k in keys)
+    out.pop(None, None)
+    return list(out)
+
+
+def pick(key: Any, values: dict[Any, Any], layouts: dict[str, Layout]) -> Any:
+    """Task run ``key``'s state among gathered Dask ``values`` (None if absent)."""
+    dkey, at = dask_key(key, layouts)
+    value = values.get(dkey)
+    if at is None or type(value) is not tuple:
+        return value
+    return value[at]
