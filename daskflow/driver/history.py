@@ -76,16 +76,25 @@ class RunStore:
         data = json.dumps(record, default=repr).encode()
         write_atomic(self.path(record), data, self.fs)
 
-    def records(self) -> Iterator[dict[str, Any]]:
-        """Every readable record, newest first; a damaged one is skipped with a
-        warning; a running one whose driver stopped writing reads as Crashed."""
+    def exists(self) -> bool:
+        """Whether the store's folder exists (the first recorded run makes it)."""
+        return bool(self.fs.isdir(self.root))
+
+    def _names(self) -> list[str]:
         try:
-            names = sorted(self.fs.ls(self.root, detail=False), reverse=True)
+            names = self.fs.ls(self.root, detail=False)
         except FileNotFoundError:
-            return
+            return []
+        return sorted((n for n in names if n.endswith(".json")), reverse=True)
+
+    def records(self, prefix: str = "") -> Iterator[dict[str, Any]]:
+        """Every readable record (of the runs whose id starts with ``prefix``:
+        told by the file's name, only those are read), newest first; a
+        damaged one is skipped with a warning; a running one whose driver
+        stopped writing reads as Crashed."""
         lost_after = config.seconds_setting("runs.driver-lost")
-        for name in names:
-            if not name.endswith(".json"):
+        for name in self._names():
+            if prefix and not name.rpartition("-")[2].startswith(prefix):
                 continue
             try:
                 record = json.loads(self.fs.cat_file(name))
@@ -100,7 +109,7 @@ class RunStore:
 
     def find(self, prefix: str) -> dict[str, Any]:
         """The record whose run id starts with ``prefix`` (as git's short ids)."""
-        found = [r for r in self.records() if r["run_id"].startswith(prefix)]
+        found = [r for r in self.records(prefix) if r["run_id"].startswith(prefix)]
         ids = sorted({r["run_id"] for r in found})
         if not ids:
             raise DaskflowError(f"no run {prefix!r} in the run store {self.url}; "
@@ -205,12 +214,14 @@ class Recorder:
         """The record while the run goes: its counts per task, not every state."""
         run = self.run
         record = {"flow": run.flow_name, "run_id": run.run_id, "cluster": run.cluster,
-                  "dashboard": run.dashboard_link, "parameters": run.parameters,
+                  "dashboard": run.dashboard_link, "page": run.page_link,
+                  "scheduler_id": run.scheduler_id, "parameters": run.parameters,
                   "state": {"type": "RUNNING", "name": "Running", "start": run.state.start,
                             "end": None, "message": ""},
                   "groups": [{"name": g.name, "total": g.total, "counts": dict(g.counts)}
                              for g in run.groups()],
-                  "states": {}, "logs": list(run.logs)[-_LOGS_WHILE_RUNNING:]}
+                  "states": {}, "logs": list(run.logs)[-_LOGS_WHILE_RUNNING:],
+                  "artifacts": list(run.artifacts)}
         return record
 
     def _write(self, record: dict[str, Any]) -> None:
