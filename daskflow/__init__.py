@@ -56,6 +56,7 @@ from daskflow.exceptions import (
     ScheduleError,
     ShellError,
     TaskTimeoutError,
+    UIError,
     UnpicklableResultError,
     WaitTimeout,
 )
@@ -91,6 +92,7 @@ __all__ = [
     "StateType",
     "Task",
     "TaskTimeoutError",
+    "UIError",
     "UnpicklableResultError",
     "WaitTimeout",
     "all_failed",
