@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import itertools
 from typing import Any
 
 from tornado import web
@@ -51,12 +50,14 @@ RECENT_ON_SCHEDULER = 20  # runs that ended on a scheduler, shown below its runn
 class _Handler(web.RequestHandler):
     """A read-only page; ``dask_server`` is set when mounted in a scheduler."""
 
-    def initialize(self, dask_server: Any = None, store: str | None = None) -> None:
+    def initialize(self, dask_server: Any = None, store: RunStore | None = None) -> None:
         self.scheduler = dask_server
-        self.store_url = store
+        self._store = store
 
     def store(self) -> RunStore:
-        return RunStore(self.store_url) if self.store_url else RunStore.configured()
+        """``daskflow ui``'s store, or in a scheduler the one of its settings
+        (one object per URL, which keeps the summaries of ended runs)."""
+        return self._store if self._store is not None else RunStore.configured()
 
     def root(self) -> str:
         """The server's root path (the dashboard's prefix, if any)."""
@@ -80,7 +81,7 @@ class RunsHandler(_Handler):
 
     def _page(self, flow: str | None, state: str | None) -> str:
         store = self.store()
-        records = list(itertools.islice(store.records(), MAX_LISTED))
+        records = store.summaries(MAX_LISTED)
         if self.scheduler is None:
             return pages.runs_page(records, self.root(), flow, state,
                                    note=f"run store {store.url} · ")
@@ -121,7 +122,7 @@ routes: list[tuple] = [
 ]
 
 
-def application(store: str) -> web.Application:
+def application(store: RunStore) -> web.Application:
     """The ``daskflow ui`` application over the run store ``store``."""
     return web.Application([("/", _Root), *[("/" + url, cls, {**kw, "store": store})
                                             for url, cls, kw in routes]])
@@ -146,7 +147,7 @@ def serve(store: str | None, host: str = "127.0.0.1", port: int = 8790,
                 if err.errno == errno.EADDRINUSE else f"cannot be listened on ({err.strerror})")
         raise UIError(f"port {port} on {host} {what}") from None
     url = f"http://{host}:{sockets[0].getsockname()[1]}/{pages.PAGES}"
-    asyncio.run(_serve(application(run_store.url), sockets, lambda: ready and ready(url)))
+    asyncio.run(_serve(application(run_store), sockets, lambda: ready and ready(url)))
 
 
 async def _serve(app: web.Application, sockets: list[Any], ready: Any) -> None:

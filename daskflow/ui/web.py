@@ -23,6 +23,7 @@ from daskflow.ui.report import render
 PAGES = "daskflow/runs"  # the list's path under the server's root; a run's is PAGES/<id>
 REFRESH = 2  # seconds between the reloads of a page showing a running run
 SPARK = 30  # outcomes drawn per flow
+MAX_ROWS = 200  # runs listed in the table (filters reach the others)
 LIVE = ("RUNNING", "PENDING")
 
 _CSS = """
@@ -66,9 +67,10 @@ def runs_page(records: Iterable[dict[str, Any]], root: str, flow: str | None = N
     shown = [r for r in every if (not flow or r["flow"] == flow)
              and (not state or r["state"]["type"] == state.upper())]
     running = any(r["state"]["type"] in LIVE for r in shown)
-    rows = "".join(_row(r, root) for r in shown)
+    rows = "".join(_row(r, root) for r in shown[:MAX_ROWS])
     body = (f"<h1>{esc(title)}</h1><div class='muted'>{note}"
             f"{len(shown)} of {len(every)} runs"
+            + (f", the newest {MAX_ROWS} listed" if len(shown) > MAX_ROWS else "")
             + (f" · refreshes every {REFRESH}s while a run goes" if running else "") + "</div>"
             + _filters(root, flows, states, flow, state)
             + _sparklines(every, root)
@@ -83,7 +85,9 @@ def _row(r: dict[str, Any], root: str) -> str:
     started = st.get("start") or r.get("created")
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if started else ""
     took = duration(r)
-    tasks = len(r.get("states") or {}) or sum(g.get("total", 0) for g in r.get("groups") or [])
+    tasks = r.get("tasks")
+    if tasks is None:
+        tasks = len(r.get("states") or {}) or sum(g.get("total", 0) for g in r.get("groups") or [])
     return (f"<tr class='run' data-state='{esc(st['type'])}'><td>{esc(when)}</td>"
             f"<td>{esc(r['flow'])}</td>"
             f"<td><a href='{esc(root + run_path(r['run_id']))}'><code>{esc(r['run_id'])}</code>"

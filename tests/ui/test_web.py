@@ -276,3 +276,16 @@ def test_the_dashboard_of_a_local_cluster_shows_its_runs(store, tmp_path):
         assert run.wait(60).is_completed()
         status, page = _get(run.page_link)
         assert status == 200 and "Completed" in page
+
+
+def test_the_list_reads_an_ended_run_once(store):
+    """The list page, reloaded every few seconds, rereads only runs still going."""
+    run = failing.run(cluster="sync", progress=False)
+    runs = RunStore(store)
+    first = runs.summaries(10)
+    assert [s["run_id"] for s in first] == [run.run_id]
+    assert first[0]["tasks"] == 1 and "states" not in first[0] and "logs" not in first[0]
+    with open(runs.path(runs.find(run.run_id)), "w") as f:
+        f.write("{damaged")
+    assert runs.summaries(10) == first  # read once, kept
+    assert RunStore(store).summaries(10) == []  # a new reader skips it
