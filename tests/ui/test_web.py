@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import shutil
 import signal
@@ -289,3 +290,23 @@ def test_the_list_reads_an_ended_run_once(store):
         f.write("{damaged")
     assert runs.summaries(10) == first  # read once, kept
     assert RunStore(store).summaries(10) == []  # a new reader skips it
+
+
+def test_daskflow_run_and_flow_serve_say_where_the_runs_page_is(store, tmp_path, caplog):
+    """With a `daskflow ui` kept running (the setting daskflow.ui.url), every
+    run links there: `daskflow run` prints it, a served run logs it."""
+    env = {**dask_env(), "DASK_DASKFLOW__UI__URL": "http://127.0.0.1:8790/",
+           "DASK_DASKFLOW__RUNS__STORE": store}
+    out = subprocess.run([sys.executable, "-m", "daskflow.cli", "run",
+                          f"{os.path.abspath(__file__)}:reported", "--cluster", "sync"],
+                         env=env, capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    run_id = re.search(r"\(([0-9a-f]{8})\) Completed", out.stdout).group(1)
+    assert f"page: http://127.0.0.1:8790/daskflow/runs/{run_id}\n" in out.stdout
+    with dask.config.set({"daskflow.ui.url": "http://ui.example:8790"}):
+        runs = reported.serve(interval=3600, limit=1, cluster="sync",
+                              state_dir=str(tmp_path / "serve"))
+    page = f"its page: http://ui.example:8790/daskflow/runs/{runs[0].run_id}"
+    assert runs[0].page_link == page.split(": ", 1)[1]
+    assert any(page in r.getMessage() for r in caplog.records)
+    assert f"<a href='{page.split(': ', 1)[1]}'" in runs[0]._repr_html_()
