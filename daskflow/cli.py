@@ -286,7 +286,25 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
         print("\n--- logs ---")
         for line in list(run.logs)[-args.logs:]:
             print(f"{line.get('level', ''):<7} {line.get('task', '')}: {line.get('message', '')}")
+    if run.artifacts:
+        print("\n--- artifacts ---")
+        for a in run.artifacts:
+            print(f"{a.get('type', ''):<8} {a.get('key') or '-'}  ({a.get('task') or 'flow body'})"
+                  f"  {_artifact_line(a)}")
     return 0
+
+
+def _artifact_line(artifact: dict[str, Any]) -> str:
+    """An artifact in one line of text: a link's URL, a note's first line, a table's size."""
+    data = artifact.get("data")
+    if artifact.get("type") == "link":
+        return str(data.get("link"))
+    if artifact.get("type") == "table":
+        return f"{len(data.get('rows', []))} rows x {len(data.get('columns', []))} columns"
+    if artifact.get("type") == "image":
+        url = str(data.get("url"))
+        return "an image in the record" if url.startswith("data:") else url
+    return next((line for line in str(data).splitlines() if line.strip()), "")[:100]
 
 
 def cmd_runs_report(args: argparse.Namespace) -> int:

@@ -310,3 +310,15 @@ def test_daskflow_run_and_flow_serve_say_where_the_runs_page_is(store, tmp_path,
     assert runs[0].page_link == page.split(": ", 1)[1]
     assert any(page in r.getMessage() for r in caplog.records)
     assert f"<a href='{page.split(': ', 1)[1]}'" in runs[0]._repr_html_()
+
+
+def test_runs_show_lists_the_artifacts(store, capsys):
+    from daskflow.cli import main
+
+    run = reported.run(n=1, cluster="sync", progress=False)
+    assert main(["runs", "show", run.run_id[:6], "--store", store]) == 0
+    out = capsys.readouterr().out.split("--- artifacts ---\n", 1)[1]
+    assert "markdown body-note  (flow body)  from the **body**" in out
+    assert "table    rows  (measured[0])  2 rows x 3 columns" in out
+    assert "link     -  (measured[0])  https://example.com/data" in out
+    assert "image    picture  (measured[0])  an image in the record" in out
