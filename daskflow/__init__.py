@@ -13,8 +13,14 @@
 
 from __future__ import annotations
 
-from daskflow import clusters, notify
+from daskflow import artifact, clusters, notify
 from daskflow import config as _config  # noqa: F401 - loads daskflow.yaml into dask.config
+from daskflow.artifact import (
+    create_image_artifact,
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
 from daskflow.core.signals import (
     FAIL,
     SKIP,
@@ -32,6 +38,7 @@ from daskflow.define.task import Task, task
 from daskflow.define.waits import as_completed, wait
 from daskflow.driver.flowrun import FlowRun
 from daskflow.exceptions import (
+    ArtifactError,
     CacheKeyError,
     CacheMissError,
     ClusterError,
@@ -49,6 +56,7 @@ from daskflow.exceptions import (
     ScheduleError,
     ShellError,
     TaskTimeoutError,
+    UIError,
     UnpicklableResultError,
     WaitTimeout,
 )
@@ -59,6 +67,7 @@ from daskflow.worker.context import context, get_run_logger
 __version__ = "0.1.0"  # the one place the version is written (pyproject.toml reads it)
 
 __all__ = [
+    "ArtifactError",
     "CacheKeyError",
     "CacheMissError",
     "ClusterError",
@@ -83,6 +92,7 @@ __all__ = [
     "StateType",
     "Task",
     "TaskTimeoutError",
+    "UIError",
     "UnpicklableResultError",
     "WaitTimeout",
     "all_failed",
@@ -92,9 +102,14 @@ __all__ = [
     "always_run",
     "any_failed",
     "any_successful",
+    "artifact",
     "as_completed",
     "clusters",
     "context",
+    "create_image_artifact",
+    "create_link_artifact",
+    "create_markdown_artifact",
+    "create_table_artifact",
     "flow",
     "get_run_logger",
     "notify",

@@ -3,6 +3,8 @@
     daskflow run FILE.py:FLOW|MODULE:FLOW [--param k=v ...] [--cluster C] [--json]
     daskflow clusters list [--json]      clusters daskflow started and their state
     daskflow clusters close NAME|--all   end leftovers (shut their schedulers down)
+    daskflow runs list|show|report|prune the run store
+    daskflow ui [--port P] [--host H] [--store S]   the run store's pages, read-only
 
 ``daskflow run`` exits 0 when the run Completed, 1 when it did not, 2 on bad
 usage (no such file or flow, a parameter the flow refuses) and 130 when
@@ -22,6 +24,7 @@ from typing import Any
 
 from dask.utils import format_bytes, parse_timedelta
 
+from daskflow import dashboard
 from daskflow.clusters import KINDS, ClusterSpec, from_profile
 from daskflow.clusters.records import records
 from daskflow.driver.connect import looks_like_address
@@ -34,8 +37,10 @@ from daskflow.exceptions import (
     FlowRunError,
     ParameterError,
     ScheduleError,
+    UIError,
 )
 from daskflow.flow import Flow
+from daskflow.ui.report import page_url
 from daskflow.wire import storage_url
 from daskflow.worker import store
 
@@ -184,6 +189,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(run.summary())
         if completed:
             print(f"result: {_shown(run.result())}")
+        page = page_url(run.page_link, run.dashboard_link, run.cluster_closed)
+        if page:
+            print(f"page: {page}")
     if args.report:
         try:
             run.report(args.report)
@@ -278,7 +286,25 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
         print("\n--- logs ---")
         for line in list(run.logs)[-args.logs:]:
             print(f"{line.get('level', ''):<7} {line.get('task', '')}: {line.get('message', '')}")
+    if run.artifacts:
+        print("\n--- artifacts ---")
+        for a in run.artifacts:
+            print(f"{a.get('type', ''):<8} {a.get('key') or '-'}  ({a.get('task') or 'flow body'})"
+                  f"  {_artifact_line(a)}")
     return 0
+
+
+def _artifact_line(artifact: dict[str, Any]) -> str:
+    """An artifact in one line of text: a link's URL, a note's first line, a table's size."""
+    data = artifact.get("data")
+    if artifact.get("type") == "link":
+        return str(data.get("link"))
+    if artifact.get("type") == "table":
+        return f"{len(data.get('rows', []))} rows x {len(data.get('columns', []))} columns"
+    if artifact.get("type") == "image":
+        url = str(data.get("url"))
+        return "an image in the record" if url.startswith("data:") else url
+    return next((line for line in str(data).splitlines() if line.strip()), "")[:100]
 
 
 def cmd_runs_report(args: argparse.Namespace) -> int:
@@ -293,6 +319,21 @@ def cmd_runs_prune(args: argparse.Namespace) -> int:
     removed = _store(args).prune(parse_timedelta(args.older_than))
     print(f"removed {removed} run record(s) older than {args.older_than} from "
           f"{_store(args).url}")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    def ready(url: str) -> None:
+        print(f"daskflow ui: the runs of {RunStore(args.store).url} at {url} "
+              "(read-only; Ctrl-C to stop)", flush=True)
+
+    try:
+        dashboard.serve(args.store, host=args.host, port=args.port, ready=ready)
+    except UIError as err:
+        print(f"daskflow ui: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
     return 0
 
 
@@ -376,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cache(sub)
     _add_clusters(sub)
     _add_runs(sub)
+    _add_ui(sub)
     return parser
 
 
@@ -491,6 +533,22 @@ def _add_runs(sub: Any) -> None:
                               help="remove the records of runs that ended long ago")
     p_prune.add_argument("--older-than", required=True, help="e.g. 30d, 12h")
     p_prune.set_defaults(func=cmd_runs_prune)
+
+
+def _add_ui(sub: Any) -> None:
+    p_ui = sub.add_parser(
+        "ui", help="serve the run store's pages (runs, each run's report), read-only",
+        description="Serve the run store as web pages: the list of runs (filters, "
+                    "sparklines of recent outcomes) and a page per run (its report, "
+                    "refreshing itself while the run goes). Server-rendered HTML, no "
+                    "JavaScript. Exit code: 0 interrupted, 2 no such store or the port "
+                    "cannot be used.")
+    p_ui.add_argument("--port", type=int, default=8790, help="the port (0: any free one)")
+    p_ui.add_argument("--host", default="127.0.0.1",
+                      help="the address to listen on (default: this machine only)")
+    p_ui.add_argument("--store", help="the run store (default: the setting "
+                                      "daskflow.runs.store)")
+    p_ui.set_defaults(func=cmd_ui)
 
 
 if __name__ == "__main__":

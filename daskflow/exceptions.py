@@ -9,7 +9,9 @@
     ├── CacheMissError          a stored result found before the run, gone when needed
     ├── ParameterError          unknown, missing or mistyped flow parameter
     ├── ClusterError            a cluster= value that cannot be used or reached
-    ├── MissingContextError     get_run_logger()/context() outside a running task
+    ├── MissingContextError     get_run_logger()/context()/an artifact outside a run
+    ├── ArtifactError           an artifact that cannot be made (a bad key, table or size)
+    ├── UIError                 daskflow ui: a run store that does not exist, a port in use
     ├── ResultNotAvailable      asking a state for a result that stayed on the cluster
     ├── WaitTimeout             ref.result(timeout=...) in a flow body: the task is not done
     ├── TaskTimeoutError        a task attempt ran longer than its timeout
@@ -62,6 +64,16 @@ class ClusterError(DaskflowError):
 
 class MissingContextError(DaskflowError, RuntimeError):
     """A run-time helper was called outside a running task."""
+
+
+class ArtifactError(DaskflowError, ValueError):
+    """An artifact that cannot be made: a key that is not lowercase letters,
+    numbers and dashes, a table of no known shape, or one too large to travel."""
+
+
+class UIError(DaskflowError):
+    """``daskflow ui`` cannot serve: its run store does not exist, or its port
+    cannot be listened on (in use)."""
 
 
 class ResultNotAvailable(DaskflowError):

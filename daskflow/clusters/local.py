@@ -10,6 +10,9 @@ import os
 import sys
 from typing import Any
 
+import dask
+
+from daskflow import config
 from daskflow.clusters.base import MAIN_GUARD_HINT, ClusterSpec, Handle, close_client
 from daskflow.clusters.records import process_identity
 from daskflow.exceptions import ClusterError
@@ -54,7 +57,8 @@ class Local(ClusterSpec):
             preload = kwargs.get("preload") or []
             kwargs["preload"] = [*([preload] if isinstance(preload, str) else preload),
                                  "daskflow.clusters.worker_setup"]
-        cluster = LocalCluster(name=handle.name, **kwargs)
+        with dask.config.set(dashboard_routes()):
+            cluster = LocalCluster(name=handle.name, **kwargs)
         try:
             client = Client(cluster, set_as_default=False)
         except BaseException:
@@ -140,6 +144,19 @@ async def _close_workers(cluster: Any, timeout: float) -> None:
     await asyncio.gather(*(w.close(timeout=timeout) for w in list(cluster.workers.values())),
                          return_exceptions=True)
 
+
+
+ROUTES = "distributed.scheduler.http.routes"
+PAGES_MODULE = "daskflow.dashboard"  # its `routes`: the runs pages (see that module)
+
+
+def dashboard_routes() -> dict[str, Any]:
+    """The scheduler's HTTP routes with daskflow's runs pages added (the
+    setting ``daskflow.ui.dashboard``), for the scheduler about to start."""
+    routes = list(dask.config.get(ROUTES, default=[]) or [])
+    if config.get("ui.dashboard") and PAGES_MODULE not in routes:
+        routes.append(PAGES_MODULE)
+    return {ROUTES: routes}
 
 
 def script_from_stdin() -> bool:

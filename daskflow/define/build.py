@@ -324,8 +324,9 @@ def refs_in(value: Any) -> dict[int, Node]:
 class Builder:
     """Records the nodes of one flow run, including nested flows."""
 
-    def __init__(self, flow_name: str) -> None:
+    def __init__(self, flow_name: str, run_id: str | None = None) -> None:
         self.flow_name = flow_name
+        self.run_id = run_id  # the run it builds (None: a picture, flow.visualize)
         self.nodes: list[Node] = []
         self._names: dict[str, int] = {}
         self._prefix: list[str] = []

@@ -32,6 +32,8 @@ from daskflow.driver.limits import register as register_limits
 from daskflow.events import monitor
 from daskflow.events.serialize import register_serialization
 from daskflow.exceptions import ClusterError, FlowDefinitionError, FlowRunError, WaitTimeout
+from daskflow.ui.report import dashboard_base
+from daskflow.ui.web import PAGES
 from daskflow.wire import ResourcesByKey
 from daskflow.worker.cleanup import finish_run, finish_run_now
 
@@ -41,6 +43,8 @@ class Backend(Protocol):
 
     description: str  # where it runs, for people: "LocalCluster at tcp://... (dashboard ...)"
     dashboard: str | None
+    pages: str | None  # the root of daskflow's run pages on its dashboard, if mounted
+    scheduler_id: str | None  # the Dask scheduler's id (the runs page of its dashboard)
     owner: str | None  # the client id task states are sent to; None in process
     in_process: bool  # tasks run in this process (nothing is pickled)
     target: Any  # a cluster= value that reaches it again: "sync" or the Client
@@ -73,6 +77,8 @@ class SyncBackend:
 
     description = "sync (in-process)"
     dashboard: str | None = None
+    pages: str | None = None
+    scheduler_id: str | None = None
     owner: str | None = None
     in_process = True
     target: Any = "sync"
@@ -159,7 +165,8 @@ class DistributedBackend:
         self.scattered: list[Any] = []
         self.sinks: set[Any] = set()
         self.lost = False  # the scheduler is gone: talk to it no more
-        self.description, self.dashboard = _describe_client(client)
+        self.description, self.dashboard, self.pages = _describe_client(client)
+        self.scheduler_id = (client.scheduler_info() or {}).get("id")
         self.check: Callable[[], None] = _never
         self.span: tuple[str, str] | None = None  # (flow name, run id) of the run served
         self.log: Any = logging.getLogger("daskflow")
@@ -465,7 +472,7 @@ def _unpicklable_value(call: Any) -> BaseException | None:
     return None
 
 
-_descriptions: weakref.WeakKeyDictionary[Any, tuple[Any, str, str | None]] = (
+_descriptions: weakref.WeakKeyDictionary[Any, tuple[Any, str, str | None, str | None]] = (
     weakref.WeakKeyDictionary())
 
 
@@ -505,9 +512,10 @@ def dashboard_hint(cluster: Any) -> str:
     return ""
 
 
-def _describe_client(client: Any) -> tuple[str, str | None]:
-    """('<cluster class> at <address> (dashboard <link>)', the link), once per
-    connection (a scheduler restarted on the same address has a new dashboard)."""
+def _describe_client(client: Any) -> tuple[str, str | None, str | None]:
+    """('<cluster class> at <address> (dashboard <link>)', the link, the root
+    of daskflow's run pages on that dashboard or None), once per connection
+    (a scheduler restarted on the same address has a new dashboard)."""
     conn = monitor.connection(client)
     known = _descriptions.get(client)
     if known is None or known[0] is not conn:
@@ -516,5 +524,30 @@ def _describe_client(client: Any) -> tuple[str, str | None]:
         link = getattr(client, "dashboard_link", None)
         text = f"{name} at {client.scheduler.address}" + (
             f" (dashboard {link}{dashboard_hint(cluster)})" if link else "")
-        known = _descriptions[client] = (conn, text, link)
-    return known[1], known[2]
+        pages = _pages(client, link)
+        known = _descriptions[client] = (conn, text, link, pages)
+    return known[1], known[2], known[3]
+
+
+def _pages(client: Any, link: str | None) -> str | None:
+    """The root of daskflow's run pages on the scheduler's dashboard, when its
+    HTTP server mounts them (``distributed.scheduler.http.routes`` lists
+    ``daskflow.dashboard``): asked of the scheduler once per connection."""
+    base = dashboard_base(link)
+    if base is None:
+        return None
+    try:
+        mounted = client.run_on_scheduler(runs_pages_mounted)
+    except Exception:  # a scheduler that refuses to run functions: no link
+        return None
+    return f"{base}/{PAGES}" if mounted else None
+
+
+def runs_pages_mounted(dask_scheduler: Any) -> bool:
+    """On a scheduler: whether its HTTP server serves daskflow's run pages.
+    Reads tornado's ``Application.wildcard_router.rules`` (each rule's
+    ``matcher.regex``), pinned by ``test_the_dashboard_of_a_local_cluster_shows_its_runs``."""
+    app = getattr(dask_scheduler, "http_application", None)
+    rules = getattr(getattr(app, "wildcard_router", None), "rules", [])
+    return any(f"/{PAGES}" in getattr(getattr(r.matcher, "regex", None), "pattern", "")
+               for r in rules)

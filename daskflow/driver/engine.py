@@ -63,6 +63,7 @@ from daskflow.driver.waits import BodyWaits, RunInterrupted
 from daskflow.events import monitor
 from daskflow.events.monitor import RunMonitor
 from daskflow.exceptions import ClusterError, FlowRunError
+from daskflow.ui.web import PAGES
 from daskflow.wire import INLINE_PARAMETERS, RunInfo, RunResults, store_mode
 
 # A flow's cache options for a run: (the flow's cache=, its result_storage=, refresh_cache=)
@@ -90,7 +91,8 @@ class Engine:
         self.name = name
         self.flow = flow
         self.params = params
-        self.builder = Builder(name)
+        self.run_id = new_token()
+        self.builder = Builder(name, self.run_id)
         self.body = body
         self.returned: Any = None
         self.returned_nodes: list[Any] = []
@@ -103,7 +105,6 @@ class Engine:
         self.results: RunResults | None = None
         self.plan: KeyPlan | None = None
         self.fuse = fuse
-        self.run_id = new_token()
         self.flow_run = FlowRun(name, self.run_id, params)
         self.control = RunControl(self.flow_run)
         self.compiler: Compiler | None = None
@@ -159,7 +160,7 @@ class Engine:
     # -- the run ---------------------------------------------------------------------
     def execute(self) -> None:
         setup_logging()
-        states = self.states = monitor.monitor(self.run_id)
+        states = self.states = monitor.monitor(self.run_id, self.flow_run.artifacts)
         self.start = time.time()
         keeper = RunLogs(self.run_id, self.flow_run.logs)
         logging.getLogger("daskflow").addHandler(keeper)
@@ -239,7 +240,8 @@ class Engine:
         backend = self._stack.enter_context(open_backend(self.cluster))
         backend.bind(self.check, self.name, self.run_id, self.log)
         self._stack.callback(backend.release)
-        self.control.on_cluster(backend.description, backend.dashboard)
+        self.control.on_cluster(backend.description, backend.dashboard,
+                                run_page(backend.pages, self.run_id), backend.scheduler_id)
         self.backend = backend
         run = self._run_info(backend)
         compiler = self.compiler = Compiler(self.builder.nodes, run, token=self.run_id)
@@ -256,8 +258,9 @@ class Engine:
                                                     lambda key: State(StateType.PENDING)),
             groups=LiveGroups(compiler.state_keys, compiler.synthetic, states.changes,
                               lambda key: _label(compiler, key)))
-        self.log.info("run %s started on %s (%d nodes)", self.run_id, backend.description,
-                      len(self.builder.nodes))
+        page = self.flow_run.page_link
+        self.log.info("run %s started on %s (%d nodes)%s", self.run_id, backend.description,
+                      len(self.builder.nodes), f"; its page: {page}" if page else "")
         if run.params_key is not None:  # in worker memory before any task asks for it
             backend.scatter_named(run.params_key, self._params[1])
 
@@ -535,6 +538,16 @@ class Engine:
         self.control.finish(final, states, value, error)
         self.log.log(logging.INFO if final.is_completed() else logging.ERROR, "%s",
                      self.flow_run.summary().splitlines()[0])
+
+
+def run_page(pages: str | None, run_id: str) -> str | None:
+    """The run's web page: at ``daskflow ui`` when the setting
+    ``daskflow.ui.url`` names one, else on its scheduler's dashboard when that
+    serves the runs pages (``pages``, their root), else None."""
+    url = config.get("ui.url")
+    if url:
+        return f"{str(url).rstrip('/')}/{PAGES}/{run_id}"
+    return f"{pages}/{run_id}" if pages else None
 
 
 def _temporary(cluster: Any) -> bool:

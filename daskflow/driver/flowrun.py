@@ -44,6 +44,13 @@ class FlowRun:
     logs : list of dict
         The run's log records (driver and tasks): ``time``, ``level``,
         ``task``, ``message``; the last 10,000 are kept.
+    artifacts : list of dict
+        What its tasks and body attached for people (:mod:`daskflow.artifact`):
+        ``type`` (markdown, table, link, image), ``key``, ``description``,
+        ``data``, ``task``.
+    page_link : str or None
+        The run's page in a daskflow web view (the scheduler's dashboard, or
+        ``daskflow ui`` at the setting ``daskflow.ui.url``), when one is known.
     """
 
     def __init__(self, flow_name: str, run_id: str, parameters: dict[str, Any]) -> None:
@@ -56,6 +63,9 @@ class FlowRun:
         self.cluster_closed = False  # the temporary cluster it ran on closed with it
         self.scheduled_for: Any = None
         self.logs: deque[dict[str, Any]] = deque(maxlen=10_000)  # the run's log records
+        self.artifacts: list[dict[str, Any]] = []  # appended to by the run's events
+        self.page_link: str | None = None
+        self.scheduler_id: str | None = None  # the Dask scheduler's id, if it ran on one
         self._final: dict[str, State] | None = None
         self._live: Callable[[], dict[str, State]] | None = None  # while running
         self._groups: Callable[[], list[Group]] | None = None  # while running
@@ -152,10 +162,11 @@ class FlowRun:
         (without results, with the traceback of a failure), and its logs."""
         return {"flow": self.flow_name, "run_id": self.run_id, "cluster": self.cluster,
                 "dashboard": self.dashboard_link, "cluster_closed": self.cluster_closed,
+                "page": self.page_link, "scheduler_id": self.scheduler_id,
                 "parameters": self.parameters,
                 "state": _state_record(self.state),
                 "states": {name: _state_record(st) for name, st in self.states.items()},
-                "logs": list(self.logs)}
+                "logs": list(self.logs), "artifacts": list(self.artifacts)}
 
     def to_json(self) -> str:
         """The run's :meth:`record` as JSON (``repr`` of parameters JSON cannot hold)."""
@@ -190,6 +201,9 @@ class FlowRun:
         run.dashboard_link = record.get("dashboard")
         run.cluster_closed = bool(record.get("cluster_closed"))
         run.logs.extend(record.get("logs") or [])
+        run.artifacts.extend(record.get("artifacts") or [])
+        run.page_link = record.get("page")
+        run.scheduler_id = record.get("scheduler_id")
         run._done.set()
         return run
 
@@ -217,9 +231,13 @@ class RunControl:
     def __init__(self, run: FlowRun) -> None:
         self.run = run
 
-    def on_cluster(self, description: str, dashboard: str | None) -> None:
-        """Where the run goes, once its backend is open."""
-        self.run.cluster, self.run.dashboard_link = description, dashboard
+    def on_cluster(self, description: str, dashboard: str | None, page: str | None = None,
+                   scheduler_id: str | None = None) -> None:
+        """Where the run goes, once its backend is open (``page``: the run's
+        web page; ``scheduler_id``: the Dask scheduler's id)."""
+        run = self.run
+        run.cluster, run.dashboard_link = description, dashboard
+        run.page_link, run.scheduler_id = page, scheduler_id
 
     def running(self, start: float, live: Callable[[], dict[str, State]],
                 groups: Callable[[], list[Group]]) -> None:

@@ -53,6 +53,8 @@ class RunStore:
         self.url = os.path.expanduser(str(url or config.get("runs.store")))
         self.fs, self.root = url_to_fs(self.url, **(config.get("runs.store-options") or {}))
         self._made = False  # the folder exists (made once per store object)
+        self._summaries: dict[str, dict[str, Any] | None] = {}  # ended runs, by file name
+        self._summaries_lock = threading.Lock()  # pages are rendered in threads
 
     @classmethod
     def configured(cls) -> RunStore:
@@ -76,31 +78,74 @@ class RunStore:
         data = json.dumps(record, default=repr).encode()
         write_atomic(self.path(record), data, self.fs)
 
-    def records(self) -> Iterator[dict[str, Any]]:
-        """Every readable record, newest first; a damaged one is skipped with a
-        warning; a running one whose driver stopped writing reads as Crashed."""
+    def exists(self) -> bool:
+        """Whether the store's folder exists (the first recorded run makes it)."""
+        return bool(self.fs.isdir(self.root))
+
+    def _names(self) -> list[str]:
         try:
-            names = sorted(self.fs.ls(self.root, detail=False), reverse=True)
+            names = self.fs.ls(self.root, detail=False)
         except FileNotFoundError:
-            return
+            return []
+        return sorted((n for n in names if n.endswith(".json")), reverse=True)
+
+    def records(self, prefix: str = "") -> Iterator[dict[str, Any]]:
+        """Every readable record (of the runs whose id starts with ``prefix``:
+        told by the file's name, only those are read), newest first; a
+        damaged one is skipped with a warning; a running one whose driver
+        stopped writing reads as Crashed."""
         lost_after = config.seconds_setting("runs.driver-lost")
+        for name in self._names():
+            if prefix and not name.rpartition("-")[2].startswith(prefix):
+                continue
+            record = self._read(name)
+            if record is not None:
+                yield _driver_lost(record, lost_after)
+
+    def _read(self, name: str) -> dict[str, Any] | None:
+        """One record, or None when it is gone or damaged (said once, as a warning)."""
+        try:
+            record: dict[str, Any] = json.loads(self.fs.cat_file(name))
+            record["run_id"], record["state"]["type"]  # noqa: B018 - its shape
+        except FileNotFoundError:
+            return None  # pruned meanwhile
+        except Exception as err:
+            log.warning("skipped the damaged run record %s (%s: %s)", name,
+                        type(err).__name__, err)
+            return None
+        return record
+
+    def summaries(self, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` records without their task states, logs and
+        artifacts (``tasks``: how many task runs it has).  An ended run's
+        record does not change: it is read once per store object (a damaged
+        one too), so a page listing runs every few seconds rereads only
+        those still going."""
+        with self._summaries_lock:
+            return self._summarize(self._names()[:limit])
+
+    def _summarize(self, names: list[str]) -> list[dict[str, Any]]:
+        lost_after = config.seconds_setting("runs.driver-lost")
+        cache = self._summaries
+        for gone in set(cache) - set(names):
+            del cache[gone]
+        out = []
         for name in names:
-            if not name.endswith(".json"):
-                continue
-            try:
-                record = json.loads(self.fs.cat_file(name))
-                record["run_id"], record["state"]["type"]  # noqa: B018 - its shape
-            except FileNotFoundError:
-                continue  # pruned meanwhile
-            except Exception as err:
-                log.warning("skipped the damaged run record %s (%s: %s)", name,
-                            type(err).__name__, err)
-                continue
-            yield _driver_lost(record, lost_after)
+            if name in cache:
+                summary = cache[name]
+            else:
+                record = self._read(name)
+                summary = None if record is None else _summary(record)
+                if summary is None or summary["state"]["type"] not in ("RUNNING", "PENDING"):
+                    cache[name] = summary
+            if summary is not None:
+                out.append(_driver_lost({**summary, "state": dict(summary["state"])},
+                                        lost_after))
+        return out
 
     def find(self, prefix: str) -> dict[str, Any]:
         """The record whose run id starts with ``prefix`` (as git's short ids)."""
-        found = [r for r in self.records() if r["run_id"].startswith(prefix)]
+        found = [r for r in self.records(prefix) if r["run_id"].startswith(prefix)]
         ids = sorted({r["run_id"] for r in found})
         if not ids:
             raise DaskflowError(f"no run {prefix!r} in the run store {self.url}; "
@@ -125,6 +170,14 @@ class RunStore:
                 except FileNotFoundError:
                     pass
         return removed
+
+
+def _summary(record: dict[str, Any]) -> dict[str, Any]:
+    states = record.pop("states", None) or {}
+    record.pop("logs", None)
+    record.pop("artifacts", None)
+    record["tasks"] = len(states) or sum(g.get("total", 0) for g in record.get("groups") or [])
+    return record
 
 
 def _driver_lost(record: dict[str, Any], lost_after: float) -> dict[str, Any]:
@@ -205,12 +258,14 @@ class Recorder:
         """The record while the run goes: its counts per task, not every state."""
         run = self.run
         record = {"flow": run.flow_name, "run_id": run.run_id, "cluster": run.cluster,
-                  "dashboard": run.dashboard_link, "parameters": run.parameters,
+                  "dashboard": run.dashboard_link, "page": run.page_link,
+                  "scheduler_id": run.scheduler_id, "parameters": run.parameters,
                   "state": {"type": "RUNNING", "name": "Running", "start": run.state.start,
                             "end": None, "message": ""},
                   "groups": [{"name": g.name, "total": g.total, "counts": dict(g.counts)}
                              for g in run.groups()],
-                  "states": {}, "logs": list(run.logs)[-_LOGS_WHILE_RUNNING:]}
+                  "states": {}, "logs": list(run.logs)[-_LOGS_WHILE_RUNNING:],
+                  "artifacts": list(run.artifacts)}
         return record
 
     def _write(self, record: dict[str, Any]) -> None:

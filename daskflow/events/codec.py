@@ -12,6 +12,10 @@ from daskflow.exceptions import RemoteTaskError
 
 TOPIC = "daskflow-run-events"  # the client event topic a driver subscribes to
 OP = "daskflow-run-events"  # the worker stream op the scheduler plugin handles
+# A run's events are its task states and its notes: a note is a log record or,
+# under this key, an artifact (``df.create_markdown_artifact`` and friends):
+# artifacts ride in the notes list, in order with the task's log records.
+ARTIFACT = "daskflow_artifact"
 
 
 def encode_state(key: Any, state: State, correction: bool = False,

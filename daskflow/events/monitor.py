@@ -9,7 +9,7 @@ import weakref
 from typing import Any
 
 from daskflow.core.states import State
-from daskflow.events.codec import TOPIC, decode_state, is_correction
+from daskflow.events.codec import ARTIFACT, TOPIC, decode_state, is_correction
 from daskflow.exceptions import ClusterError
 
 logger = logging.getLogger("daskflow.run")
@@ -18,8 +18,9 @@ logger = logging.getLogger("daskflow.run")
 class RunMonitor:
     """The live states of one run on its driver, fed by events."""
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, artifacts: list | None = None) -> None:
         self.run_id = run_id
+        self.artifacts: list[dict[str, Any]] = [] if artifacts is None else artifacts
         self.states: dict[Any, State] = {}
         self.changes: list[tuple[Any, State]] = []  # every (key, state) received, in order
         self.lock = threading.Lock()
@@ -45,6 +46,9 @@ class RunMonitor:
                            extra={"daskflow_task": name, "daskflow_run": self.run_id})
         task_logger = logging.getLogger("daskflow.task")
         for msg in logs:
+            if ARTIFACT in msg:
+                self.artifacts.append(msg[ARTIFACT])
+                continue
             if task_logger.isEnabledFor(msg.get("levelno", logging.INFO)):  # the driver's level
                 task_logger.handle(logging.makeLogRecord(msg))
 
@@ -87,9 +91,10 @@ _attached: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 _attach_lock = threading.Lock()
 
 
-def monitor(run_id: str) -> RunMonitor:
-    """Start receiving the events of a run in this process."""
-    mon = _monitors[run_id] = RunMonitor(run_id)
+def monitor(run_id: str, artifacts: list | None = None) -> RunMonitor:
+    """Start receiving the events of a run in this process (its artifacts
+    are appended to ``artifacts``)."""
+    mon = _monitors[run_id] = RunMonitor(run_id, artifacts)
     return mon
 
 
@@ -102,6 +107,17 @@ def local_state(run_id: str, key: Any, state: State) -> None:
     mon = _monitors.get(run_id)
     if mon is not None:
         mon.put(key, state)
+
+
+def local_artifact(run_id: str, artifact: dict[str, Any]) -> bool:
+    """An artifact made in this process (a flow body, an in-process task):
+    attach it to its run; whether the run is still received here."""
+    mon = _monitors.get(run_id)
+    if mon is None:
+        return False
+    with mon.lock:
+        mon.artifacts.append(artifact)
+    return True
 
 
 def _dispatch(event: Any) -> None:

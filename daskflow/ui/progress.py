@@ -3,7 +3,7 @@ terminal.
 
 One bar per task of the flow (a map is one bar, done/total), coloured by
 the worst state among its runs, with the elapsed time, the retries and the
-dashboard link.  It follows ``run.states`` (fed by the run's event stream)
+dashboard link (and the run's web page, when one is known).  It follows ``run.states`` (fed by the run's event stream)
 from a small thread that ends with the run.
 
 On by default in a Jupyter kernel and when stderr is a terminal; the
@@ -30,7 +30,7 @@ from daskflow.core.display import badge
 from daskflow.core.groups import Group
 from daskflow.ui import terminal
 from daskflow.ui.notebook import in_notebook
-from daskflow.ui.report import dashboard_html
+from daskflow.ui.report import dashboard_html, page_html
 
 INTERVAL = 0.25  # seconds between redraws
 _COLOURS = {"COMPLETED": "#4caf50", "SKIPPED": "#90a4ae", "FAILED": "#e53935",
@@ -146,6 +146,9 @@ class WidgetRenderer:
             f" <span style='color:#666'>run {html.escape(run.run_id)} · {elapsed:.1f}s"
             + (f" · {dashboard_html({'dashboard': dash, 'cluster_closed': run.cluster_closed})}"
                if dash else "")
+            + (f" · {page}" if (page := page_html({'page': run.page_link, 'dashboard': dash,
+                                                     'cluster_closed': run.cluster_closed}))
+               else "")
             + "</span>")
         added = False
         for group in groups:
@@ -196,8 +199,8 @@ class TerminalRenderer:
         meanwhile stay above it, see :mod:`daskflow.ui.terminal`); the final
         one stays on the screen."""
         head = f"{run.flow_name} {run.state.name} {elapsed:.1f}s"
-        if run.dashboard_link:
-            head += f"  {run.dashboard_link}"
+        if run.page_link or run.dashboard_link:
+            head += f"  {run.page_link or run.dashboard_link}"
         lines = [head]
         name_w = max((len(g.name) for g in groups), default=0)
         for group in groups[:20]:

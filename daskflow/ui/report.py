@@ -6,7 +6,8 @@
 machine.  The page needs no network and no JavaScript: the Gantt chart is
 inline SVG (one bar per task run on its worker's row, coloured by state,
 with a tooltip), followed by per-task counts and durations, the parameters,
-the failures with their tracebacks, and the run's log records.
+the failures with their tracebacks, the artifacts its tasks attached
+(:mod:`daskflow.ui.artifacts`), and the run's log records.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from daskflow.core.display import COLOURS, badge, esc, secs
 from daskflow.core.groups import by_task
+from daskflow.ui.artifacts import artifacts_html, safe_url
 
 RETRIED = "#f0a030"  # an attempt that failed and was retried
 _LEVEL_STYLE = {"ERROR": " style='background:#fdecea'", "CRITICAL": " style='background:#fdecea'",
@@ -43,14 +45,19 @@ def dashboard_html(record: dict) -> str:
         return f"<span style='color:#666' title='{dash}'>dashboard (closed with the run)</span>"
     return f"<a href='{dash}' target='_blank'>dashboard</a>"
 
-def render(record: dict[str, Any]) -> str:
-    """The report's HTML for a run record (``json.loads(run.to_json())``)."""
+def render(record: dict[str, Any], head: str = "", top: str = "") -> str:
+    """The report's HTML for a run record (``json.loads(run.to_json())``);
+    ``head`` goes into the page's head, ``top`` above its heading (the web
+    view's refresh and links).  A record written while the run goes (its
+    counts per task, no task states yet) shows those counts."""
     state = record["state"]
     states: dict[str, dict] = record.get("states", {})
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'>"
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'>{head}"
              f"<title>{esc(record['flow'])} {esc(record['run_id'])}</title>"
-             f"<style>{_CSS}</style></head><body>"]
+             f"<style>{_CSS}</style></head><body>{top}"]
     dur = (state["end"] - state["start"]) if state.get("start") and state.get("end") else None
+    if dur is None and state["type"] == "RUNNING" and state.get("start"):
+        dur = (record.get("heartbeat") or time.time()) - state["start"]
     dash = record.get("dashboard")
     parts.append(
         f"<h1>Flow run {esc(record['flow'])} {badge(state['name'], state['type'])}</h1>"
@@ -62,8 +69,12 @@ def render(record: dict[str, Any]) -> str:
         + (f" · {dashboard_html(record)}" if dash else "")
         + "</div>"
         + (f"<p>{esc(state['message'])}</p>" if state.get("message") else ""))
-    parts.append(_gantt(states, state))
-    parts.append(_task_table(states))
+    if states or not record.get("groups"):
+        parts.append(_gantt(states, state))
+        parts.append(_task_table(states))
+    else:
+        parts.append(groups_table(record["groups"]))
+    parts.append(artifacts_html(record.get("artifacts") or []))
     params = record.get("parameters") or {}
     if params:
         rows = "".join(f"<tr><td>{esc(k)}</td><td><code>{esc(v)}</code></td></tr>"
@@ -112,6 +123,9 @@ def run_html(record: dict[str, Any], live: bool = False, max_groups: int = 100) 
         facts.append(f"on {esc(record['cluster'])}")
     if dash:
         facts.append(dashboard_html(record))
+    page = page_html(record)
+    if page:
+        facts.append(page)
     head = (f"<div><b>Flow run {esc(record['flow'])}</b> {badge(state['name'], state['type'])}"
             f" <span style='color:#666'>{' · '.join(facts)}</span></div>")
     if state.get("message"):
@@ -124,7 +138,33 @@ def run_html(record: dict[str, Any], live: bool = False, max_groups: int = 100) 
         failure = (f"<details><summary>first failure: <b>{esc(first[0])}</b> "
                    f"{esc(first[1].get('message') or '')}</summary>"
                    f"<pre style='font-size:11px'>{esc(first[1]['traceback'])}</pre></details>")
-    return f"<div>{head}{table}{failure}</div>"
+    arts = record.get("artifacts") or []
+    shown = (f"<details open><summary>artifacts ({len(arts)})</summary>"
+             f"{artifacts_html(arts, heading=False)}</details>" if arts else "")
+    return f"<div>{head}{table}{failure}{shown}</div>"
+
+
+def dashboard_base(link: str | None) -> str | None:
+    """The root of a dashboard from its link (``http://host:8787/status``)."""
+    if not link:
+        return None
+    return link[:-len("/status")] if link.endswith("/status") else link.rstrip("/")
+
+
+def page_url(page: str | None, dashboard: str | None, closed: bool) -> str | None:
+    """The run's web page, unless it was on the dashboard of a temporary
+    cluster that closed with the run (it leads nowhere now)."""
+    if not page or safe_url(page) is None:
+        return None
+    base = dashboard_base(dashboard)
+    return None if closed and base and page.startswith(base) else page
+
+
+def page_html(record: dict[str, Any]) -> str:
+    """A link to the run's web page, when one is known and still there."""
+    page = page_url(record.get("page"), record.get("dashboard"),
+                    bool(record.get("cluster_closed")))
+    return f"<a href='{esc(page)}' target='_blank'>run page</a>" if page else ""
 
 
 def _task_table(states: dict[str, dict], max_groups: int | None = None,
@@ -151,6 +191,26 @@ def _task_table(states: dict[str, dict], max_groups: int | None = None,
             + "<table><tr><th>task</th><th>runs</th><th>states</th>"
             "<th>attempts</th><th>min</th><th>mean</th><th>max</th></tr>"
             + "".join(rows) + "</table>" + more)
+
+
+def groups_table(groups: list[dict[str, Any]]) -> str:
+    """The runs of each task counted by state (a record written while the run
+    goes), with a bar of their states."""
+    rows = []
+    for g in groups:
+        total = max(g.get("total") or 0, 1)
+        counts = g.get("counts") or {}
+        bar = "".join(f"<div style='width:{100 * n / total:.1f}%;background:"
+                      f"{COLOURS.get(k, '#555')}' title='{n} {esc(k.lower())}'></div>"
+                      for k, n in counts.items() if n and k != "PENDING")
+        rows.append(
+            f"<tr><td>{esc(g['name'])}</td><td class='num'>{g.get('total', 0)}</td>"
+            f"<td style='width:300px'><div style='display:flex;height:14px;background:#eee;"
+            f"border-radius:3px;overflow:hidden'>{bar}</div></td><td>"
+            + " ".join(badge(f"{n} {k.lower()}", k) for k, n in counts.items() if n)
+            + "</td></tr>")
+    return ("<h2>Tasks</h2><table><tr><th>task</th><th>runs</th><th>progress</th>"
+            "<th>states</th></tr>" + "".join(rows) + "</table>")
 
 
 LANE_H, LABEL_W, WIDTH = 14, 220, 1000  # the timeline's geometry, in pixels

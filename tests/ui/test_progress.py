@@ -196,6 +196,6 @@ def test_a_bar_shows_states_in_proportion_and_one_failure_in_fifty(monkeypatch):
     renderer = progress.TerminalRenderer(width=30)
     renderer.color = False
     run = SimpleNamespace(flow_name="etl", state=df.State(df.StateType.RUNNING),
-                          dashboard_link=None)
+                          dashboard_link=None, page_link=None)
     renderer.update(run, [group], 1.0, final=False)
     assert drawn[-1][1] == f"  load {'█' * 25}{'·' * 5} 50/60 (1 failed)"
