@@ -568,7 +568,12 @@ class Compiler:
                 self._start_job(ChunkJob([layout], template, columns, own, refs, data),
                                 node.index, dsk)
             return
-        calls = fusion.calls
+        self._emit_rows(template, keys, columns, per_child, refs, data, chained, dsk)
+
+    def _emit_rows(self, template: MapCall, keys: list, columns: list, per_child: list,
+                   refs: tuple, data: tuple, chained: bool, dsk: dict[Any, DaskTask]) -> None:
+        """A task per child of a regular map (kept aside when the map is fused)."""
+        calls = self.fusion.calls
         shared_refs = refs + data
         if len(columns) == 1 and not per_child and not chained:
             for key, i, value in zip(keys, range(len(keys)), columns[0]):
