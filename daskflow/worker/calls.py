@@ -74,8 +74,12 @@ class MapCall:
                     self.allowed, self.ndata)
 
     def __call__(self, i: int, *rest: Any) -> State:
+        return self.run(i, rest)
+
+    def run(self, i: int, rest: tuple | list, inner: bool = False) -> State:
+        """Run child ``i`` (``inner``: not the last task of its Dask task)."""
         n = len(self.values)
-        return run_call(self.call(i, rest[:n]), rest[n:])
+        return run_call(self.call(i, rest[:n]), tuple(rest[n:]), inner)
 
 
 class FusedMap:
@@ -105,8 +109,12 @@ class FusedMap:
         return tuple(calls), rest[at:]
 
     def __call__(self, i: int, *rest: Any) -> State:
-        calls, inputs = self.calls(i, rest)
-        return run_fused(calls, *inputs)
+        return self.run(i, rest)
+
+    def run(self, i: int, rest: tuple | list, inner: bool = False) -> State:
+        """Run element ``i`` of each map (``inner``: see :meth:`MapCall.run`)."""
+        calls, inputs = self.calls(i, tuple(rest))
+        return _run_fused(calls, inputs, inner)
 
 
 def run_fused(calls: tuple[Call, ...], *inputs: Any) -> State:
@@ -114,12 +122,16 @@ def run_fused(calls: tuple[Call, ...], *inputs: Any) -> State:
     (its own state, retries, hooks, logs), the next one receiving its state.
     The states of all but the last are sent as they end; between two tasks
     the run's cancellation is checked (:func:`check_wanted`)."""
+    return _run_fused(calls, inputs, False)
+
+
+def _run_fused(calls: tuple[Call, ...], inputs: tuple, inner: bool) -> State:
     state = run_call(calls[0], inputs, inner=True)
     for call in calls[1:-1]:
         check_wanted(call)
         state = run_call(call, (state,), inner=True)
     check_wanted(calls[-1])
-    return run_call(calls[-1], (state,))
+    return run_call(calls[-1], (state,), inner)
 
 
 class FusedTaskCancelled(Exception):
@@ -192,5 +204,7 @@ class Chunked:
                 rest += own[j::n]
             if data:
                 rest += data
-            states.append(each(start + j, *rest))
+            # the states of all but the last element are sent as they end (in
+            # batches: the worker sends what is queued on its event loop's next turn)
+            states.append(each.run(start + j, rest, j < n - 1))
         return tuple(states)
