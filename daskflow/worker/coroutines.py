@@ -93,20 +93,20 @@ def run(call: Call, args: tuple, kwargs: dict) -> Any:
 
 
 def _result(future: concurrent.futures.Future, call: Call) -> Any:
-    """Wait for the coroutine; cancel it if the run is cancelled meanwhile."""
-    while True:
-        try:
-            return future.result(_POLL)
-        except concurrent.futures.TimeoutError:
-            pass
-        except concurrent.futures.CancelledError:
-            raise AsyncTaskCancelled(f"the coroutine of {call.display_name!r} was "
-                                     "cancelled") from None
+    """Wait for the coroutine; cancel it if the run is cancelled meanwhile.
+    (Not ``future.result(timeout)`` in a loop: its ``TimeoutError`` is also
+    the class of a task's own timeout, ``TaskTimeoutError``.)"""
+    while not concurrent.futures.wait([future], _POLL).done:
         try:
             _check_wanted(call)
         except BaseException:
             future.cancel()
             raise
+    try:
+        return future.result()
+    except concurrent.futures.CancelledError:
+        raise AsyncTaskCancelled(f"the coroutine of {call.display_name!r} was "
+                                 "cancelled") from None
 
 
 def _check_wanted(call: Call) -> None:
