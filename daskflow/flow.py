@@ -250,7 +250,7 @@ class Flow(Generic[R]):
         builder.enter_flow(self)
         try:
             with builder.nested(self.name):
-                return await self.fn(*bound.args, **bound.kwargs)
+                return await self.fn(*bound.args, **bound.kwargs)  # type: ignore[misc]
         finally:
             builder.exit_flow()
 

@@ -251,3 +251,40 @@ def test_misuse_is_refused():
 
     asyncio.run(outside())
     assert "waits for nap" in gathered.visualize().source  # drawn up to its first await
+
+
+@df.flow
+async def as_they_end(n: int):
+    return sorted([await element for element in df.as_completed(nap.map(range(n), 0.01))])
+
+
+def test_elements_are_awaitable(on):
+    assert as_they_end(3, cluster=on, progress=False) == [0, 1, 2]
+
+
+@df.task
+async def sleeper(where):
+    note(os.path.join(where, "journal"), "started")
+    try:
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        note(os.path.join(where, "journal"), "cancelled")
+        raise
+
+
+@df.flow
+def sleeping(where: str):
+    return sleeper(where)
+
+
+def test_cancelling_the_run_cancels_the_coroutine(client, tmp_path):
+    journal = tmp_path / "journal"
+    run = sleeping.submit(str(tmp_path), cluster=client, progress=False)
+    deadline = time.monotonic() + 30
+    while not journal.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    run.cancel()
+    while len(_lines(journal)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [line.split(":")[0] for line in _lines(journal)] == ["started", "cancelled"]
+    assert run.state.is_cancelled()
