@@ -10,10 +10,14 @@ defines nothing of how a run goes.
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextvars
 import difflib
 import functools
 import inspect
+import sys
+import threading
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
@@ -89,6 +93,7 @@ class Flow(Generic[R]):
         self.fn = fn
         self.name: str = name or str(getattr(fn, "__name__", "flow"))
         self.signature = _check_signature(self.name, fn)
+        self.is_async = inspect.iscoroutinefunction(fn)
         check_cluster(cluster)
         self.cluster = cluster
         self.scatter = bool(scatter)
@@ -235,7 +240,24 @@ class Flow(Generic[R]):
         """Call the function with ``params`` from :meth:`bind`: ``*args`` and
         positional-only parameters positionally, the rest by keyword."""
         bound = inspect.BoundArguments(self.signature, collections.OrderedDict(params))
+        if self.is_async:  # built here, to its end, on an event loop of its own
+            return _drive(self.fn(*bound.args, **bound.kwargs))
         return self.fn(*bound.args, **bound.kwargs)
+
+    async def _nested_async(self, builder: Builder, params: dict[str, Any]) -> Any:
+        """An async flow awaited in another async flow's body: built into its graph."""
+        bound = inspect.BoundArguments(self.signature, collections.OrderedDict(params))
+        builder.enter_flow(self)
+        try:
+            with builder.nested(self.name):
+                return await self.fn(*bound.args, **bound.kwargs)  # type: ignore[misc]
+        finally:
+            builder.exit_flow()
+
+    async def _call_async(self, args: tuple, kwargs: dict[str, Any]) -> Any:
+        """``await flow(...)``: the run goes on in a thread; this event loop is free."""
+        run = await asyncio.to_thread(functools.partial(self.run, *args, **kwargs))
+        return run.result()
 
     # -- running ------------------------------------------------------------------
     def __call__(self, *args: Any, cluster: Any = None, scatter: bool | None = None,
@@ -250,15 +272,19 @@ class Flow(Generic[R]):
                     "flow's cluster, limits and cache; remove cluster=, concurrency= and "
                     "refresh_cache= from the nested call")
             params = self.bind(*args, **kwargs)
+            if self.is_async and _caller_is_async():
+                return self._nested_async(builder, params)
             builder.enter_flow(self)
             try:
                 with builder.nested(self.name):
                     return self._invoke(params)
             finally:
                 builder.exit_flow()
-        return self.run(*args, cluster=cluster, scatter=scatter, concurrency=concurrency,
-                        refresh_cache=refresh_cache, progress=progress, fuse=fuse,
-                        **kwargs).result()
+        options = dict(cluster=cluster, scatter=scatter, concurrency=concurrency,
+                       refresh_cache=refresh_cache, progress=progress, fuse=fuse)
+        if self.is_async and _caller_is_async():  # `await flow(...)`
+            return self._call_async(args, {**options, **kwargs})
+        return self.run(*args, **options, **kwargs).result()
 
     def run(self, *args: Any, cluster: Any = None, scatter: bool | None = None,
             concurrency: Any = None, refresh_cache: bool = False, progress: Any = None,
@@ -395,11 +421,10 @@ def flow(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
 def _check_signature(name: str, fn: Callable[..., Any]) -> inspect.Signature:
     """The signature of a flow body, refused at decoration when daskflow
     cannot call it as written (never a run with silently wrong values)."""
-    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+    if inspect.isasyncgenfunction(fn):
         raise FlowDefinitionError(
-            f"flow {name!r} is an async function; daskflow builds a flow by calling its "
-            "body once, and async flow bodies are not supported yet: make it a plain def "
-            "(its tasks still run in parallel on the cluster)")
+            f"flow {name!r} is an async generator function (async def with yield), so "
+            "awaiting it would not run its body; return the results instead of yielding them")
     if inspect.isgeneratorfunction(fn):
         raise FlowDefinitionError(
             f"flow {name!r} is a generator function (it uses yield), so calling it would "
@@ -416,6 +441,41 @@ def _check_signature(name: str, fn: Callable[..., Any]) -> inspect.Signature:
                 f"reserves for the run option {reserved}=; rename it"
             )
     return signature
+
+
+# -- async flow bodies ---------------------------------------------------------------
+
+
+def _caller_is_async(depth: int = 2) -> bool:
+    """Whether the code calling the flow is a coroutine (``async def``, or a
+    Jupyter cell that uses ``await``), which awaits what the call returns."""
+    frame = sys._getframe(depth)
+    return bool(frame.f_code.co_flags & inspect.CO_COROUTINE)
+
+
+def _drive(coro: Any) -> Any:
+    """Run an async flow body to its end from sync code: on an event loop of
+    its own in this thread, or, when this thread runs a loop already
+    (Jupyter's), in a thread of its own while this one waits."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    context = contextvars.copy_context()  # the body's builder, in that thread too
+    out: dict[str, Any] = {}
+
+    def body() -> None:
+        try:
+            out["value"] = context.run(asyncio.run, coro)
+        except BaseException as err:  # raised again in the caller's thread
+            out["error"] = err
+
+    thread = threading.Thread(target=body, name="daskflow-async-body", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
 
 
 def _refuse_run_options(name: str, pname: str, extra: dict[str, Any]) -> None:

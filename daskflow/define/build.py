@@ -11,6 +11,7 @@ Nothing here imports distributed: this is what users write.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import inspect
@@ -81,6 +82,12 @@ class Ref:
         """The task's state now (Pending before it was submitted); for a map,
         the list of its elements' states."""
         return waiter_of(self, "state").current_state((self.node, None))
+
+    def __await__(self) -> Any:
+        """``await ref`` in an ``async def`` flow body: ``ref.result()``, waited
+        for in a thread so that the body's event loop goes on meanwhile
+        (``asyncio.gather`` over references waits for them together)."""
+        return _awaited(self, "await").__await__()
 
     def _misuse(self, what: str) -> FlowDefinitionError:
         return FlowDefinitionError(
@@ -169,6 +176,10 @@ class Element:
         """This element's state now."""
         return waiter_of(self, "state").current_state((self.node, self.index))
 
+    def __await__(self) -> Any:
+        """``await element``: its value, as ``element.result()`` (see ``Ref.__await__``)."""
+        return _awaited(self, "await").__await__()
+
     def __eq__(self, other: Any) -> bool:
         return (type(other) is Element and other.node is self.node
                 and other.index == self.index)
@@ -232,6 +243,13 @@ def waiter_of(ref: Any, what: str) -> Waiter:
         stop.node = ref.node
         raise stop
     return builder.waiter
+
+
+async def _awaited(ref: Ref | Element, what: str) -> Any:
+    """The value of ``ref`` for an ``await`` in a flow body; a misuse (outside a
+    running body) raises at once, in the body's own thread."""
+    waiter_of(ref, what)
+    return await asyncio.to_thread(ref.result)  # the thread sees the body's builder
 
 
 class unmapped:  # noqa: N801 - Prefect's spelling

@@ -16,6 +16,7 @@ catches it cannot go on building on a run that is gone.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,7 @@ class BodyWaits:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.broken: BaseException | None = None  # what broke the run during a wait
+        self._flushing = threading.Lock()  # an async body's awaits wait in threads of their own
 
     # -- the Waiter protocol -----------------------------------------------------------
     def result(self, target: Target, timeout: float | None, raise_on_failure: bool) -> Any:
@@ -132,7 +134,8 @@ class BodyWaits:
 
     def _submitted(self, targets: list[Target], timeout: float | None = None) -> list[Any]:
         """Submit what the body built, until the targets have keys; their keys."""
-        self._guard(self.engine.flush, [node for node, _ in targets], False, timeout)
+        with self._flushing:
+            self._guard(self.engine.flush, [node for node, _ in targets], False, timeout)
         keys = self.engine.compiler.keys
         return [k for t in targets if t[0].index in keys for k in _keys(self.engine, t)]
 

@@ -101,12 +101,19 @@ def context() -> TaskRunContext:
 # -- the worker ---------------------------------------------------------------------
 
 
+loop_worker: contextvars.ContextVar[Any] = contextvars.ContextVar("daskflow_loop_worker",
+                                                                  default=None)
+"""The worker of an async task's coroutine, which runs on daskflow's loop thread
+(:mod:`daskflow.worker.coroutines`), not in a worker thread."""
+
+
 def current_worker() -> Any:
-    """The ``distributed`` worker running this thread's task, else None."""
+    """The ``distributed`` worker running this thread's task (or this async
+    task's coroutine), else None."""
     from distributed.worker import thread_state
 
     if getattr(thread_state, "key", None) is None:
-        return None
+        return loop_worker.get()
     from distributed import get_worker
 
     try:

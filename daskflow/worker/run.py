@@ -47,7 +47,7 @@ from daskflow.exceptions import (
     TaskTimeoutError,
 )
 from daskflow.wire import Call, DataSlot, Slot, SlotItem, SlotList, TaskSpec
-from daskflow.worker import finishers, per_worker, slots, store
+from daskflow.worker import coroutines, finishers, per_worker, slots, store
 from daskflow.worker.context import (
     annotations_hidden,
     call_logger,
@@ -390,7 +390,12 @@ def _attempt(call: Call, args: tuple, kwargs: dict) -> Any:
 def _call(call: Call, args: tuple, kwargs: dict) -> Any:
     spec = call.spec
     args, kwargs = per_worker.resolve(args, kwargs, call)
-    value = spec.fn(*args, **kwargs) if spec.timeout is None else _with_timeout(spec, args, kwargs)
+    if coroutines.is_async(spec.fn):  # on a loop shared by the process's async tasks
+        value = coroutines.run(call, args, kwargs)
+    elif spec.timeout is None:
+        value = spec.fn(*args, **kwargs)
+    else:
+        value = _with_timeout(spec, args, kwargs)
     if spec.kind == "setup":  # a resource's opener: keep its finisher in this process
         value, finisher = value
         if type(value) is PerWorker:  # opened by each worker that uses it

@@ -187,8 +187,8 @@ def test_an_unknown_name_without_kwargs_is_left_for_bind_to_refuse():
 # -- signatures refused at decoration ---------------------------------------------
 
 
-async def _async_body(x):
-    return x
+async def _async_generator_body(x):
+    yield x
 
 
 def _generator_body(x):
@@ -196,7 +196,7 @@ def _generator_body(x):
 
 
 @pytest.mark.parametrize("fn,match", [
-    (_async_body, "is an async function.*not supported yet"),
+    (_async_generator_body, "is an async generator function"),
     (_generator_body, "is a generator function"),
     (lambda cluster: 1, "reserves for the run option cluster="),
     (lambda *, fuse=True: 1, "reserves for the run option fuse="),
