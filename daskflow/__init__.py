@@ -25,9 +25,11 @@ from daskflow.core.signals import (
     any_failed,
     any_successful,
 )
+from daskflow.core.retrying import exponential_backoff
 from daskflow.core.states import State, StateType
 from daskflow.define.build import allow_failure, unmapped
 from daskflow.define.resources import resource, resource_manager
+from daskflow.define.tags import tags
 from daskflow.define.task import Task, task
 from daskflow.define.waits import as_completed, wait
 from daskflow.driver.flowrun import FlowRun
@@ -39,6 +41,7 @@ from daskflow.exceptions import (
     DaskflowError,
     FlowDefinitionError,
     FlowRunError,
+    FlowTimeoutError,
     MappingError,
     MissingContextError,
     NotifyError,
@@ -46,6 +49,7 @@ from daskflow.exceptions import (
     RemoteTaskError,
     ResourceError,
     ResultNotAvailable,
+    RunNameError,
     ScheduleError,
     ShellError,
     TaskTimeoutError,
@@ -69,6 +73,7 @@ __all__ = [
     "FlowDefinitionError",
     "FlowRun",
     "FlowRunError",
+    "FlowTimeoutError",
     "MappingError",
     "MissingContextError",
     "NotifyError",
@@ -76,6 +81,7 @@ __all__ = [
     "RemoteTaskError",
     "ResourceError",
     "ResultNotAvailable",
+    "RunNameError",
     "SKIP",
     "ScheduleError",
     "ShellError",
@@ -95,12 +101,14 @@ __all__ = [
     "as_completed",
     "clusters",
     "context",
+    "exponential_backoff",
     "flow",
     "get_run_logger",
     "notify",
     "resource",
     "resource_manager",
     "shell",
+    "tags",
     "task",
     "unmapped",
     "wait",

@@ -148,7 +148,7 @@ class Call:
     """One Dask task: its spec, node name, key, map index and argument template."""
 
     __slots__ = ("spec", "name", "key", "index", "args", "kwargs", "subst", "allowed", "ndata",
-                 "cache")
+                 "cache", "run_name")
 
     def __init__(self, spec: TaskSpec, name: str, key: Any, index: int | None, args: tuple,
                  kwargs: dict, subst: bool, allowed: frozenset[int], ndata: int = 0,
@@ -163,6 +163,7 @@ class Call:
         self.allowed = allowed
         self.ndata = ndata  # the last `ndata` inputs are scattered data, not states
         self.cache = cache  # the result's cache key, when the task stores its result
+        self.run_name: str | None = None  # task_run_name, formatted on the worker
 
     def __reduce__(self) -> Any:
         if self.cache is None:
@@ -180,6 +181,11 @@ class Call:
     def display_name(self) -> str:
         name = self.name
         return name if self.index is None else f"{name}[{self.index}]"
+
+    @property
+    def label(self) -> str:
+        """The run name (``task_run_name=``) once formatted, else :attr:`display_name`."""
+        return self.run_name or self.display_name
 
 
 class ResourcesByKey:

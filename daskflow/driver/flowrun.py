@@ -177,7 +177,7 @@ class FlowRun:
                          start=d.get("start"), end=d.get("end"), worker=d.get("worker"),
                          task_name=name, map_index=map_index,
                          tries=tuple(tuple(t) for t in d.get("tries", ())),
-                         reruns=d.get("reruns") or 0)
+                         reruns=d.get("reruns") or 0, run_name=d.get("run_name"))
 
         try:
             run = cls(record["flow"], record["run_id"], record.get("parameters") or {})
@@ -283,6 +283,8 @@ def _state_record(st: State) -> dict[str, Any]:
         out["tries"] = [list(t) for t in st.tries]
     if st.reruns:
         out["reruns"] = st.reruns
+    if st.run_name:
+        out["run_name"] = st.run_name
     return out
 
 

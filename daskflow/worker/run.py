@@ -48,6 +48,7 @@ from daskflow.exceptions import (
 )
 from daskflow.wire import Call, DataSlot, Slot, SlotItem, SlotList, TaskSpec
 from daskflow.worker import finishers, per_worker, slots, store
+from daskflow.worker.shaping import name_run, retry_decision, running_hooks
 from daskflow.worker.context import (
     annotations_hidden,
     call_logger,
@@ -118,6 +119,7 @@ def finish(call: Call, state: State, inner: bool = False) -> State:
     """
     state.task_name = call.display_name
     state.map_index = call.index
+    state.run_name = call.run_name
     run = call.spec.run
     worker = current_worker() if run.owner is not None else None
     if worker is None:  # an in-process run (even one started inside a Dask task)
@@ -234,6 +236,7 @@ def run_call(call: Call, upstream: tuple, inner: bool = False) -> State:
                           inner)
     else:
         args, kwargs = call.args, call.kwargs
+    name_run(call, args, kwargs)
     if call.spec.cache is not None:
         return finish(call, _through_cache(call, args, kwargs, start), inner)
     return finish(call, _attempts(call, args, kwargs, start), inner)
@@ -293,6 +296,7 @@ _PROCESS_EXITS = (SystemExit, KeyboardInterrupt, GeneratorExit)
 def _attempts(call: Call, args: tuple, kwargs: dict, start: float) -> State:
     """Run the attempts; a retried task's state keeps each attempt's (start, end)."""
     marks: list[float] = []  # start of each attempt, and the end of each retried one
+    running_hooks(call, start)
     state = _attempt_loop(call, args, kwargs, start, marks)
     if len(marks) > 1:
         end = state.end if state.end is not None else time.time()
@@ -322,7 +326,8 @@ def _attempt_loop(call: Call, args: tuple, kwargs: dict, start: float,
                                f"the task raised {type(err).__name__}({_args(err)}); it ends "
                                "the task, never the worker process", call)
             except Exception as err:
-                delay = _retry_delay(call, attempt, err)
+                delay = retry_decision(call, attempt, err, _retry_delay(call, attempt, err),
+                                       start)
                 if delay is None:
                     return _failed(err, attempt, start, f"{type(err).__name__}: {err}", call)
                 marks.append(time.time())
