@@ -88,7 +88,7 @@ class TaskSpec:
         self.timeout = task.timeout
         self.run = run
         self.limits = tuple(lim for lim in run.limits if lim[0] in task.tags)
-        self.cache = run.results.for_task(task) if run.results is not None else None
+        self.cache = run.results.for_task(task, kind) if run.results is not None else None
         self.log_prints = task.log_prints if task.log_prints is not None else run.log_prints
         self._blob: tuple[bytes, bytes] | None = None
 
@@ -265,7 +265,10 @@ class ResultSettings:
 
     def __init__(self, mode: str, storage: str, refresh: bool, expiration: float | None,
                  serializer: Any, options: dict[str, Any] | None = None) -> None:
-        self.mode = mode  # "cache" (read and write) or "persist" (write only)
+        # "cache" (read and write), "persist" (write only), or "resume" (read and
+        # write a retried flow run's own results; an argument that cannot be
+        # encoded means the task runs again, never an error)
+        self.mode = mode
         self.storage, self.refresh = storage, refresh
         self.expiration, self.serializer = expiration, serializer
         self.options = options or {}  # fsspec storage options (endpoint, credentials)
@@ -275,10 +278,17 @@ class ResultSettings:
                                  self.serializer, self.options))
 
 
-def store_mode(task: Any, flow_cache: bool | None) -> str | None:
+READS = ("cache", "resume")  # the modes that read stored results
+
+
+def store_mode(task: Any, flow_cache: bool | str | None, kind: str = "task") -> str | None:
     """How a task uses the result store in a flow with ``cache=flow_cache``:
-    ``"cache"`` (read and write), ``"persist"`` (write only) or None."""
+    ``"cache"`` (read and write), ``"persist"`` (write only) or None.
+    ``flow_cache="resume"``: a flow run with retries keeps the results of its
+    tasks (not of resource setups and cleanups) for its next attempt."""
     cache = task.cache if task.cache is not None else flow_cache
+    if cache == "resume":
+        return "persist" if task.persist else ("resume" if kind == "task" else None)
     return "cache" if cache else ("persist" if task.persist else None)
 
 
@@ -293,25 +303,27 @@ class RunResults:
 
     __slots__ = ("flow_cache", "storage", "refresh", "options")
 
-    def __init__(self, flow_cache: bool, storage: str, refresh: bool,
+    def __init__(self, flow_cache: bool | str, storage: str, refresh: bool,
                  options: dict[str, Any]) -> None:
         self.flow_cache, self.storage = flow_cache, storage
         self.refresh, self.options = refresh, options
 
     @classmethod
-    def of_flow(cls, flow_cache: bool, result_storage: str | None, refresh: bool) -> RunResults:
+    def of_flow(cls, flow_cache: bool | str | None, result_storage: str | None,
+                refresh: bool) -> RunResults:
         """The settings of a run of a flow with these options, read now."""
-        return cls(bool(flow_cache), storage_url(result_storage), bool(refresh),
-                   storage_options())
+        return cls(flow_cache if flow_cache == "resume" else bool(flow_cache),
+                   storage_url(result_storage), bool(refresh), storage_options())
 
     def __reduce__(self) -> Any:
         return (RunResults, (self.flow_cache, self.storage, self.refresh, self.options))
 
-    def for_task(self, task: Any) -> ResultSettings | None:
+    def for_task(self, task: Any, kind: str = "task") -> ResultSettings | None:
         """The task's use of the store in this run; None if it stores nothing."""
-        mode = store_mode(task, self.flow_cache)
+        mode = store_mode(task, self.flow_cache, kind)
         if mode is None:
             return None
-        storage = storage_url(task.result_storage) if task.result_storage else self.storage
+        own = task.result_storage and mode != "resume"  # a retried run's results are its own
+        storage = storage_url(task.result_storage) if own else self.storage
         return ResultSettings(mode, storage, self.refresh, task.cache_expiration,
                               task.serializer, self.options)

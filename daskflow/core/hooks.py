@@ -35,7 +35,8 @@ Hook = Callable[[Any, Any], Any]
 
 _TASK_STATE_HOOK = {StateType.COMPLETED: "on_completion", StateType.FAILED: "on_failure",
                     StateType.SKIPPED: "on_skip"}
-_FLOW_STATE_HOOK = {StateType.COMPLETED: "on_completion", StateType.FAILED: "on_failure",
+_FLOW_STATE_HOOK = {StateType.RUNNING: "on_running",
+                    StateType.COMPLETED: "on_completion", StateType.FAILED: "on_failure",
                     StateType.CRASHED: "on_crashed", StateType.CANCELLED: "on_cancellation"}
 
 

@@ -29,6 +29,10 @@ class FlowRun:
     Attributes
     ----------
     flow_name, run_id, parameters
+    run_name : str or None
+        The flow's ``flow_run_name`` formatted with the parameters.
+    attempt : int
+        Which attempt of a flow with ``retries`` this run is (1 for the first).
     state : State
         The flow run's state: Pending, Running, then final.
     states : dict[str, State]
@@ -55,6 +59,8 @@ class FlowRun:
         self.dashboard_link: str | None = None
         self.cluster_closed = False  # the temporary cluster it ran on closed with it
         self.scheduled_for: Any = None
+        self.run_name: str | None = None  # flow_run_name, formatted with the parameters
+        self.attempt = 1  # of a flow with retries: which attempt this run is
         self.logs: deque[dict[str, Any]] = deque(maxlen=10_000)  # the run's log records
         self._final: dict[str, State] | None = None
         self._live: Callable[[], dict[str, State]] | None = None  # while running
@@ -136,7 +142,8 @@ class FlowRun:
         retries = {base: sum(st.retries for st in runs)
                    for base, runs in grouped.items()}
         dur = f" in {self.duration:.2f}s" if self.duration is not None else ""
-        lines = [f"Flow run {self.flow_name!r} ({self.run_id}) {self.state.name}{dur}"
+        named = f" {self.run_name!r}" if self.run_name else ""
+        lines = [f"Flow run {self.flow_name!r}{named} ({self.run_id}) {self.state.name}{dur}"
                  + (f": {self.state.message}" if self.state.message else "")]
         width = max((len(n) for n in groups), default=0)
         for base, counter in groups.items():
@@ -150,7 +157,8 @@ class FlowRun:
     def record(self) -> dict[str, Any]:
         """The run's record: its state, parameters, every task run's state
         (without results, with the traceback of a failure), and its logs."""
-        return {"flow": self.flow_name, "run_id": self.run_id, "cluster": self.cluster,
+        return {"flow": self.flow_name, "run_id": self.run_id, "run_name": self.run_name,
+                "attempt": self.attempt, "cluster": self.cluster,
                 "dashboard": self.dashboard_link, "cluster_closed": self.cluster_closed,
                 "parameters": self.parameters,
                 "state": _state_record(self.state),
@@ -187,6 +195,7 @@ class FlowRun:
             raise FlowRunError(f"not a daskflow run record ({type(err).__name__}: {err}); "
                                "make one with FlowRun.to_json()") from None
         run.cluster = record.get("cluster") or ""
+        run.run_name, run.attempt = record.get("run_name"), record.get("attempt") or 1
         run.dashboard_link = record.get("dashboard")
         run.cluster_closed = bool(record.get("cluster_closed"))
         run.logs.extend(record.get("logs") or [])
@@ -235,6 +244,11 @@ class RunControl:
     def in_thread(self, thread: threading.Thread) -> None:
         """The run goes on in ``thread`` (``flow.submit``): ``wait()`` joins it."""
         self.run._thread = thread
+
+    def request_cancel(self) -> None:
+        """Ask the run to stop at its next check (Ctrl-C while its body builds,
+        or its ``timeout``)."""
+        self.run._cancel.set()
 
     def cancel_requested(self) -> bool:
         return self.run._cancel.is_set()

@@ -46,7 +46,7 @@ from daskflow.exceptions import (
     RemoteTaskError,
     TaskTimeoutError,
 )
-from daskflow.wire import Call, DataSlot, Slot, SlotItem, SlotList, TaskSpec
+from daskflow.wire import READS, Call, DataSlot, Slot, SlotItem, SlotList, TaskSpec
 from daskflow.worker import finishers, per_worker, slots, store
 from daskflow.worker.shaping import name_run, retry_decision, running_hooks
 from daskflow.worker.context import (
@@ -273,7 +273,7 @@ def _through_cache(call: Call, args: tuple, kwargs: dict, start: float) -> State
             except Exception as err:
                 return _failed(err, 0, start, f"cache_key of {call.display_name!r} raised "
                                               f"{type(err).__name__}: {err}")
-        if key is not None and settings.mode == "cache" and not settings.refresh:
+        if key is not None and settings.mode in READS and not settings.refresh:
             value = store.load(settings, key, call.display_name)
             if value is not store.MISS:
                 return State(StateType.COMPLETED, name="Cached", result=value, start=start,
