@@ -340,10 +340,13 @@ class Flow(Generic[R]):
         ``fuse=False`` keeps one Dask task per task run.
         """
         mode = live.wanted(progress)
+        resume = attempts.private_store(self)  # None: no retries, or cache=True
+        first = self._engine("run", args, kwargs, cluster, scatter, concurrency, refresh_cache,
+                             fuse, resume)  # bad parameters raise here, before anything
 
-        def once(resume: str | None, attempt: int, end_hooks: Callable[..., bool]) -> FlowRun:
-            engine = self._engine("run", args, kwargs, cluster, scatter, concurrency,
-                                  refresh_cache, fuse, resume)
+        def once(attempt: int, end_hooks: Callable[..., bool]) -> FlowRun:
+            engine = first if attempt == 1 else self._engine(
+                "run", args, kwargs, cluster, scatter, concurrency, refresh_cache, fuse, resume)
             engine.flow_run.attempt, engine.end_hooks = attempt, end_hooks
             trackers: list[Any] = []
             engine.on_start = lambda run: trackers.append(live.follow(run, mode))
@@ -354,7 +357,7 @@ class Flow(Generic[R]):
                     if tracker is not None:
                         tracker.stop()
 
-        return attempts.run(self, once)
+        return attempts.run(self, once, resume)
 
     def submit(self, *args: Any, cluster: Any = None, scatter: bool | None = None,
                concurrency: Any = None, refresh_cache: bool = False, progress: Any = None,

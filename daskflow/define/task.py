@@ -143,24 +143,17 @@ class Task(Generic[R]):
             raise FlowDefinitionError(f"@task needs a function, got {fn!r}")
         self.fn = fn
         self.name: str = name or str(getattr(fn, "__name__", type(fn).__name__))
-        self.retries = _check_retries(self.name, retries)
-        self.retry_delay = _alias(self.name, "retry_delay", retry_delay, 0.0,
-                                  retry_delay_seconds)
-        self.retry_delays = _check_delays(self.name, self.retry_delay, self.retries)
-        self.retry_jitter_factor = check_jitter(f"task {self.name!r}", retry_jitter_factor)
-        self.retry_condition_fn = check_condition(f"task {self.name!r}", retry_condition_fn)
-        self.retry_on = _check_retry_on(self.name, retry_on)
+        self._retry_options(retries, _alias(self.name, "retry_delay", retry_delay, 0.0,
+                                            retry_delay_seconds),
+                            retry_on, retry_jitter_factor, retry_condition_fn)
         self.trigger = _check_trigger(self.name, trigger)
         self.skip_on_upstream_skip = bool(skip_on_upstream_skip)
         self.tags = frozenset(tags)
         self.timeout = _check_timeout(self.name, _alias(self.name, "timeout", timeout, None,
                                                         timeout_seconds))
         self.resources = dict(resources) if resources else None
-        given = {"on_completion": on_completion, "on_failure": on_failure,
-                 "on_retry": on_retry, "on_skip": on_skip, "on_running": on_running}
-        for option, hooks in given.items():  # each also a decorator: @my_task.on_failure
-            setattr(self, option, bound(self, option, check_hooks("task", self.name, option,
-                                                                  hooks)))
+        self._hooks(on_completion=on_completion, on_failure=on_failure, on_retry=on_retry,
+                    on_skip=on_skip, on_running=on_running)
         self.cache = None if cache is None else bool(cache)
         self.cache_version = _check_cache_version(self.name, cache_version)
         self.cache_key = _check_cache_key(self.name, cache_key)
@@ -174,6 +167,20 @@ class Task(Generic[R]):
             f"task {self.name!r}", "task_run_name", task_run_name,
             self._signature[0] if self._signature else None)
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def _hooks(self, **given: Any) -> None:
+        for option, hooks in given.items():  # each also a decorator: @my_task.on_failure
+            setattr(self, option, bound(self, option, check_hooks("task", self.name, option,
+                                                                  hooks)))
+
+    def _retry_options(self, retries: Any, delay: Any, retry_on: Any, jitter: Any,
+                       condition: Any) -> None:
+        self.retries = _check_retries(self.name, retries)
+        self.retry_delay = delay
+        self.retry_delays = _check_delays(self.name, delay, self.retries)
+        self.retry_on = _check_retry_on(self.name, retry_on)
+        self.retry_jitter_factor = check_jitter(f"task {self.name!r}", jitter)
+        self.retry_condition_fn = check_condition(f"task {self.name!r}", condition)
 
     @property
     def has_hooks(self) -> bool:

@@ -41,8 +41,8 @@ from daskflow.worker.store import filesystem
 
 log = logging.getLogger("daskflow.run")
 
-# once(resume storage or None, attempt, whether its end hooks fire) -> the attempt's run
-Once = Callable[[str | None, int, Callable[[FlowRun], bool]], FlowRun]
+# once(attempt, whether its end hooks fire) -> the attempt's run
+Once = Callable[[int, Callable[[FlowRun], bool]], FlowRun]
 
 
 def check(owner: str, retries: Any, delay: tuple[Any, Any],
@@ -78,16 +78,16 @@ def _given(owner: str, ours: str, pair: tuple[Any, Any], default: Any) -> Any:
     return prefects
 
 
-def run(flow: Any, once: Once) -> FlowRun:
-    """Run ``once`` until an attempt does not end Failed or no retry is left."""
+def run(flow: Any, once: Once, resume: str | None) -> FlowRun:
+    """Run ``once`` until an attempt does not end Failed or no retry is left;
+    then remove ``resume``, the attempts' private store (:func:`private_store`)."""
     if not flow.retries:
-        return once(None, 1, lambda r: True)
-    resume = None if flow.cache else private_store(flow)
+        return once(1, lambda r: True)
     try:
         attempt = 1
         while True:
             last = attempt > flow.retries
-            current = once(resume, attempt, lambda r, last=last: last or not _retryable(r))
+            current = once(attempt, lambda r, last=last: last or not _retryable(r))
             if last or not _retryable(current):
                 return current
             delay = flow.retry_delay[min(attempt - 1, len(flow.retry_delay) - 1)]
@@ -107,8 +107,11 @@ def _retryable(run: FlowRun) -> bool:
     return run.state.type is StateType.FAILED
 
 
-def private_store(flow: Any) -> str:
-    """Where the attempts of one run of ``flow`` keep their task results."""
+def private_store(flow: Any) -> str | None:
+    """Where the attempts of one run of ``flow`` keep their task results: None
+    without retries, or with ``cache=True`` (its own store serves)."""
+    if not flow.retries or flow.cache:
+        return None
     return f"{storage_url(flow.result_storage)}/.flow-retries/{time.time_ns():x}"
 
 

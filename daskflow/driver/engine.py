@@ -77,6 +77,8 @@ class RunTimedOut(RunCancelled, FlowTimeoutError):
     """Raised inside the engine once the flow's ``timeout`` passed: the run is
     cancelled, and ends Failed (TimedOut) with this error."""
 
+    shown_as = "FlowTimeoutError"  # in the run's state message: the public name
+
 
 class Engine:
     """One flow run, from its build to its final state.
@@ -496,7 +498,8 @@ class Engine:
 
     def _end_without_value(self, state_type: StateType, err: BaseException,
                            states: RunMonitor, start: float, name: str | None = None) -> None:
-        final = State(state_type, name=name, message=f"{type(err).__name__}: {err}",
+        shown = getattr(err, "shown_as", type(err).__name__)
+        final = State(state_type, name=name, message=f"{shown}: {err}",
                       exception=err, start=start)
         labelled = self._labelled(states.snapshot(), lambda key: State(StateType.CANCELLED))
         error = err if isinstance(err, Exception) else FlowRunError(final.message)

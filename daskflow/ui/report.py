@@ -53,7 +53,8 @@ def render(record: dict[str, Any]) -> str:
     dur = (state["end"] - state["start"]) if state.get("start") and state.get("end") else None
     dash = record.get("dashboard")
     parts.append(
-        f"<h1>Flow run {esc(record['flow'])} {badge(state['name'], state['type'])}</h1>"
+        f"<h1>Flow run {esc(record['flow'])}{_named(record)} "
+        f"{badge(state['name'], state['type'])}</h1>"
         f"<div class='muted'>run {esc(record['run_id'])}"
         + (f" · {secs(dur)}" if dur is not None else "")
         + (f" · started {esc(time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(state['start'])))}"
@@ -75,7 +76,7 @@ def render(record: dict[str, Any]) -> str:
         for i, (name, st) in enumerate(failures[:50]):
             tb = st.get("traceback") or ""
             parts.append(
-                f"<details{' open' if i == 0 else ''}><summary><b>{esc(name)}</b> "
+                f"<details{' open' if i == 0 else ''}><summary><b>{esc(name)}</b>{_named(st)} "
                 f"{badge(st['name'], st['type'])} {esc(st.get('message') or '')}</summary>"
                 + (f"<pre>{esc(tb)}</pre>" if tb else "") + "</details>")
         if len(failures) > 50:
@@ -96,6 +97,12 @@ def render(record: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def _named(record: dict[str, Any]) -> str:
+    """A run's name (``task_run_name``/``flow_run_name``), when it has one."""
+    name = record.get("run_name")
+    return f" <i>{esc(name)}</i>" if name else ""
+
+
 def run_html(record: dict[str, Any], live: bool = False, max_groups: int = 100) -> str:
     """A run as a notebook shows it: the header, one row per task (a map is one
     row with its counts per state), and the first failure, collapsed."""
@@ -112,7 +119,8 @@ def run_html(record: dict[str, Any], live: bool = False, max_groups: int = 100) 
         facts.append(f"on {esc(record['cluster'])}")
     if dash:
         facts.append(dashboard_html(record))
-    head = (f"<div><b>Flow run {esc(record['flow'])}</b> {badge(state['name'], state['type'])}"
+    head = (f"<div><b>Flow run {esc(record['flow'])}</b>{_named(record)} "
+            f"{badge(state['name'], state['type'])}"
             f" <span style='color:#666'>{' · '.join(facts)}</span></div>")
     if state.get("message"):
         head += f"<div>{esc(state['message'])}</div>"
@@ -220,7 +228,8 @@ def _bars(name: str, st: dict, top: float, t0: float, scale: float) -> list[str]
         failed = last and st["type"] in ("FAILED", "CRASHED")
         bw = max((end - begin) * scale, 3.0 if failed else 1.0)  # a failure is never invisible
         if last:
-            tip = (f"{name}: {st['name']} in {st['end'] - st['start']:.3f}s, "
+            tip = (f"{name}{' ' + repr(st['run_name']) if st.get('run_name') else ''}: "
+                   f"{st['name']} in {st['end'] - st['start']:.3f}s, "
                    f"{st.get('attempts') or 0} attempt(s)"
                    + (f" — {st['message']}" if st.get("message") else ""))
         else:

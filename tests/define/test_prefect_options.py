@@ -300,6 +300,7 @@ def test_a_flow_timeout_cancels_the_run_and_cleans_up(on, tmp_path):
     run = slow.with_options(fuse=False).run(path, cluster=on)
     took = time.time() - t0
     assert run.state.is_failed() and run.state.name == "TimedOut", run.state
+    assert run.state.message.startswith("FlowTimeoutError: flow run "), run.state.message
     with pytest.raises(df.FlowTimeoutError, match="timeout of 0.6s"):
         run.result()
     assert took < 2.5, took  # 20 steps take 3s
@@ -401,3 +402,11 @@ def unchecked(n: int = 0):
 def test_validate_parameters_false_keeps_the_values(on):
     assert unchecked("3", cluster=on) == "str"
     assert unchecked.with_options(validate_parameters=True)("3", cluster=on) == "int"
+
+
+def test_the_report_shows_run_names(tmp_path):
+    run = daily.run(day="sat", cluster="sync")
+    with open(run.report(str(tmp_path / "r.html"))) as f:
+        page = f.read()
+    assert "<i>daily-sat</i>" in page and "load-sat-3" in page
+    assert "<i>daily-sat</i>" in run._repr_html_()
