@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from daskflow import clusters, notify
 from daskflow import config as _config  # noqa: F401 - loads daskflow.yaml into dask.config
+from daskflow.core.retrying import exponential_backoff
 from daskflow.core.signals import (
     FAIL,
     SKIP,
@@ -25,7 +26,6 @@ from daskflow.core.signals import (
     any_failed,
     any_successful,
 )
-from daskflow.core.retrying import exponential_backoff
 from daskflow.core.states import State, StateType
 from daskflow.define.build import allow_failure, unmapped
 from daskflow.define.resources import resource, resource_manager

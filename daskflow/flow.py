@@ -19,11 +19,10 @@ from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
 from daskflow import serve as schedule
-from daskflow.core.hooks import bound, check_hooks
+from daskflow.core.hooks import Hooks, bound, check_hooks
 from daskflow.core.options import check_limits, check_options
 from daskflow.core.params import coerce
 from daskflow.core.retrying import check_run_name, format_run_name
-from daskflow.driver import attempts
 from daskflow.define.build import (
     Builder,
     Ref,
@@ -32,6 +31,7 @@ from daskflow.define.build import (
     current_builder,
     refs_in,
 )
+from daskflow.driver import attempts
 from daskflow.driver.connect import check_cluster
 from daskflow.driver.engine import Engine, returned_nodes
 from daskflow.driver.flowrun import FlowRun
@@ -107,6 +107,13 @@ class Flow(Generic[R]):
     >>> doubles(cluster="sync")
     [2, 4, 6]
     """
+
+    # the hook options: tuples of hooks, each also a decorator (``@my_flow.on_failure``)
+    on_completion: Hooks
+    on_failure: Hooks
+    on_crashed: Hooks
+    on_cancellation: Hooks
+    on_running: Hooks
 
     def __init__(self, fn: Callable[..., R], *, name: str | None = None,
                  cluster: Any = None, scatter: bool = True, concurrency: Any = None,
@@ -344,10 +351,12 @@ class Flow(Generic[R]):
         first = self._engine("run", args, kwargs, cluster, scatter, concurrency, refresh_cache,
                              fuse, resume)  # bad parameters raise here, before anything
 
-        def once(attempt: int, end_hooks: Callable[..., bool]) -> FlowRun:
-            engine = first if attempt == 1 else self._engine(
-                "run", args, kwargs, cluster, scatter, concurrency, refresh_cache, fuse, resume)
-            engine.flow_run.attempt, engine.end_hooks = attempt, end_hooks
+        def make(attempt: int, run: FlowRun | None) -> Engine:
+            return first if attempt == 1 else self._engine(
+                "run", args, kwargs, cluster, scatter, concurrency, refresh_cache, fuse, resume,
+                run)
+
+        def go(engine: Engine) -> FlowRun:
             trackers: list[Any] = []
             engine.on_start = lambda run: trackers.append(live.follow(run, mode))
             try:
@@ -357,7 +366,7 @@ class Flow(Generic[R]):
                     if tracker is not None:
                         tracker.stop()
 
-        return attempts.run(self, once, resume)
+        return attempts.run(self, make, go, resume)
 
     def submit(self, *args: Any, cluster: Any = None, scatter: bool | None = None,
                concurrency: Any = None, refresh_cache: bool = False, progress: Any = None,
@@ -369,11 +378,20 @@ class Flow(Generic[R]):
         ``run.states`` / ``run.state`` show where it is.  Parameters are
         checked and the body is built (up to its first wait for a value)
         before this returns, so those errors raise here; the rest of the
-        body runs in that thread.  It runs once: a flow's ``retries`` apply
-        to ``flow.run`` and calls.
+        body runs in that thread, and so do the next attempts of a flow with
+        ``retries`` (in the same FlowRun: ``run.attempt``).
         """
+        resume = attempts.private_store(self)
         engine = self._engine("submit", args, kwargs, cluster, scatter, concurrency,
-                              refresh_cache, fuse)
+                              refresh_cache, fuse, resume)
+        if self.retries:
+            def make(attempt: int, run: FlowRun | None) -> Engine:
+                return self._engine("submit", args, kwargs, cluster, scatter, concurrency,
+                                    refresh_cache, fuse, resume, run)
+
+            engine.last_attempt = functools.partial(attempts.ends, False)
+            engine.then = lambda: attempts.carry_on(self, make, Engine.run, resume,
+                                                    engine.flow_run)
         run = engine.submit()
         live.follow(run, live.wanted(progress))  # its thread ends with the run
         return run
@@ -381,7 +399,7 @@ class Flow(Generic[R]):
     def _engine(self, how: str, args: tuple, kwargs: dict, cluster: Any,
                 scatter: bool | None, concurrency: Any = None,
                 refresh_cache: bool = False, fuse: bool | None = None,
-                resume: str | None = None) -> Engine:
+                resume: str | None = None, previous: FlowRun | None = None) -> Engine:
         if current_builder() is not None:
             raise FlowDefinitionError(
                 f"{self.name}.{how}() was called inside a flow body; call {self.name}(...) "
@@ -402,7 +420,7 @@ class Flow(Generic[R]):
                         self.scatter if scatter is None else scatter, flow=self,
                         limits=resolve_limits(self.concurrency, limits),
                         cache=("resume", resume, cache[2]) if resume else cache,
-                        fuse=self.fuse if fuse is None else bool(fuse))
+                        fuse=self.fuse if fuse is None else bool(fuse), flow_run=previous)
         engine.flow_run.run_name, engine.timeout = run_name, self.timeout
         return engine
 

@@ -17,9 +17,9 @@ from typing import Any, Generic, TypeVar, overload
 import cloudpickle
 
 from daskflow.core import signals
-from daskflow.core.hooks import bound, check_hooks
-from daskflow.core.retrying import check_condition, check_jitter, check_run_name
+from daskflow.core.hooks import Hooks, bound, check_hooks
 from daskflow.core.options import check_expiration, check_options
+from daskflow.core.retrying import check_condition, check_jitter, check_run_name
 from daskflow.define.build import Ref, current_builder
 from daskflow.define.tags import tagged
 from daskflow.exceptions import FlowDefinitionError
@@ -106,6 +106,13 @@ class Task(Generic[R]):
     >>> inc(1)            # outside a flow: a plain call
     2
     """
+
+    # the hook options: tuples of hooks, each also a decorator (``@my_task.on_failure``)
+    on_completion: Hooks
+    on_failure: Hooks
+    on_retry: Hooks
+    on_skip: Hooks
+    on_running: Hooks
 
     def __init__(
         self,

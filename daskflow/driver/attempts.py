@@ -1,10 +1,12 @@
 """Flow retries: a failed flow run runs again, reusing what completed.
 
-``@df.flow(retries=2, retry_delay=10)``: when a run of ``flow.run`` (or a
-call) ends Failed, the flow runs again after the delay, up to ``retries``
-more times, with the same parameters, and the last attempt's
-:class:`~daskflow.FlowRun` is returned (``run.attempt`` says which one).  A
-run Cancelled or Crashed is not retried, as in Prefect.
+``@df.flow(retries=2, retry_delay=10)``: when a run of ``flow.run``, a call or
+``flow.submit`` ends Failed, the flow runs again after the delay, up to
+``retries`` more times, with the same parameters, in the same
+:class:`~daskflow.FlowRun` (``run.attempt`` says which attempt it is; its
+state is AwaitingRetry during the delay; it is done after the last).  A
+run Cancelled or Crashed is not retried, as in Prefect; ``run.cancel()``
+during the delay ends it Cancelled.
 
 How a new attempt reuses the tasks that completed: through the engine's
 cache machinery, in a store private to this flow run.  Every attempt runs
@@ -27,22 +29,25 @@ attempt); each attempt is logged.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
+from daskflow.core.hooks import run_flow_hooks
 from daskflow.core.options import positive_seconds
-from daskflow.core.states import StateType
-from daskflow.driver.flowrun import FlowRun
-from daskflow.exceptions import FlowDefinitionError
+from daskflow.core.states import State, StateType
+from daskflow.driver.flowrun import FlowRun, RunControl
+from daskflow.exceptions import FlowDefinitionError, FlowRunError
 from daskflow.wire import storage_options, storage_url
 from daskflow.worker.store import filesystem
 
 log = logging.getLogger("daskflow.run")
 
-# once(attempt, whether its end hooks fire) -> the attempt's run
-Once = Callable[[int, Callable[[FlowRun], bool]], FlowRun]
+# make(attempt, the FlowRun of the attempts before or None) -> the attempt's engine
+Make = Callable[[int, "FlowRun | None"], Any]
+Go = Callable[[Any], Any]  # runs an engine in this thread
 
 
 def check(owner: str, retries: Any, delay: tuple[Any, Any],
@@ -78,29 +83,61 @@ def _given(owner: str, ours: str, pair: tuple[Any, Any], default: Any) -> Any:
     return prefects
 
 
-def run(flow: Any, once: Once, resume: str | None) -> FlowRun:
-    """Run ``once`` until an attempt does not end Failed or no retry is left;
-    then remove ``resume``, the attempts' private store (:func:`private_store`)."""
-    if not flow.retries:
-        return once(1, lambda r: True)
+def run(flow: Any, make: Make, go: Go, resume: str | None) -> FlowRun:
+    """Run the first attempt of ``make(1, None)`` with ``go``, then the next ones
+    (:func:`carry_on`); the attempts' private store ``resume`` is removed at the end."""
+    engine = make(1, None)
+    engine.last_attempt = functools.partial(ends, not flow.retries)
     try:
-        attempt = 1
-        while True:
-            last = attempt > flow.retries
-            current = once(attempt, lambda r, last=last: last or not _retryable(r))
-            if last or not _retryable(current):
-                return current
+        go(engine)
+    except BaseException:
+        _remove(resume)
+        raise
+    return carry_on(flow, make, go, resume, engine.flow_run)
+
+
+def carry_on(flow: Any, make: Make, go: Go, resume: str | None, run: FlowRun) -> FlowRun:
+    """While ``run`` ended Failed and retries are left: wait the delay, then run
+    the next attempt in the same FlowRun.  ``flow.submit`` calls this in the
+    run's thread once its first attempt ended."""
+    control = RunControl(run)
+    try:
+        while run.attempt <= flow.retries and _retryable(run):
+            attempt = run.attempt
             delay = flow.retry_delay[min(attempt - 1, len(flow.retry_delay) - 1)]
             log.warning("flow run %r (%s), attempt %d of %d, ended %s: %s; running it again "
-                        "in %gs", flow.name, current.run_id, attempt, flow.retries + 1,
-                        current.state.name, current.state.message, delay,
-                        extra={"daskflow_task": f"flow {flow.name}",
-                               "daskflow_run": current.run_id})
-            time.sleep(delay)
-            attempt += 1
+                        "in %gs", flow.name, run.run_id, attempt, flow.retries + 1,
+                        run.state.name, run.state.message, delay,
+                        extra={"daskflow_task": f"flow {flow.name}", "daskflow_run": run.run_id})
+            control.again(f"attempt {attempt} failed: {run.state.message}")
+            if _cancelled_while_waiting(control, delay):
+                control.finish(State(StateType.CANCELLED, message="cancelled while awaiting "
+                                     "a retry"), run.states, None,
+                               FlowRunError(f"flow run {flow.name!r} was cancelled"))
+                run_flow_hooks(flow, run)
+                break
+            engine = make(attempt + 1, run)
+            engine.last_attempt = functools.partial(ends, attempt + 1 > flow.retries)
+            go(engine)
     finally:
-        if resume is not None:
-            _remove(resume)
+        _remove(resume)
+        if not run.done() and run._ended:  # never leave a run nobody can wait for
+            control.settle()
+    return run
+
+
+def _cancelled_while_waiting(control: RunControl, delay: float) -> bool:
+    deadline = time.monotonic() + delay
+    while time.monotonic() < deadline:
+        if control.cancel_requested():
+            return True
+        time.sleep(min(0.1, max(deadline - time.monotonic(), 0)))
+    return control.cancel_requested()
+
+
+def ends(last: bool, run: FlowRun) -> bool:
+    """Whether ``run`` ends the retries (so the flow's end hooks fire for it)."""
+    return last or not _retryable(run)
 
 
 def _retryable(run: FlowRun) -> bool:
@@ -115,7 +152,9 @@ def private_store(flow: Any) -> str | None:
     return f"{storage_url(flow.result_storage)}/.flow-retries/{time.time_ns():x}"
 
 
-def _remove(url: str) -> None:
+def _remove(url: str | None) -> None:
+    if url is None:
+        return
     try:
         fs, root = filesystem(url, storage_options())
         if fs.exists(root):

@@ -66,7 +66,7 @@ from daskflow.exceptions import ClusterError, FlowRunError, FlowTimeoutError
 from daskflow.wire import INLINE_PARAMETERS, RunInfo, RunResults, store_mode
 
 # A flow's cache options for a run: (the flow's cache=, its result_storage=, refresh_cache=)
-CacheOptions = tuple[bool | None, str | None, bool]
+CacheOptions = tuple[bool | str | None, str | None, bool]  # cache= may be "resume"
 
 
 class RunCancelled(FlowRunError):
@@ -93,7 +93,7 @@ class Engine:
     def __init__(self, name: str, params: dict[str, Any], body: Callable[[Builder], Any],
                  cluster: Any, scatter: bool = True, flow: Any = None,
                  limits: Mapping[str, int] | None = None, cache: CacheOptions | None = None,
-                 fuse: bool | None = None) -> None:
+                 fuse: bool | None = None, flow_run: FlowRun | None = None) -> None:
         self.name = name
         self.flow = flow
         self.params = params
@@ -111,7 +111,8 @@ class Engine:
         self.plan: KeyPlan | None = None
         self.fuse = fuse
         self.run_id = new_token()
-        self.flow_run = FlowRun(name, self.run_id, params)
+        # a retried flow's next attempt goes on in the FlowRun of the first
+        self.flow_run = flow_run or FlowRun(name, self.run_id, params)
         self.control = RunControl(self.flow_run)
         self.compiler: Compiler | None = None
         self.backend: Backend | None = None
@@ -127,8 +128,10 @@ class Engine:
         self._early: BaseException | None = None  # what stopped the build before the run
         self.timeout: float | None = None  # the flow's timeout= (seconds)
         self._timed_out = False
-        # whether the flow's end hooks run for this run (not for an attempt that is retried)
-        self.end_hooks: Callable[[FlowRun], bool] = lambda run: True
+        # whether this run ends its FlowRun (its hooks fire, it settles): not an
+        # attempt of a flow that is retried (see daskflow.driver.attempts)
+        self.last_attempt: Callable[[FlowRun], bool] = lambda run: True
+        self.then: Callable[[], Any] | None = None  # after a submitted run, in its thread
 
     # -- how it is started ---------------------------------------------------------
     def run(self) -> FlowRun:
@@ -161,6 +164,11 @@ class Engine:
             self.execute()
         except BaseException:  # recorded on the FlowRun, or raised by submit()
             pass
+        if self.then is not None and self._early is None:
+            try:
+                self.then()
+            except BaseException:  # recorded on the FlowRun
+                pass
 
     def check(self) -> None:
         """Raise RunCancelled if the run was cancelled (called between waits)."""
@@ -210,14 +218,15 @@ class Engine:
             if self.backend is not None and _temporary(self.cluster):
                 self.control.cluster_closed()
             monitor.forget(self.run_id)
+            last = self.last_attempt(self.flow_run)
             try:
-                if self.started and self.end_hooks(self.flow_run):
+                if self.started and last:
                     run_flow_hooks(self.flow, self.flow_run)
             finally:
                 if recorder is not None:
                     recorder.end(self._early)
                 logging.getLogger("daskflow").removeHandler(keeper)
-                if self.started:
+                if self.started and last:
                     self.control.settle()
 
     def _body_then_rest(self) -> None:

@@ -235,6 +235,7 @@ class RunControl:
         """The run started: its task states and groups are read live from now on."""
         run = self.run
         run._live, run._groups = live, groups
+        run._final = None  # (a retried flow's next attempt: live again)
         run.state = State(StateType.RUNNING, start=start)
 
     def cluster_closed(self) -> None:
@@ -244,6 +245,14 @@ class RunControl:
     def in_thread(self, thread: threading.Thread) -> None:
         """The run goes on in ``thread`` (``flow.submit``): ``wait()`` joins it."""
         self.run._thread = thread
+
+    def again(self, message: str) -> None:
+        """The run failed and runs again (a flow's ``retries``): it is not
+        over; it awaits its next attempt."""
+        run = self.run
+        run._ended = False
+        run.state = State(StateType.PENDING, name="AwaitingRetry", message=message)
+        run.attempt += 1
 
     def request_cancel(self) -> None:
         """Ask the run to stop at its next check (Ctrl-C while its body builds,

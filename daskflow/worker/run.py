@@ -48,7 +48,6 @@ from daskflow.exceptions import (
 )
 from daskflow.wire import READS, Call, DataSlot, Slot, SlotItem, SlotList, TaskSpec
 from daskflow.worker import finishers, per_worker, slots, store
-from daskflow.worker.shaping import name_run, retry_decision, running_hooks
 from daskflow.worker.context import (
     annotations_hidden,
     call_logger,
@@ -59,6 +58,7 @@ from daskflow.worker.context import (
     seceded,
     still_wanted,
 )
+from daskflow.worker.shaping import name_run, retry_decision, running_hooks
 
 
 def _value(state: State) -> Any:

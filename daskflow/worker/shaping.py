@@ -11,8 +11,6 @@ attempt loop chose.  Nothing here decides alone: the attempt loop in
 
 from __future__ import annotations
 
-from typing import Any
-
 from daskflow.core.hooks import call_hooks
 from daskflow.core.retrying import format_run_name, jittered
 from daskflow.core.states import State, StateType

@@ -289,7 +289,7 @@ def step(path, i):
 def slow(path: str):
     with journal(path, "db"):
         last = 0
-        for i in range(20):
+        for _ in range(20):
             last = step(path, last)
     return last
 
@@ -410,3 +410,26 @@ def test_the_report_shows_run_names(tmp_path):
         page = f.read()
     assert "<i>daily-sat</i>" in page and "load-sat-3" in page
     assert "<i>daily-sat</i>" in run._repr_html_()
+
+
+def test_a_submitted_flow_retries_in_its_one_flow_run(tmp_path):
+    path = str(tmp_path / "journal")
+    flow = retried.with_options(result_storage=str(tmp_path / "results"))
+    run = flow.submit(path, "", cluster="sync")
+    assert run.wait(30) is not None and run.done()
+    assert run.result() == [20, 30] and run.attempt == 2
+    assert run.states["counted[1]"].name == "Cached"
+    assert sorted(x for x in lines(path) if x.startswith("counted")) == ["counted-1", "counted-2"]
+
+
+def test_cancelling_a_run_awaiting_its_retry_ends_it(tmp_path):
+    path = str(tmp_path / "journal")
+    run = never_works.with_options(retry_delay=30).submit(path, cluster="sync")
+    deadline = time.time() + 20
+    while run.state.name != "AwaitingRetry" and time.time() < deadline:
+        time.sleep(0.02)
+    assert run.state.name == "AwaitingRetry" and not run.done()
+    t0 = time.time()
+    assert run.cancel(timeout=10)
+    assert run.state.is_cancelled() and time.time() - t0 < 2
+    assert lines(path) == ["attempt"]
