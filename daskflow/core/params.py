@@ -39,7 +39,7 @@ def coerce(value: Any, hint: Any, what: str, deep: bool = True) -> Any:
     3
     """
     shallow = matches(value, hint)
-    if isinstance(value, bool) and hint in (int, float):
+    if not shallow and isinstance(value, bool) and _numbers_only(hint):
         raise ParameterError(f"{what} must be {hint_name(hint)}, got bool {value!r}")
     if shallow and (not deep or not _containers(hint)):
         return value
@@ -58,6 +58,19 @@ def coerce(value: Any, hint: Any, what: str, deep: bool = True) -> Any:
         raise ParameterError(f"{what} must be {hint_name(hint)}, got "
                              f"{type(value).__name__} {value!r:.60}: "
                              f"{_first_error(err)}") from None
+
+
+def _numbers_only(hint: Any) -> bool:
+    """Whether a bool given for ``hint`` is a mistake: ``int``, ``float``, or a
+    union of them (with None) that takes no bool."""
+    options = typing.get_args(hint) if _is_union(hint) else (hint,)
+    return any(h in (int, float) for h in options) and all(
+        h in (int, float, type(None)) for h in options)
+
+
+def _is_union(hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    return origin is typing.Union or (origin is not None and origin.__name__ == "UnionType")
 
 
 def _containers(hint: Any) -> bool:
@@ -100,7 +113,7 @@ def matches(value: Any, hint: Any) -> bool:
     if hint is Any or isinstance(hint, TypeVar):
         return True
     origin = typing.get_origin(hint)
-    if origin is typing.Union or (origin is not None and origin.__name__ == "UnionType"):
+    if _is_union(hint):
         return any(matches(value, h) for h in typing.get_args(hint))
     if origin is typing.Literal:
         return value in typing.get_args(hint)
