@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
@@ -61,6 +62,7 @@ class FlowRun:
         self.scheduled_for: Any = None
         self.run_name: str | None = None  # flow_run_name, formatted with the parameters
         self.attempt = 1  # of a flow with retries: which attempt this run is
+        self.created = time.time()
         self.logs: deque[dict[str, Any]] = deque(maxlen=10_000)  # the run's log records
         self._final: dict[str, State] | None = None
         self._live: Callable[[], dict[str, State]] | None = None  # while running

@@ -433,3 +433,18 @@ def test_cancelling_a_run_awaiting_its_retry_ends_it(tmp_path):
     assert run.cancel(timeout=10)
     assert run.state.is_cancelled() and time.time() - t0 < 2
     assert lines(path) == ["attempt"]
+
+
+def test_a_retried_flow_leaves_one_run_record(tmp_path):
+    import dask
+
+    from daskflow.driver.history import RunStore
+
+    runs = str(tmp_path / "runs")
+    with dask.config.set({"daskflow.runs.store": runs}):
+        # a second apart: the record's file is named by its start's second
+        run = never_works.with_options(retry_delay=1.1).run(str(tmp_path / "j"), cluster="sync")
+    records = list(RunStore(runs).records())
+    assert len(records) == 1, [r["state"] for r in records]
+    assert records[0]["run_id"] == run.run_id and records[0]["attempt"] == 2
+    assert records[0]["state"]["type"] == "FAILED"
