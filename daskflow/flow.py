@@ -415,13 +415,13 @@ class Flow(Generic[R]):
             # the message says it all: daskflow's checking frames would only push
             # the caller's line up the screen
             raise err.with_traceback(None) from None
-        cache = (self.cache, self.result_storage, bool(refresh_cache))
         engine = Engine(self.name, params, functools.partial(self._body, params), cluster,
                         self.scatter if scatter is None else scatter, flow=self,
                         limits=resolve_limits(self.concurrency, limits),
-                        cache=("resume", resume, cache[2]) if resume else cache,
+                        cache=(self.cache, self.result_storage, bool(refresh_cache)),
                         fuse=self.fuse if fuse is None else bool(fuse), flow_run=previous)
         engine.flow_run.run_name, engine.timeout = run_name, self.timeout
+        engine.resume = resume
         return engine
 
     def _run_name(self, params: dict[str, Any]) -> str | None:

@@ -301,29 +301,34 @@ class RunResults:
     True
     """
 
-    __slots__ = ("flow_cache", "storage", "refresh", "options")
+    __slots__ = ("flow_cache", "storage", "refresh", "options", "resume")
 
     def __init__(self, flow_cache: bool | str, storage: str, refresh: bool,
-                 options: dict[str, Any]) -> None:
+                 options: dict[str, Any], resume: str | None = None) -> None:
         self.flow_cache, self.storage = flow_cache, storage
         self.refresh, self.options = refresh, options
+        self.resume = resume  # a retried flow run's own store (flow_cache "resume")
 
     @classmethod
-    def of_flow(cls, flow_cache: bool | str | None, result_storage: str | None,
-                refresh: bool) -> RunResults:
-        """The settings of a run of a flow with these options, read now."""
-        return cls(flow_cache if flow_cache == "resume" else bool(flow_cache),
-                   storage_url(result_storage), bool(refresh), storage_options())
+    def of_flow(cls, flow_cache: bool | None, result_storage: str | None,
+                refresh: bool, resume: str | None = None) -> RunResults:
+        """The settings of a run of a flow with these options, read now
+        (``resume``: the store of a retried flow run's attempts)."""
+        return cls("resume" if resume else bool(flow_cache), storage_url(result_storage),
+                   bool(refresh), storage_options(), resume)
 
     def __reduce__(self) -> Any:
-        return (RunResults, (self.flow_cache, self.storage, self.refresh, self.options))
+        return (RunResults, (self.flow_cache, self.storage, self.refresh, self.options,
+                             self.resume))
 
     def for_task(self, task: Any, kind: str = "task") -> ResultSettings | None:
         """The task's use of the store in this run; None if it stores nothing."""
         mode = store_mode(task, self.flow_cache, kind)
         if mode is None:
             return None
-        own = task.result_storage and mode != "resume"  # a retried run's results are its own
-        storage = storage_url(task.result_storage) if own else self.storage
+        if mode == "resume":  # a retried run's results are its own
+            return ResultSettings(mode, str(self.resume), False, None, task.serializer,
+                                  self.options)
+        storage = storage_url(task.result_storage) if task.result_storage else self.storage
         return ResultSettings(mode, storage, self.refresh, task.cache_expiration,
                               task.serializer, self.options)

@@ -66,7 +66,7 @@ from daskflow.exceptions import ClusterError, FlowRunError, FlowTimeoutError
 from daskflow.wire import INLINE_PARAMETERS, RunInfo, RunResults, store_mode
 
 # A flow's cache options for a run: (the flow's cache=, its result_storage=, refresh_cache=)
-CacheOptions = tuple[bool | str | None, str | None, bool]  # cache= may be "resume"
+CacheOptions = tuple[bool | None, str | None, bool]
 
 
 class RunCancelled(FlowRunError):
@@ -127,6 +127,7 @@ class Engine:
         self._ready = threading.Event()  # the body reached its first wait or its end
         self._early: BaseException | None = None  # what stopped the build before the run
         self.timeout: float | None = None  # the flow's timeout= (seconds)
+        self.resume: str | None = None  # a retried flow's store of its attempts' results
         self._timed_out = False
         # whether this run ends its FlowRun (its hooks fire, it settles): not an
         # attempt of a flow that is retried (see daskflow.driver.attempts)
@@ -367,10 +368,11 @@ class Engine:
             return
         flow_cache, storage, refresh = cache
         if self.plan is None:
+            flow_cache = "resume" if self.resume else flow_cache
             if not any(store_mode(node.task, flow_cache, node.kind) for node in new):
                 return
             # read the storage settings only when a task stores its result
-            self.results = RunResults.of_flow(flow_cache, storage, bool(refresh))
+            self.results = RunResults.of_flow(flow_cache, storage, bool(refresh), self.resume)
             self.plan = KeyPlan()
             if self.compiler is not None:
                 self.compiler.plan = self.plan

@@ -448,3 +448,22 @@ def test_a_retried_flow_leaves_one_run_record(tmp_path):
     assert len(records) == 1, [r["state"] for r in records]
     assert records[0]["run_id"] == run.run_id and records[0]["attempt"] == 2
     assert records[0]["state"]["type"] == "FAILED"
+
+
+@df.task(cache=True)
+def kept(path, x):
+    note(path, "kept")
+    return x
+
+
+@df.flow(retries=1)
+def caching(path: str):
+    return kept(path, 1)
+
+
+def test_a_cached_task_in_a_retried_flow_keeps_its_own_store(tmp_path):
+    path = str(tmp_path / "journal")
+    flow = caching.with_options(result_storage=str(tmp_path / "results"))
+    flow.run(path, cluster="sync")
+    again = flow.run(path, cluster="sync")  # a new run: the cache, not the retry store
+    assert again.states["kept"].name == "Cached" and lines(path) == ["kept"]
