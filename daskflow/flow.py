@@ -348,6 +348,7 @@ class Flow(Generic[R]):
         """
         mode = live.wanted(progress)
         resume = attempts.private_store(self)  # None: no retries, or cache=True
+        cluster = attempts.SharedCluster.wrap(self, cluster)  # one for all attempts
         first = self._engine("run", args, kwargs, cluster, scatter, concurrency, refresh_cache,
                              fuse, resume)  # bad parameters raise here, before anything
 
@@ -382,6 +383,7 @@ class Flow(Generic[R]):
         ``retries`` (in the same FlowRun: ``run.attempt``).
         """
         resume = attempts.private_store(self)
+        cluster = attempts.SharedCluster.wrap(self, cluster)  # one for all attempts
         engine = self._engine("submit", args, kwargs, cluster, scatter, concurrency,
                               refresh_cache, fuse, resume)
         if self.retries:
@@ -391,7 +393,7 @@ class Flow(Generic[R]):
 
             engine.last_attempt = functools.partial(attempts.ends, False)
             engine.then = lambda: attempts.carry_on(self, make, Engine.run, resume,
-                                                    engine.flow_run)
+                                                    engine.flow_run, cluster)
         run = engine.submit()
         live.follow(run, live.wanted(progress))  # its thread ends with the run
         return run

@@ -24,20 +24,26 @@ kept, and that task runs again); a flow with ``cache=True`` already keeps its
 results and uses its own store.
 
 Flow hooks fire for the run that ends the retries (``on_running`` for each
-attempt); each attempt is logged.
+attempt); each attempt is logged.  A temporary cluster (``cluster=None``
+without a default Client, or a ``df.clusters`` spec) is started by the first
+attempt and kept for the next ones (:class:`SharedCluster`), then closed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+from daskflow.clusters.address import Address
+from daskflow.clusters.base import ClusterSpec
 from daskflow.core.hooks import run_flow_hooks
 from daskflow.core.options import positive_seconds
 from daskflow.core.states import State, StateType
+from daskflow.driver.connect import open_client
 from daskflow.driver.flowrun import FlowRun, RunControl
 from daskflow.exceptions import FlowDefinitionError, FlowRunError
 from daskflow.wire import storage_options, storage_url
@@ -83,6 +89,38 @@ def _given(owner: str, ours: str, pair: tuple[Any, Any], default: Any) -> Any:
     return prefects
 
 
+class SharedCluster:
+    """The ``cluster=`` of a retried flow's attempts when it starts a cluster:
+    the first attempt starts it, the next ones use it, :meth:`close` ends it."""
+
+    def __init__(self, cluster: Any) -> None:
+        self.cluster = cluster
+        self._stack = contextlib.ExitStack()
+        self._client: Any = None
+
+    @classmethod
+    def wrap(cls, flow: Any, cluster: Any) -> Any:
+        """``cluster``, shared by the attempts if the flow retries and it starts one."""
+        cluster = flow.cluster if cluster is None else cluster
+        temporary = cluster is None or (isinstance(cluster, ClusterSpec)
+                                        and not isinstance(cluster, Address))
+        return cls(cluster) if flow.retries and temporary else cluster
+
+    @contextlib.contextmanager
+    def __daskflow_open__(self) -> Iterator[Any]:
+        if self._client is None or self._client.status not in ("running", "connecting"):
+            self._stack.close()  # (a cluster lost meanwhile: start another)
+            self._client = self._stack.enter_context(open_client(self.cluster))
+        yield self._client
+
+    def close(self) -> bool:
+        """End what the attempts started; whether there was something."""
+        started = self._client is not None
+        self._client = None
+        self._stack.close()
+        return started
+
+
 def run(flow: Any, make: Make, go: Go, resume: str | None) -> FlowRun:
     """Run the first attempt of ``make(1, None)`` with ``go``, then the next ones
     (:func:`carry_on`); the attempts' private store ``resume`` is removed at the end."""
@@ -91,12 +129,13 @@ def run(flow: Any, make: Make, go: Go, resume: str | None) -> FlowRun:
     try:
         go(engine)
     except BaseException:
-        _remove(resume)
+        _end(resume, engine.cluster, engine.flow_run)
         raise
-    return carry_on(flow, make, go, resume, engine.flow_run)
+    return carry_on(flow, make, go, resume, engine.flow_run, engine.cluster)
 
 
-def carry_on(flow: Any, make: Make, go: Go, resume: str | None, run: FlowRun) -> FlowRun:
+def carry_on(flow: Any, make: Make, go: Go, resume: str | None, run: FlowRun,
+             cluster: Any = None) -> FlowRun:
     """While ``run`` ended Failed and retries are left: wait the delay, then run
     the next attempt in the same FlowRun.  ``flow.submit`` calls this in the
     run's thread once its first attempt ended."""
@@ -120,10 +159,17 @@ def carry_on(flow: Any, make: Make, go: Go, resume: str | None, run: FlowRun) ->
             engine.last_attempt = functools.partial(ends, attempt + 1 > flow.retries)
             go(engine)
     finally:
-        _remove(resume)
+        _end(resume, cluster, run)
         if not run.done() and run._ended:  # never leave a run nobody can wait for
             control.settle()
     return run
+
+
+def _end(resume: str | None, cluster: Any, run: FlowRun) -> None:
+    """After the last attempt: its results' store removed, a shared cluster closed."""
+    _remove(resume)
+    if isinstance(cluster, SharedCluster) and cluster.close():
+        RunControl(run).cluster_closed()
 
 
 def _cancelled_while_waiting(control: RunControl, delay: float) -> bool:

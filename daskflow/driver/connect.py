@@ -81,6 +81,23 @@ def open_backend(cluster: Any) -> Iterator[Backend]:
 
 
 @contextlib.contextmanager
+def open_client(cluster: Any) -> Iterator[Any]:
+    """A ``distributed.Client`` for ``cluster=`` None (the default Client, or a
+    temporary LocalCluster) or a spec (a handle of its own); what this started
+    is closed at the end.  (A retried flow's attempts share it.)"""
+    if cluster is None:
+        client = _default_client()
+        if client is not None:
+            yield client
+            return
+        with _temporary_local_cluster() as client:
+            yield client
+        return
+    with cluster.__daskflow_open__() as client:
+        yield client
+
+
+@contextlib.contextmanager
 def _owned(client: Any) -> Iterator[DistributedBackend]:
     """A backend on a client this run opened: unsubscribed before it closes."""
     backend = DistributedBackend(client)

@@ -467,3 +467,26 @@ def test_a_cached_task_in_a_retried_flow_keeps_its_own_store(tmp_path):
     flow.run(path, cluster="sync")
     again = flow.run(path, cluster="sync")  # a new run: the cache, not the retry store
     assert again.states["kept"].name == "Cached" and lines(path) == ["kept"]
+
+
+@df.task
+def scheduler_of(path, x):
+    from distributed import get_worker
+
+    note(path, "scheduler-" + get_worker().scheduler.address.replace(":", "_"))
+    return x
+
+
+@df.flow(retries=1)
+def on_a_temporary_cluster(path: str):
+    return flaky(path, [scheduler_of.with_options(cache=False)(path, 1)])  # runs each attempt
+
+
+def test_the_attempts_share_the_temporary_cluster_they_start(tmp_path, cleanup):  # noqa: F811
+    path = str(tmp_path / "journal")
+    spec = df.clusters.Local(n_workers=1, processes=False, dashboard_address=":0")
+    run = on_a_temporary_cluster.run(path, cluster=spec)
+    assert run.result() == [10] and run.attempt == 2 and run.cluster_closed
+    used = {x for x in lines(path) if x.startswith("scheduler-")}
+    assert len(used) == 1, used  # one scheduler served both attempts
+    assert [x for x in lines(path) if x.startswith("scheduler-")] == [*used] * 2
