@@ -43,7 +43,7 @@ from daskflow.clusters.base import ClusterSpec
 from daskflow.core.hooks import run_flow_hooks
 from daskflow.core.options import positive_seconds
 from daskflow.core.states import State, StateType
-from daskflow.driver.connect import open_client
+from daskflow.driver.connect import current_client, open_client
 from daskflow.driver.flowrun import FlowRun, RunControl
 from daskflow.exceptions import FlowDefinitionError, FlowRunError
 from daskflow.wire import storage_options, storage_url
@@ -100,10 +100,11 @@ class SharedCluster:
 
     @classmethod
     def wrap(cls, flow: Any, cluster: Any) -> Any:
-        """``cluster``, shared by the attempts if the flow retries and it starts one."""
+        """``cluster``, shared by the attempts if the flow retries and it starts one
+        (None with a default Client uses that Client: nothing to share)."""
         cluster = flow.cluster if cluster is None else cluster
-        temporary = cluster is None or (isinstance(cluster, ClusterSpec)
-                                        and not isinstance(cluster, Address))
+        temporary = (cluster is None and current_client() is None) or (
+            isinstance(cluster, ClusterSpec) and not isinstance(cluster, Address))
         return cls(cluster) if flow.retries and temporary else cluster
 
     @contextlib.contextmanager
