@@ -180,9 +180,9 @@ class Engine:
             raise RunCancelled(f"flow run {self.name!r} ({self.run_id}) was cancelled")
 
     def _time_out(self) -> None:
-        """The flow's timeout passed: the run stops at its next check."""
+        """The flow's timeout passed: the run stops at its next check (its
+        FlowRun is not cancelled: a retried flow's next attempt goes on in it)."""
         self._timed_out = True
-        self.control.request_cancel()
 
     # -- the run ---------------------------------------------------------------------
     def execute(self) -> None:

@@ -490,3 +490,22 @@ def test_the_attempts_share_the_temporary_cluster_they_start(tmp_path, cleanup):
     used = {x for x in lines(path) if x.startswith("scheduler-")}
     assert len(used) == 1, used  # one scheduler served both attempts
     assert [x for x in lines(path) if x.startswith("scheduler-")] == [*used] * 2
+
+
+@df.task
+def slow_first(path):
+    note(path, "try")
+    if lines(path).count("try") == 1:
+        time.sleep(1.5)
+    return "done"
+
+
+@df.flow(timeout=0.5, retries=1)
+def times_out_once(path: str):
+    return step(path, slow_first(path))
+
+
+def test_a_timed_out_attempt_is_retried(on, tmp_path):
+    path = str(tmp_path / "journal")
+    run = times_out_once.run(path, cluster=on)
+    assert run.attempt == 2 and run.result() == "done", run.state
