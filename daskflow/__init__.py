@@ -21,6 +21,7 @@ from daskflow.artifact import (
     create_markdown_artifact,
     create_table_artifact,
 )
+from daskflow.core.retrying import exponential_backoff
 from daskflow.core.signals import (
     FAIL,
     SKIP,
@@ -34,6 +35,7 @@ from daskflow.core.signals import (
 from daskflow.core.states import State, StateType
 from daskflow.define.build import allow_failure, unmapped
 from daskflow.define.resources import resource, resource_manager
+from daskflow.define.tags import tags
 from daskflow.define.task import Task, task
 from daskflow.define.waits import as_completed, wait
 from daskflow.driver.flowrun import FlowRun
@@ -46,6 +48,7 @@ from daskflow.exceptions import (
     DaskflowError,
     FlowDefinitionError,
     FlowRunError,
+    FlowTimeoutError,
     MappingError,
     MissingContextError,
     NotifyError,
@@ -53,6 +56,7 @@ from daskflow.exceptions import (
     RemoteTaskError,
     ResourceError,
     ResultNotAvailable,
+    RunNameError,
     ScheduleError,
     ShellError,
     TaskTimeoutError,
@@ -78,6 +82,7 @@ __all__ = [
     "FlowDefinitionError",
     "FlowRun",
     "FlowRunError",
+    "FlowTimeoutError",
     "MappingError",
     "MissingContextError",
     "NotifyError",
@@ -85,6 +90,7 @@ __all__ = [
     "RemoteTaskError",
     "ResourceError",
     "ResultNotAvailable",
+    "RunNameError",
     "SKIP",
     "ScheduleError",
     "ShellError",
@@ -110,12 +116,14 @@ __all__ = [
     "create_link_artifact",
     "create_markdown_artifact",
     "create_table_artifact",
+    "exponential_backoff",
     "flow",
     "get_run_logger",
     "notify",
     "resource",
     "resource_manager",
     "shell",
+    "tags",
     "task",
     "unmapped",
     "wait",

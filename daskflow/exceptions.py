@@ -5,7 +5,8 @@
     DaskflowError
     ├── FlowDefinitionError     the flow body misuses a lazy reference or an option
     │   ├── MappingError        a .map with nothing to map over, or over what cannot be mapped
-    │   └── CacheKeyError       a cached task whose key cannot be computed
+    │   ├── CacheKeyError       a cached task whose key cannot be computed
+    │   └── RunNameError        a task_run_name/flow_run_name naming no parameter
     ├── CacheMissError          a stored result found before the run, gone when needed
     ├── ParameterError          unknown, missing or mistyped flow parameter
     ├── ClusterError            a cluster= value that cannot be used or reached
@@ -15,6 +16,7 @@
     ├── ResultNotAvailable      asking a state for a result that stayed on the cluster
     ├── WaitTimeout             ref.result(timeout=...) in a flow body: the task is not done
     ├── TaskTimeoutError        a task attempt ran longer than its timeout
+    ├── FlowTimeoutError        a flow run ran longer than its timeout (it ends TimedOut)
     ├── ResourceError           a resource whose cleanup could not be run
     ├── ConcurrencyLimitError   a tag limit that differs from the one the scheduler holds
     ├── FlowRunError            a flow run ended without a state for a task (crash)
@@ -48,6 +50,11 @@ class MappingError(FlowDefinitionError):
 class CacheKeyError(FlowDefinitionError):
     """A cached task whose key cannot be computed (an argument with no
     deterministic encoding, or a ``cache_key`` that returned no str)."""
+
+
+class RunNameError(FlowDefinitionError):
+    """A ``task_run_name`` or ``flow_run_name`` template naming a field that is
+    not a parameter, or a run name function that returned no str."""
 
 
 class CacheMissError(DaskflowError):
@@ -87,6 +94,11 @@ class WaitTimeout(DaskflowError, TimeoutError):
 
 class TaskTimeoutError(DaskflowError, TimeoutError):
     """A task attempt exceeded its ``timeout``."""
+
+
+class FlowTimeoutError(DaskflowError, TimeoutError):
+    """A flow run exceeded its ``timeout``: its tasks were cancelled and its
+    resources cleaned up (the run's state is Failed, named TimedOut)."""
 
 
 class ResourceError(DaskflowError):

@@ -23,15 +23,25 @@ from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
 from daskflow import serve as schedule
-from daskflow.core.hooks import check_hooks
+from daskflow.core.hooks import Hooks, bound, check_hooks
 from daskflow.core.options import check_limits, check_options
-from daskflow.define.build import Builder, Ref, WaitOutsideRun, check_built, current_builder
+from daskflow.core.params import coerce
+from daskflow.core.retrying import check_run_name, format_run_name
+from daskflow.define.build import (
+    Builder,
+    Ref,
+    WaitOutsideRun,
+    check_built,
+    current_builder,
+    refs_in,
+)
+from daskflow.driver import attempts
 from daskflow.driver.connect import check_cluster
 from daskflow.driver.engine import Engine, returned_nodes
 from daskflow.driver.flowrun import FlowRun
 from daskflow.driver.history import record_failed_start
 from daskflow.driver.limits import resolve as resolve_limits
-from daskflow.exceptions import DaskflowError, FlowDefinitionError, ParameterError
+from daskflow.exceptions import DaskflowError, FlowDefinitionError, ParameterError, RunNameError
 from daskflow.ui import progress as live
 from daskflow.ui.visualize import to_graphviz
 
@@ -66,9 +76,28 @@ class Flow(Generic[R]):
     fuse : bool, optional
         Fuse linear chains and element-wise map chains into one Dask task
         each (default: the setting ``daskflow.optimization.fuse``, on).
-    on_completion, on_failure, on_crashed, on_cancellation : list of callables, optional
+    on_completion, on_failure, on_crashed, on_cancellation, on_running : list of callables, optional
         Flow hooks, each called as ``hook(flow, run)`` on the driver when a
-        run ends in that state (see :mod:`daskflow.core.hooks`).
+        run ends in that state (``on_running``: as it starts), see
+        :mod:`daskflow.core.hooks`; each is also a decorator adding one
+        (``@my_flow.on_failure``).
+    flow_run_name : str or callable, optional
+        The run's name: a template formatted with the parameters
+        (``"etl-{day}"``) or a function returning a str (called with no
+        argument, or with the parameters as a dict); ``run.run_name``.
+    retries : int
+        Run the flow again, up to this many times, when a run ends Failed;
+        a new attempt reuses the results of the tasks that completed (see
+        :mod:`daskflow.driver.attempts`).
+    retry_delay : float or list of float
+        Seconds before each new attempt (``retry_delay_seconds=``: Prefect's name).
+    timeout : float, optional
+        Seconds a run may take: then its tasks are cancelled, its resources
+        cleaned up, and it ends Failed, named TimedOut, with
+        ``FlowTimeoutError`` (``timeout_seconds=``: Prefect's name).
+    validate_parameters : bool
+        Check the parameters against their type hints, coercing as Prefect
+        does with pydantic installed (default True; see :mod:`daskflow.core.params`).
 
     Examples
     --------
@@ -83,11 +112,21 @@ class Flow(Generic[R]):
     [2, 4, 6]
     """
 
+    # the hook options: tuples of hooks, each also a decorator (``@my_flow.on_failure``)
+    on_completion: Hooks
+    on_failure: Hooks
+    on_crashed: Hooks
+    on_cancellation: Hooks
+    on_running: Hooks
+
     def __init__(self, fn: Callable[..., R], *, name: str | None = None,
                  cluster: Any = None, scatter: bool = True, concurrency: Any = None,
                  cache: bool | None = None, result_storage: str | None = None,
-                 fuse: bool | None = None, on_completion: Any = None, on_failure: Any = None, on_crashed: Any = None,
-                 on_cancellation: Any = None) -> None:
+                 fuse: bool | None = None, on_completion: Any = None, on_failure: Any = None,
+                 on_crashed: Any = None, on_cancellation: Any = None, on_running: Any = None,
+                 flow_run_name: Any = None, retries: int = 0, retry_delay: Any = 0.0,
+                 timeout: Any = None, validate_parameters: bool = True,
+                 retry_delay_seconds: Any = None, timeout_seconds: Any = None) -> None:
         if not callable(fn):
             raise FlowDefinitionError(f"@flow needs a function, got {fn!r}")
         self.fn = fn
@@ -101,11 +140,40 @@ class Flow(Generic[R]):
         self.cache = None if cache is None else bool(cache)
         self.result_storage = result_storage
         self.fuse = None if fuse is None else bool(fuse)
-        self.on_completion = check_hooks("flow", self.name, "on_completion", on_completion)
-        self.on_failure = check_hooks("flow", self.name, "on_failure", on_failure)
-        self.on_crashed = check_hooks("flow", self.name, "on_crashed", on_crashed)
-        self.on_cancellation = check_hooks("flow", self.name, "on_cancellation", on_cancellation)
+        given = {"on_completion": on_completion, "on_failure": on_failure,
+                 "on_crashed": on_crashed, "on_cancellation": on_cancellation,
+                 "on_running": on_running}
+        for option, hooks in given.items():  # each also a decorator: @my_flow.on_failure
+            setattr(self, option, bound(self, option, check_hooks("flow", self.name, option,
+                                                                  hooks)))
+        self.flow_run_name = check_run_name(f"flow {self.name!r}", "flow_run_name",
+                                            flow_run_name, self.signature)
+        self.retries, self.retry_delay, self.timeout = attempts.check(
+            f"flow {self.name!r}", retries, (retry_delay, retry_delay_seconds),
+            (timeout, timeout_seconds))
+        self.validate_parameters = bool(validate_parameters)
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def with_options(self, **options: Any) -> Flow[R]:
+        """A copy of this flow with some options changed (Prefect 3's), e.g.
+        ``etl.with_options(name="etl-test", retries=2, cluster="sync")``."""
+        current = self._options()
+        check_options(f"{self.name}.with_options()", options, _FLOW_OPTIONS)
+        for prefects, ours in (("retry_delay_seconds", "retry_delay"),
+                               ("timeout_seconds", "timeout")):
+            if prefects in options:
+                current.pop(ours)
+        return Flow(self.fn, **{**current, **options})
+
+    def _options(self) -> dict[str, Any]:
+        hooks = ("on_completion", "on_failure", "on_crashed", "on_cancellation", "on_running")
+        return {"name": self.name, "cluster": self.cluster, "scatter": self.scatter,
+                "concurrency": self.concurrency or None, "cache": self.cache,
+                "result_storage": self.result_storage, "fuse": self.fuse,
+                **{h: list(getattr(self, h)) for h in hooks},
+                "flow_run_name": self.flow_run_name, "retries": self.retries,
+                "retry_delay": list(self.retry_delay), "timeout": self.timeout,
+                "validate_parameters": self.validate_parameters}
 
     # -- parameters and build --------------------------------------------------
     def bind(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -122,9 +190,7 @@ class Flow(Generic[R]):
         except TypeError as err:
             raise ParameterError(self._bind_error(err, kwargs)) from None
         bound.apply_defaults()
-        params = dict(bound.arguments)
-        self._check_values(params)
-        return params
+        return self._check_values(dict(bound.arguments))
 
     def as_call(self, parameters: Mapping[str, Any]) -> tuple[tuple, dict[str, Any]]:
         """The positional and keyword arguments of a call with these ``parameters``
@@ -177,28 +243,34 @@ class Flow(Generic[R]):
         raise ParameterError(f"parameter {p.name!r} of flow {self.name!r} ({what}; got "
                              f"{type(value).__name__} {value!r:.60}")
 
-    def _check_values(self, params: dict[str, Any]) -> None:
-        """Type hints (PEP 484: ``*args: int`` types each extra positional value,
-        ``**kwargs: int`` each extra keyword's), and no run option among the
-        extra keywords (``flow.run`` takes those names itself)."""
-        hints = _hints(self.fn)
+    def _check_values(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The parameters checked against their type hints and coerced (see
+        :mod:`daskflow.core.params`; PEP 484: ``*args: int`` types each extra
+        positional value, ``**kwargs: int`` each extra keyword's), and no run
+        option among the extra keywords (``flow.run`` takes those names itself)."""
+        hints = _hints(self.fn) if self.validate_parameters else {}
+        out = dict(params)
         for pname, value in params.items():
             kind = self.signature.parameters[pname].kind
-            if kind is inspect.Parameter.VAR_POSITIONAL:
-                items = [(f"value {i} of *{pname}", v) for i, v in enumerate(value)]
-            elif kind is inspect.Parameter.VAR_KEYWORD:
+            if kind is inspect.Parameter.VAR_KEYWORD:
                 _refuse_run_options(self.name, pname, value)
-                items = [(f"parameter {k!r} (in **{pname})", v) for k, v in value.items()]
-            else:
-                items = [(f"parameter {pname!r}", value)]
             hint = hints.get(pname)
             if hint is None:
                 continue
-            for what, v in items:
-                if not isinstance(v, Ref) and not _matches(v, hint):
-                    raise ParameterError(
-                        f"{what} of flow {self.name!r} must be {_hint_name(hint)}, "
-                        f"got {type(v).__name__} {v!r:.60}")
+            if kind is inspect.Parameter.VAR_POSITIONAL:
+                out[pname] = tuple(self._coerce(v, hint, f"value {i} of *{pname}")
+                                   for i, v in enumerate(value))
+            elif kind is inspect.Parameter.VAR_KEYWORD:
+                out[pname] = {k: self._coerce(v, hint, f"parameter {k!r} (in **{pname})")
+                              for k, v in value.items()}
+            else:
+                out[pname] = self._coerce(value, hint, f"parameter {pname!r}")
+        return out
+
+    def _coerce(self, value: Any, hint: Any, what: str) -> Any:
+        if isinstance(value, Ref):
+            return value
+        return coerce(value, hint, f"{what} of flow {self.name!r}", deep=not refs_in(value))
 
     def _bind_error(self, err: TypeError, kwargs: dict[str, Any]) -> str:
         """What is wrong with a call's parameters: every unknown one (with a
@@ -300,17 +372,28 @@ class Flow(Generic[R]):
         ``progress=False`` hides the live progress (see :mod:`daskflow.ui.progress`);
         ``fuse=False`` keeps one Dask task per task run.
         """
-        engine = self._engine("run", args, kwargs, cluster, scatter, concurrency, refresh_cache,
-                              fuse)
         mode = live.wanted(progress)
-        trackers: list[Any] = []
-        engine.on_start = lambda run: trackers.append(live.follow(run, mode))
-        try:
-            return engine.run()
-        finally:
-            for tracker in trackers:
-                if tracker is not None:
-                    tracker.stop()
+        resume = attempts.private_store(self)  # None: no retries, or cache=True
+        cluster = attempts.SharedCluster.wrap(self, cluster)  # one for all attempts
+        first = self._engine("run", args, kwargs, cluster, scatter, concurrency, refresh_cache,
+                             fuse, resume)  # bad parameters raise here, before anything
+
+        def make(attempt: int, run: FlowRun | None) -> Engine:
+            return first if attempt == 1 else self._engine(
+                "run", args, kwargs, cluster, scatter, concurrency, refresh_cache, fuse, resume,
+                run)
+
+        def go(engine: Engine) -> FlowRun:
+            trackers: list[Any] = []
+            engine.on_start = lambda run: trackers.append(live.follow(run, mode))
+            try:
+                return engine.run()
+            finally:
+                for tracker in trackers:
+                    if tracker is not None:
+                        tracker.stop()
+
+        return attempts.run(self, make, go, resume)
 
     def submit(self, *args: Any, cluster: Any = None, scatter: bool | None = None,
                concurrency: Any = None, refresh_cache: bool = False, progress: Any = None,
@@ -322,17 +405,29 @@ class Flow(Generic[R]):
         ``run.states`` / ``run.state`` show where it is.  Parameters are
         checked and the body is built (up to its first wait for a value)
         before this returns, so those errors raise here; the rest of the
-        body runs in that thread.
+        body runs in that thread, and so do the next attempts of a flow with
+        ``retries`` (in the same FlowRun: ``run.attempt``).
         """
+        resume = attempts.private_store(self)
+        cluster = attempts.SharedCluster.wrap(self, cluster)  # one for all attempts
         engine = self._engine("submit", args, kwargs, cluster, scatter, concurrency,
-                              refresh_cache, fuse)
+                              refresh_cache, fuse, resume)
+        if self.retries:
+            def make(attempt: int, run: FlowRun | None) -> Engine:
+                return self._engine("submit", args, kwargs, cluster, scatter, concurrency,
+                                    refresh_cache, fuse, resume, run)
+
+            engine.last_attempt = functools.partial(attempts.ends, False)
+            engine.then = lambda: attempts.carry_on(self, make, Engine.run, resume,
+                                                    engine.flow_run, cluster)
         run = engine.submit()
         live.follow(run, live.wanted(progress))  # its thread ends with the run
         return run
 
     def _engine(self, how: str, args: tuple, kwargs: dict, cluster: Any,
                 scatter: bool | None, concurrency: Any = None,
-                refresh_cache: bool = False, fuse: bool | None = None) -> Engine:
+                refresh_cache: bool = False, fuse: bool | None = None,
+                resume: str | None = None, previous: FlowRun | None = None) -> Engine:
         if current_builder() is not None:
             raise FlowDefinitionError(
                 f"{self.name}.{how}() was called inside a flow body; call {self.name}(...) "
@@ -342,16 +437,32 @@ class Flow(Generic[R]):
             check_cluster(cluster)
             limits = check_limits(f"this run of flow {self.name!r}", concurrency)
             params = self.bind(*args, **kwargs)
+            run_name = self._run_name(params)
         except DaskflowError as err:  # the run never started: its record says why
             record_failed_start(self.name, err)
             # the message says it all: daskflow's checking frames would only push
             # the caller's line up the screen
             raise err.with_traceback(None) from None
-        return Engine(self.name, params, functools.partial(self._body, params), cluster,
-                      self.scatter if scatter is None else scatter, flow=self,
-                      limits=resolve_limits(self.concurrency, limits),
-                      cache=(self.cache, self.result_storage, bool(refresh_cache)),
-                      fuse=self.fuse if fuse is None else bool(fuse))
+        engine = Engine(self.name, params, functools.partial(self._body, params), cluster,
+                        self.scatter if scatter is None else scatter, flow=self,
+                        limits=resolve_limits(self.concurrency, limits),
+                        cache=(self.cache, self.result_storage, bool(refresh_cache)),
+                        fuse=self.fuse if fuse is None else bool(fuse), flow_run=previous)
+        engine.flow_run.run_name, engine.timeout = run_name, self.timeout
+        engine.resume = resume
+        return engine
+
+    def _run_name(self, params: dict[str, Any]) -> str | None:
+        """The run's ``flow_run_name``, formatted before anything starts."""
+        if self.flow_run_name is None:
+            return None
+        try:
+            return format_run_name(self.flow_run_name, params)
+        except RunNameError:
+            raise
+        except Exception as err:
+            raise RunNameError(f"flow_run_name {self.flow_run_name!r} of flow {self.name!r} "
+                               f"could not be formatted: {type(err).__name__}: {err}") from None
 
     def serve(self, *, cron: str | None = None, interval: Any = None,
               parameters: dict[str, Any] | None = None, cluster: Any = None, tz: Any = None,
@@ -406,10 +517,12 @@ class Flow(Generic[R]):
         return f"<Flow {self.name}>"
 
 
+_FLOW_OPTIONS = [p for p in inspect.signature(Flow.__init__).parameters if p not in ("self", "fn")]
+
+
 def flow(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Make a function a flow: ``@flow`` or ``@flow(name=..., cluster=...)``."""
-    check_options("@flow", options, [p for p in inspect.signature(Flow.__init__).parameters
-                                     if p not in ("self", "fn")])
+    check_options("@flow", options, _FLOW_OPTIONS)
     if fn is None:
         return lambda f: Flow(f, **options)
     return Flow(fn, **options)
@@ -494,30 +607,3 @@ def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
         return typing.get_type_hints(fn)
     except Exception:  # unresolvable forward references: skip checking
         return {}
-
-
-def _matches(value: Any, hint: Any) -> bool:
-    """A shallow isinstance check that understands Optional, Union, list[int], Literal."""
-    if hint is Any or isinstance(hint, TypeVar):
-        return True
-    origin = typing.get_origin(hint)
-    if origin is typing.Union or (origin is not None and origin.__name__ == "UnionType"):
-        return any(_matches(value, h) for h in typing.get_args(hint))
-    if origin is typing.Literal:
-        return value in typing.get_args(hint)
-    if origin is not None:
-        hint = origin
-    if isinstance(value, bool) and hint in (int, float):
-        return False  # True is an int to Python, never a count or a size to a user
-    if hint is float and isinstance(value, int):
-        return True  # PEP 484: an int is acceptable where a float is expected
-    if hint is type(None):
-        return value is None
-    try:
-        return isinstance(value, hint)
-    except TypeError:
-        return True
-
-
-def _hint_name(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or repr(hint).replace("typing.", "")

@@ -88,7 +88,7 @@ class TaskSpec:
         self.timeout = task.timeout
         self.run = run
         self.limits = tuple(lim for lim in run.limits if lim[0] in task.tags)
-        self.cache = run.results.for_task(task) if run.results is not None else None
+        self.cache = run.results.for_task(task, kind) if run.results is not None else None
         self.log_prints = task.log_prints if task.log_prints is not None else run.log_prints
         self._blob: tuple[bytes, bytes] | None = None
 
@@ -148,7 +148,7 @@ class Call:
     """One Dask task: its spec, node name, key, map index and argument template."""
 
     __slots__ = ("spec", "name", "key", "index", "args", "kwargs", "subst", "allowed", "ndata",
-                 "cache")
+                 "cache", "run_name")
 
     def __init__(self, spec: TaskSpec, name: str, key: Any, index: int | None, args: tuple,
                  kwargs: dict, subst: bool, allowed: frozenset[int], ndata: int = 0,
@@ -163,6 +163,7 @@ class Call:
         self.allowed = allowed
         self.ndata = ndata  # the last `ndata` inputs are scattered data, not states
         self.cache = cache  # the result's cache key, when the task stores its result
+        self.run_name: str | None = None  # task_run_name, formatted on the worker
 
     def __reduce__(self) -> Any:
         if self.cache is None:
@@ -180,6 +181,11 @@ class Call:
     def display_name(self) -> str:
         name = self.name
         return name if self.index is None else f"{name}[{self.index}]"
+
+    @property
+    def label(self) -> str:
+        """The run name (``task_run_name=``) once formatted, else :attr:`display_name`."""
+        return self.run_name or self.display_name
 
 
 class ResourcesByKey:
@@ -259,7 +265,10 @@ class ResultSettings:
 
     def __init__(self, mode: str, storage: str, refresh: bool, expiration: float | None,
                  serializer: Any, options: dict[str, Any] | None = None) -> None:
-        self.mode = mode  # "cache" (read and write) or "persist" (write only)
+        # "cache" (read and write), "persist" (write only), or "resume" (read and
+        # write a retried flow run's own results; an argument that cannot be
+        # encoded means the task runs again, never an error)
+        self.mode = mode
         self.storage, self.refresh = storage, refresh
         self.expiration, self.serializer = expiration, serializer
         self.options = options or {}  # fsspec storage options (endpoint, credentials)
@@ -269,10 +278,17 @@ class ResultSettings:
                                  self.serializer, self.options))
 
 
-def store_mode(task: Any, flow_cache: bool | None) -> str | None:
+READS = ("cache", "resume")  # the modes that read stored results
+
+
+def store_mode(task: Any, flow_cache: bool | str | None, kind: str = "task") -> str | None:
     """How a task uses the result store in a flow with ``cache=flow_cache``:
-    ``"cache"`` (read and write), ``"persist"`` (write only) or None."""
+    ``"cache"`` (read and write), ``"persist"`` (write only) or None.
+    ``flow_cache="resume"``: a flow run with retries keeps the results of its
+    tasks (not of resource setups and cleanups) for its next attempt."""
     cache = task.cache if task.cache is not None else flow_cache
+    if cache == "resume":
+        return "persist" if task.persist else ("resume" if kind == "task" else None)
     return "cache" if cache else ("persist" if task.persist else None)
 
 
@@ -285,27 +301,34 @@ class RunResults:
     True
     """
 
-    __slots__ = ("flow_cache", "storage", "refresh", "options")
+    __slots__ = ("flow_cache", "storage", "refresh", "options", "resume")
 
-    def __init__(self, flow_cache: bool, storage: str, refresh: bool,
-                 options: dict[str, Any]) -> None:
+    def __init__(self, flow_cache: bool | str, storage: str, refresh: bool,
+                 options: dict[str, Any], resume: str | None = None) -> None:
         self.flow_cache, self.storage = flow_cache, storage
         self.refresh, self.options = refresh, options
+        self.resume = resume  # a retried flow run's own store (flow_cache "resume")
 
     @classmethod
-    def of_flow(cls, flow_cache: bool, result_storage: str | None, refresh: bool) -> RunResults:
-        """The settings of a run of a flow with these options, read now."""
-        return cls(bool(flow_cache), storage_url(result_storage), bool(refresh),
-                   storage_options())
+    def of_flow(cls, flow_cache: bool | None, result_storage: str | None,
+                refresh: bool, resume: str | None = None) -> RunResults:
+        """The settings of a run of a flow with these options, read now
+        (``resume``: the store of a retried flow run's attempts)."""
+        return cls("resume" if resume else bool(flow_cache), storage_url(result_storage),
+                   bool(refresh), storage_options(), resume)
 
     def __reduce__(self) -> Any:
-        return (RunResults, (self.flow_cache, self.storage, self.refresh, self.options))
+        return (RunResults, (self.flow_cache, self.storage, self.refresh, self.options,
+                             self.resume))
 
-    def for_task(self, task: Any) -> ResultSettings | None:
+    def for_task(self, task: Any, kind: str = "task") -> ResultSettings | None:
         """The task's use of the store in this run; None if it stores nothing."""
-        mode = store_mode(task, self.flow_cache)
+        mode = store_mode(task, self.flow_cache, kind)
         if mode is None:
             return None
+        if mode == "resume":  # a retried run's results are its own
+            return ResultSettings(mode, str(self.resume), False, None, task.serializer,
+                                  self.options)
         storage = storage_url(task.result_storage) if task.result_storage else self.storage
         return ResultSettings(mode, storage, self.refresh, task.cache_expiration,
                               task.serializer, self.options)

@@ -38,7 +38,7 @@ from daskflow.core.fingerprint import VERSION, Unencodable, code_version, encode
 from daskflow.core.walk import transform
 from daskflow.define.build import Ref, allow_failure, unmapped
 from daskflow.exceptions import CacheKeyError
-from daskflow.wire import ResultSettings, RunResults
+from daskflow.wire import READS, ResultSettings, RunResults
 from daskflow.worker.store import filesystem, locate
 
 log = logging.getLogger("daskflow.cache")
@@ -141,7 +141,7 @@ class KeyPlan:
         counts: dict[int, int] = {}
         for node in nodes:
             st = self.settings.get(node.index)
-            if (st is None or st.mode != "cache" or st.refresh or node.kind != "task"
+            if (st is None or st.mode not in READS or st.refresh or node.kind != "task"
                     or node.task.cache_key is not None or self.base.get(node.index) is None):
                 continue
             if node.mapped is not None and node.length is None:

@@ -1,8 +1,9 @@
 """State hooks: user functions called when a task or a flow run reaches a state.
 
 Task hooks (``@task(on_completion=[...], on_failure=[...], on_retry=[...],
-on_skip=[...])``) run **on the worker**, in the task's own thread, right
-after its state is final (``on_retry`` before each retry's delay), called as
+on_skip=[...], on_running=[...])``) run **on the worker**, in the task's own
+thread, right after its state is final (``on_retry`` before each retry's
+delay, ``on_running`` once before its first attempt), called as
 ``hook(task, state)`` with ``df.context()`` and ``df.get_run_logger()``
 available.  While they run the task gives its worker thread back to Dask
 (``secede``), so a slow hook holds no other task; only that task's
@@ -10,7 +11,13 @@ dependents wait for it, as they wait for the task.
 
 Flow hooks (``@flow(on_completion=..., on_failure=..., on_crashed=...,
 on_cancellation=...)``) run **on the driver** when the run ends, called as
-``hook(flow, run)`` with the finished :class:`~daskflow.FlowRun`.
+``hook(flow, run)`` with the finished :class:`~daskflow.FlowRun`
+(``on_running`` as the run starts, once per attempt of a retried flow).
+
+As in Prefect 3, each hook option is also a decorator that adds a hook::
+
+    @my_task.on_failure
+    def alert(task, state): ...
 
 A hook that raises is logged with its name and never changes a state.
 """
@@ -28,8 +35,34 @@ Hook = Callable[[Any, Any], Any]
 
 _TASK_STATE_HOOK = {StateType.COMPLETED: "on_completion", StateType.FAILED: "on_failure",
                     StateType.SKIPPED: "on_skip"}
-_FLOW_STATE_HOOK = {StateType.COMPLETED: "on_completion", StateType.FAILED: "on_failure",
+_FLOW_STATE_HOOK = {StateType.RUNNING: "on_running",
+                    StateType.COMPLETED: "on_completion", StateType.FAILED: "on_failure",
                     StateType.CRASHED: "on_crashed", StateType.CANCELLED: "on_cancellation"}
+
+
+class Hooks(tuple):
+    """The hooks of one option: a tuple, and a decorator that adds one to its
+    owner (``@my_task.on_failure``, as Prefect 3 allows)."""
+
+    owner: Any = None
+    option = ""
+
+    def __call__(self, fn: Hook) -> Hook:
+        if self.owner is None or not callable(fn):
+            raise FlowDefinitionError(f"@{self.option or 'hook'} decorates a function "
+                                      f"called as hook(owner, state), got {fn!r}")
+        setattr(self.owner, self.option, bound(self.owner, self.option, (*self, fn)))
+        return fn
+
+    def __reduce__(self) -> Any:
+        return (tuple, (tuple(self),))
+
+
+def bound(owner: Any, option: str, hooks: tuple[Hook, ...]) -> Hooks:
+    """``hooks`` as the value of ``owner.<option>``."""
+    out = Hooks(hooks)
+    out.owner, out.option = owner, option
+    return out
 
 
 def check_hooks(kind: str, name: str, option: str, hooks: Any) -> tuple[Hook, ...]:

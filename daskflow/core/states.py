@@ -65,7 +65,7 @@ class State:
 
     __slots__ = ("type", "name", "message", "_result", "exception", "traceback",
                  "attempts", "start", "end", "task_name", "map_index", "worker", "tries",
-                 "reruns", "_origin")
+                 "reruns", "run_name", "_origin")
 
     def __init__(
         self,
@@ -84,6 +84,7 @@ class State:
         worker: str | None = None,
         tries: tuple[tuple[float, float], ...] = (),
         reruns: int = 0,
+        run_name: str | None = None,
     ) -> None:
         self.type = type
         self.name = name or type.value.capitalize()
@@ -99,6 +100,7 @@ class State:
         self.worker = worker
         self.tries = tries  # (start, end) of each attempt, when there were retries
         self.reruns = reruns  # times Dask ran the task again after its result was lost
+        self.run_name = run_name  # task_run_name / flow_run_name, formatted
         self._origin: Any = None  # (RunInfo, key) of the task run, on a worker
 
     # -- predicates -------------------------------------------------------
@@ -165,7 +167,7 @@ class State:
             self.type, name=self.name, message=self.message, exception=self.exception,
             traceback=self.traceback, attempts=self.attempts, start=self.start,
             end=self.end, task_name=self.task_name, map_index=self.map_index,
-            worker=self.worker, tries=self.tries, reruns=self.reruns,
+            worker=self.worker, tries=self.tries, reruns=self.reruns, run_name=self.run_name,
         )
 
     def __reduce__(self):

@@ -17,9 +17,11 @@ from typing import Any, Generic, TypeVar, overload
 import cloudpickle
 
 from daskflow.core import signals
-from daskflow.core.hooks import check_hooks
+from daskflow.core.hooks import Hooks, bound, check_hooks
 from daskflow.core.options import check_expiration, check_options
+from daskflow.core.retrying import check_condition, check_jitter, check_run_name
 from daskflow.define.build import Ref, current_builder
+from daskflow.define.tags import tagged
 from daskflow.exceptions import FlowDefinitionError
 
 R = TypeVar("R")
@@ -41,23 +43,39 @@ class Task(Generic[R]):
         Name shown in states, logs and Dask keys (default: the function's name).
     retries : int
         Extra attempts after a failure (not after ``df.FAIL``).
-    retry_delay : float or list of float
+    retry_delay : float, list of float, or callable
         Seconds to wait before each retry; a list gives one delay per retry
-        (the last one repeats).
+        (the last one repeats); a function of the number of retries returning
+        such a list, e.g. ``df.exponential_backoff(backoff_factor=2)``.
+        ``retry_delay_seconds=`` is Prefect's name for it.
     retry_on : exception type or tuple of them, optional
         Retry only on these exceptions.
+    retry_jitter_factor : float, optional
+        Spread each delay randomly within ``delay * (1 +- factor)`` (Prefect's).
+    retry_condition_fn : callable, optional
+        ``retry_condition_fn(task, task_run, state) -> bool``, called on the
+        worker after a failed attempt that could be retried: False ends the
+        task Failed.  ``task_run`` is ``df.context()``, ``state`` the Failed
+        state (``state.result()`` raises the attempt's exception).
+    task_run_name : str or callable, optional
+        The run's name: a template formatted with the call's arguments by
+        parameter name (``"load-{day}"``), or a function returning a str
+        (called with no argument, or with the arguments as a dict).  Shown
+        in logs, ``state.run_name``, ``df.context().task_run_name`` and the report.
     trigger : callable
         Decides from the upstream states whether the task runs.
     skip_on_upstream_skip : bool
         Skip this task when an upstream task was skipped (default True).
     tags : iterable of str
     timeout : float, optional
-        Seconds one attempt may take before it fails with ``TaskTimeoutError``.
+        Seconds one attempt may take before it fails with ``TaskTimeoutError``
+        (``timeout_seconds=``: Prefect's name for it).
     resources : dict, optional
         Dask worker resources the task needs, e.g. ``{"GPU": 1}``.
-    on_completion, on_failure, on_retry, on_skip : list of callables, optional
+    on_completion, on_failure, on_retry, on_skip, on_running : list of callables, optional
         State hooks, each called as ``hook(task, state)`` on the worker (see
-        :mod:`daskflow.core.hooks`).
+        :mod:`daskflow.core.hooks`); each is also a decorator adding one
+        (``@my_task.on_failure``).
     cache : bool, optional
         Reuse a stored result with the same key (see :mod:`daskflow.compile.cachekeys`);
         None: the flow's ``cache=`` decides.
@@ -89,6 +107,13 @@ class Task(Generic[R]):
     2
     """
 
+    # the hook options: tuples of hooks, each also a decorator (``@my_task.on_failure``)
+    on_completion: Hooks
+    on_failure: Hooks
+    on_retry: Hooks
+    on_skip: Hooks
+    on_running: Hooks
+
     def __init__(
         self,
         fn: Callable[..., R],
@@ -114,24 +139,28 @@ class Task(Generic[R]):
         serializer: Any = "pickle",
         result_storage: str | None = None,
         log_prints: bool | None = None,
+        task_run_name: str | Callable[..., str] | None = None,
+        retry_jitter_factor: float | None = None,
+        retry_condition_fn: Callable[..., bool] | None = None,
+        on_running: Iterable[Callable[..., Any]] | None = None,
+        retry_delay_seconds: Any = None,
+        timeout_seconds: float | None = None,
     ) -> None:
         if not callable(fn):
             raise FlowDefinitionError(f"@task needs a function, got {fn!r}")
         self.fn = fn
         self.name: str = name or str(getattr(fn, "__name__", type(fn).__name__))
-        self.retries = _check_retries(self.name, retries)
-        self.retry_delays = _check_delays(self.name, retry_delay)
-        self.retry_on = _check_retry_on(self.name, retry_on)
+        self._retry_options(retries, _alias(self.name, "retry_delay", retry_delay, 0.0,
+                                            retry_delay_seconds),
+                            retry_on, retry_jitter_factor, retry_condition_fn)
         self.trigger = _check_trigger(self.name, trigger)
         self.skip_on_upstream_skip = bool(skip_on_upstream_skip)
         self.tags = frozenset(tags)
-        self.timeout = _check_timeout(self.name, timeout)
+        self.timeout = _check_timeout(self.name, _alias(self.name, "timeout", timeout, None,
+                                                        timeout_seconds))
         self.resources = dict(resources) if resources else None
-        self.on_completion = check_hooks("task", self.name, "on_completion", on_completion)
-        self.on_failure = check_hooks("task", self.name, "on_failure", on_failure)
-        self.on_retry = check_hooks("task", self.name, "on_retry", on_retry)
-        self.on_skip = check_hooks("task", self.name, "on_skip", on_skip)
-        self.has_hooks = bool(self.on_completion or self.on_failure or self.on_retry or self.on_skip)
+        self._hooks(on_completion=on_completion, on_failure=on_failure, on_retry=on_retry,
+                    on_skip=on_skip, on_running=on_running)
         self.cache = None if cache is None else bool(cache)
         self.cache_version = _check_cache_version(self.name, cache_version)
         self.cache_key = _check_cache_key(self.name, cache_key)
@@ -141,11 +170,38 @@ class Task(Generic[R]):
         self.result_storage = result_storage
         self.log_prints = None if log_prints is None else bool(log_prints)
         self._signature = _signature(fn)
+        self.task_run_name = check_run_name(
+            f"task {self.name!r}", "task_run_name", task_run_name,
+            self._signature[0] if self._signature else None)
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def _hooks(self, **given: Any) -> None:
+        for option, hooks in given.items():  # each also a decorator: @my_task.on_failure
+            setattr(self, option, bound(self, option, check_hooks("task", self.name, option,
+                                                                  hooks)))
+
+    def _retry_options(self, retries: Any, delay: Any, retry_on: Any, jitter: Any,
+                       condition: Any) -> None:
+        self.retries = _check_retries(self.name, retries)
+        self.retry_delay = delay
+        self.retry_delays = _check_delays(self.name, delay, self.retries)
+        self.retry_on = _check_retry_on(self.name, retry_on)
+        self.retry_jitter_factor = check_jitter(f"task {self.name!r}", jitter)
+        self.retry_condition_fn = check_condition(f"task {self.name!r}", condition)
+
+    @property
+    def has_hooks(self) -> bool:
+        return bool(self.on_completion or self.on_failure or self.on_retry or self.on_skip
+                    or self.on_running)
 
     def with_options(self, **options: Any) -> Task[R]:
         """A copy of this task with some options changed."""
         current = self._options()
+        for prefects, ours in (("retry_delay_seconds", "retry_delay"), ("timeout_seconds", "timeout")):
+            if prefects in options:  # Prefect's spelling of one of ours
+                if ours in options:
+                    raise FlowDefinitionError(f"with_options got both {ours}= and {prefects}=")
+                options[ours] = options.pop(prefects)
         unknown = set(options) - set(current)
         if unknown:
             raise FlowDefinitionError(f"unknown task option(s) {sorted(unknown)}; known: {sorted(current)}")
@@ -156,7 +212,7 @@ class Task(Generic[R]):
         if builder is None:
             return self.fn(*args, **kwargs)
         self._check_arguments(args, kwargs)
-        return builder.add(self, args, kwargs, wait_for=wait_for)
+        return builder.add(tagged(self), args, kwargs, wait_for=wait_for)
 
     def submit(self, *args: Any, wait_for: Iterable[Any] | None = None, **kwargs: Any) -> Ref:
         """Prefect 3's spelling of a call in a flow body: the same lazy reference
@@ -206,7 +262,8 @@ class Task(Generic[R]):
         if "chunk" in kwargs and not self._takes("chunk"):
             chunk = _chunk_option(self.name, kwargs.pop("chunk"))
         self._check_arguments(args, kwargs, " (in .map)")
-        return builder.add(self, args, kwargs, wait_for=wait_for, map_over=True, chunk=chunk)
+        return builder.add(tagged(self), args, kwargs, wait_for=wait_for, map_over=True,
+                           chunk=chunk)
 
     def _takes(self, name: str) -> bool:
         """Whether the task's function has a parameter ``name`` (or **kwargs)."""
@@ -248,7 +305,9 @@ class Task(Generic[R]):
 
     def _options(self) -> dict[str, Any]:
         return {
-            "name": self.name, "retries": self.retries, "retry_delay": list(self.retry_delays),
+            "name": self.name, "retries": self.retries,
+            "retry_delay": (self.retry_delay if callable(self.retry_delay)
+                            else list(self.retry_delays)),
             "retry_on": self.retry_on, "trigger": self.trigger,
             "skip_on_upstream_skip": self.skip_on_upstream_skip, "tags": self.tags,
             "timeout": self.timeout, "resources": self.resources,
@@ -258,6 +317,9 @@ class Task(Generic[R]):
             "cache_key": self.cache_key, "cache_expiration": self.cache_expiration,
             "persist": self.persist, "serializer": self.serializer,
             "result_storage": self.result_storage, "log_prints": self.log_prints,
+            "task_run_name": self.task_run_name, "on_running": list(self.on_running),
+            "retry_jitter_factor": self.retry_jitter_factor,
+            "retry_condition_fn": self.retry_condition_fn,
         }
 
     def __repr__(self) -> str:
@@ -341,8 +403,26 @@ def _signature(fn: Callable[..., Any]) -> tuple[inspect.Signature, int] | None:
     return sig, (len(positional) if simple else -1)
 
 
-def _check_delays(name: str, delay: Any) -> tuple[float, ...]:
-    """Seconds, a timedelta, or a non-empty list of either (one per retry)."""
+def _alias(name: str, ours: str, value: Any, default: Any, prefects: Any) -> Any:
+    """An option given in daskflow's spelling or Prefect's (``<ours>_seconds``)."""
+    if prefects is None:
+        return value
+    if value is not default and value != default:
+        raise FlowDefinitionError(f"task {name!r} got both {ours}= and {ours}_seconds= (the "
+                                  "same option in daskflow's and Prefect's spelling); give one")
+    return prefects
+
+
+def _check_delays(name: str, delay: Any, retries: int = 0) -> tuple[float, ...]:
+    """Seconds, a timedelta, or a non-empty list of either (one per retry), or a
+    function of the number of retries returning such a list (Prefect's
+    ``exponential_backoff``)."""
+    if callable(delay):
+        try:
+            delay = list(delay(retries)) or [0.0]
+        except Exception as err:
+            raise FlowDefinitionError(f"retry_delay of task {name!r}: {delay!r}({retries}) "
+                                      f"raised {type(err).__name__}: {err}") from None
     single = (isinstance(delay, numbers.Real) and not isinstance(delay, bool)) or isinstance(
         delay, datetime.timedelta)
     delays = [delay] if single else delay
@@ -401,6 +481,9 @@ def task(
     cache: bool | None = ..., cache_version: str | None = ..., cache_key: Any = ...,
     cache_expiration: Any = ..., persist: bool = ..., serializer: Any = ...,
     result_storage: str | None = ..., log_prints: bool | None = ...,
+    task_run_name: Any = ..., retry_jitter_factor: float | None = ...,
+    retry_condition_fn: Any = ..., on_running: Any = ..., retry_delay_seconds: Any = ...,
+    timeout_seconds: float | None = ...,
 ) -> Callable[[Callable[..., R]], Task[R]]: ...
 
 

@@ -72,12 +72,29 @@ def open_backend(cluster: Any) -> Iterator[Backend]:
         with spec.__daskflow_open__() as client, _owned(client) as backend:
             yield backend
     else:
-        client = _default_client()
+        client = current_client()
         if client is not None:
             yield DistributedBackend(client)
         else:
             with _temporary_local_cluster() as client, _owned(client) as backend:
                 yield backend
+
+
+@contextlib.contextmanager
+def open_client(cluster: Any) -> Iterator[Any]:
+    """A ``distributed.Client`` for ``cluster=`` None (the default Client, or a
+    temporary LocalCluster) or a spec (a handle of its own); what this started
+    is closed at the end.  (A retried flow's attempts share it.)"""
+    if cluster is None:
+        client = current_client()
+        if client is not None:
+            yield client
+            return
+        with _temporary_local_cluster() as client:
+            yield client
+        return
+    with cluster.__daskflow_open__() as client:
+        yield client
 
 
 @contextlib.contextmanager
@@ -91,7 +108,8 @@ def _owned(client: Any) -> Iterator[DistributedBackend]:
             monitor.detach(client)
 
 
-def _default_client() -> Any:
+def current_client() -> Any:
+    """The current default ``distributed.Client`` (as Dask picks it), or None."""
     from distributed import default_client
 
     try:

@@ -62,7 +62,7 @@ from daskflow.driver.logs import RunLogs, flow_logger, setup_logging
 from daskflow.driver.waits import BodyWaits, RunInterrupted
 from daskflow.events import monitor
 from daskflow.events.monitor import RunMonitor
-from daskflow.exceptions import ClusterError, FlowRunError
+from daskflow.exceptions import ClusterError, FlowRunError, FlowTimeoutError
 from daskflow.ui.web import PAGES
 from daskflow.wire import INLINE_PARAMETERS, RunInfo, RunResults, store_mode
 
@@ -72,6 +72,13 @@ CacheOptions = tuple[bool | None, str | None, bool]
 
 class RunCancelled(FlowRunError):
     """Raised inside the engine when ``FlowRun.cancel()`` was called."""
+
+
+class RunTimedOut(RunCancelled, FlowTimeoutError):
+    """Raised inside the engine once the flow's ``timeout`` passed: the run is
+    cancelled, and ends Failed (TimedOut) with this error."""
+
+    shown_as = "FlowTimeoutError"  # in the run's state message: the public name
 
 
 class Engine:
@@ -87,7 +94,7 @@ class Engine:
     def __init__(self, name: str, params: dict[str, Any], body: Callable[[Builder], Any],
                  cluster: Any, scatter: bool = True, flow: Any = None,
                  limits: Mapping[str, int] | None = None, cache: CacheOptions | None = None,
-                 fuse: bool | None = None) -> None:
+                 fuse: bool | None = None, flow_run: FlowRun | None = None) -> None:
         self.name = name
         self.flow = flow
         self.params = params
@@ -105,7 +112,9 @@ class Engine:
         self.results: RunResults | None = None
         self.plan: KeyPlan | None = None
         self.fuse = fuse
-        self.flow_run = FlowRun(name, self.run_id, params)
+        self.run_id = new_token()
+        # a retried flow's next attempt goes on in the FlowRun of the first
+        self.flow_run = flow_run or FlowRun(name, self.run_id, params)
         self.control = RunControl(self.flow_run)
         self.compiler: Compiler | None = None
         self.backend: Backend | None = None
@@ -119,6 +128,13 @@ class Engine:
         self._pending: list[Any] = []  # length keys not waited for yet
         self._ready = threading.Event()  # the body reached its first wait or its end
         self._early: BaseException | None = None  # what stopped the build before the run
+        self.timeout: float | None = None  # the flow's timeout= (seconds)
+        self.resume: str | None = None  # a retried flow's store of its attempts' results
+        self._timed_out = False
+        # whether this run ends its FlowRun (its hooks fire, it settles): not an
+        # attempt of a flow that is retried (see daskflow.driver.attempts)
+        self.last_attempt: Callable[[FlowRun], bool] = lambda run: True
+        self.then: Callable[[], Any] | None = None  # after a submitted run, in its thread
 
     # -- how it is started ---------------------------------------------------------
     def run(self) -> FlowRun:
@@ -151,11 +167,24 @@ class Engine:
             self.execute()
         except BaseException:  # recorded on the FlowRun, or raised by submit()
             pass
+        if self.then is not None and self._early is None:
+            try:
+                self.then()
+            except BaseException:  # recorded on the FlowRun
+                pass
 
     def check(self) -> None:
         """Raise RunCancelled if the run was cancelled (called between waits)."""
+        if self._timed_out:
+            raise RunTimedOut(f"flow run {self.name!r} ({self.run_id}) did not finish within "
+                              f"its timeout of {self.timeout:g}s")
         if self.control.cancel_requested():
             raise RunCancelled(f"flow run {self.name!r} ({self.run_id}) was cancelled")
+
+    def _time_out(self) -> None:
+        """The flow's timeout passed: the run stops at its next check (its
+        FlowRun is not cancelled: a retried flow's next attempt goes on in it)."""
+        self._timed_out = True
 
     # -- the run ---------------------------------------------------------------------
     def execute(self) -> None:
@@ -167,6 +196,10 @@ class Engine:
         recorder = Recorder.for_run(self.flow_run)
         if recorder is not None:
             recorder.start()
+        timer = threading.Timer(self.timeout, self._time_out) if self.timeout else None
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
         try:
             with contextlib.ExitStack() as stack:
                 self._stack = stack
@@ -177,21 +210,26 @@ class Engine:
                 raise
             if not self.control.ended():  # e.g. the cluster could not start
                 kind = StateType.CANCELLED if isinstance(err, RunCancelled) else StateType.CRASHED
-                self._end_without_value(kind, err, states, self.start)
+                timed_out = isinstance(err, RunTimedOut)
+                self._end_without_value(StateType.FAILED if timed_out else kind, err, states,
+                                        self.start, "TimedOut" if timed_out else None)
             raise
         finally:
+            if timer is not None:
+                timer.cancel()
             self._ready.set()
             if self.backend is not None and _temporary(self.cluster):
                 self.control.cluster_closed()
             monitor.forget(self.run_id)
+            last = self.last_attempt(self.flow_run)
             try:
-                if self.started:
+                if self.started and last:
                     run_flow_hooks(self.flow, self.flow_run)
             finally:
                 if recorder is not None:
                     recorder.end(self._early)
                 logging.getLogger("daskflow").removeHandler(keeper)
-                if self.started:
+                if self.started and last:
                     self.control.settle()
 
     def _body_then_rest(self) -> None:
@@ -259,8 +297,11 @@ class Engine:
             groups=LiveGroups(compiler.state_keys, compiler.synthetic, states.changes,
                               lambda key: _label(compiler, key)))
         page = self.flow_run.page_link
-        self.log.info("run %s started on %s (%d nodes)%s", self.run_id, backend.description,
-                      len(self.builder.nodes), f"; its page: {page}" if page else "")
+        named = f" {self.flow_run.run_name!r}" if self.flow_run.run_name else ""
+        self.log.info("run %s%s started on %s (%d nodes)%s", self.run_id, named,
+                      backend.description, len(self.builder.nodes),
+                      f"; its page: {page}" if page else "")
+        run_flow_hooks(self.flow, self.flow_run)  # on_running
         if run.params_key is not None:  # in worker memory before any task asks for it
             backend.scatter_named(run.params_key, self._params[1])
 
@@ -345,18 +386,19 @@ class Engine:
             return
         flow_cache, storage, refresh = cache
         if self.plan is None:
-            if not any(store_mode(node.task, flow_cache) for node in new):
+            flow_cache = "resume" if self.resume else flow_cache
+            if not any(store_mode(node.task, flow_cache, node.kind) for node in new):
                 return
             # read the storage settings only when a task stores its result
-            self.results = RunResults.of_flow(bool(flow_cache), storage, bool(refresh))
+            self.results = RunResults.of_flow(flow_cache, storage, bool(refresh), self.resume)
             self.plan = KeyPlan()
             if self.compiler is not None:
                 self.compiler.plan = self.plan
                 self.compiler.run.results = self.results
             for node in self.builder.nodes[:self._flushed]:  # keys chain through them
-                self.plan.node(node, self.results.for_task(node.task))
+                self.plan.node(node, self.results.for_task(node.task, node.kind))
         for node in new:
-            self.plan.node(node, self.results.for_task(node.task))
+            self.plan.node(node, self.results.for_task(node.task, node.kind))
         self.plan.check(new, [n for n in new if n.index in held])
 
     def _register_limits(self, backend: Backend, new: list[Any]) -> None:
@@ -452,7 +494,10 @@ class Engine:
         except Exception as cleanup_error:  # never hide the real error behind this one
             self.log.warning("could not cancel run %s cleanly: %r", self.run_id, cleanup_error)
         self._cleaned_up(ended)
-        if isinstance(err, RunCancelled):
+        name = None
+        if isinstance(err, RunTimedOut):
+            what, state_type, name = "timed out", StateType.FAILED, "TimedOut"
+        elif isinstance(err, RunCancelled):
             what, state_type = "cancelled", StateType.CANCELLED
         elif isinstance(err, ClusterError):
             what, state_type = "lost its scheduler", StateType.CRASHED
@@ -463,7 +508,7 @@ class Engine:
         self.log.log(logging.ERROR if state_type is StateType.FAILED else logging.WARNING,
                      "run %s %s; its tasks were cancelled and %d open resource(s) cleaned up",
                      self.run_id, what, len(ended))
-        self._end_without_value(state_type, err, states, start)
+        self._end_without_value(state_type, err, states, start, name)
 
     def _cleaned_up(self, ended: list[str]) -> None:
         """The cleanup tasks whose resources the interruption ended (through
@@ -482,9 +527,10 @@ class Engine:
                     message="its resource was cleaned up when the run was interrupted")
 
     def _end_without_value(self, state_type: StateType, err: BaseException,
-                           states: RunMonitor, start: float) -> None:
-        final = State(state_type, message=f"{type(err).__name__}: {err}", exception=err,
-                      start=start)
+                           states: RunMonitor, start: float, name: str | None = None) -> None:
+        shown = getattr(err, "shown_as", type(err).__name__)
+        final = State(state_type, name=name, message=f"{shown}: {err}",
+                      exception=err, start=start)
         labelled = self._labelled(states.snapshot(), lambda key: State(StateType.CANCELLED))
         error = err if isinstance(err, Exception) else FlowRunError(final.message)
         self.control.finish(final, labelled, None, error)

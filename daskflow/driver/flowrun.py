@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +30,10 @@ class FlowRun:
     Attributes
     ----------
     flow_name, run_id, parameters
+    run_name : str or None
+        The flow's ``flow_run_name`` formatted with the parameters.
+    attempt : int
+        Which attempt of a flow with ``retries`` this run is (1 for the first).
     state : State
         The flow run's state: Pending, Running, then final.
     states : dict[str, State]
@@ -62,6 +67,9 @@ class FlowRun:
         self.dashboard_link: str | None = None
         self.cluster_closed = False  # the temporary cluster it ran on closed with it
         self.scheduled_for: Any = None
+        self.run_name: str | None = None  # flow_run_name, formatted with the parameters
+        self.attempt = 1  # of a flow with retries: which attempt this run is
+        self.created = time.time()
         self.logs: deque[dict[str, Any]] = deque(maxlen=10_000)  # the run's log records
         self.artifacts: list[dict[str, Any]] = []  # appended to by the run's events
         self.page_link: str | None = None
@@ -146,7 +154,8 @@ class FlowRun:
         retries = {base: sum(st.retries for st in runs)
                    for base, runs in grouped.items()}
         dur = f" in {self.duration:.2f}s" if self.duration is not None else ""
-        lines = [f"Flow run {self.flow_name!r} ({self.run_id}) {self.state.name}{dur}"
+        named = f" {self.run_name!r}" if self.run_name else ""
+        lines = [f"Flow run {self.flow_name!r}{named} ({self.run_id}) {self.state.name}{dur}"
                  + (f": {self.state.message}" if self.state.message else "")]
         width = max((len(n) for n in groups), default=0)
         for base, counter in groups.items():
@@ -160,7 +169,8 @@ class FlowRun:
     def record(self) -> dict[str, Any]:
         """The run's record: its state, parameters, every task run's state
         (without results, with the traceback of a failure), and its logs."""
-        return {"flow": self.flow_name, "run_id": self.run_id, "cluster": self.cluster,
+        return {"flow": self.flow_name, "run_id": self.run_id, "run_name": self.run_name,
+                "attempt": self.attempt, "cluster": self.cluster,
                 "dashboard": self.dashboard_link, "cluster_closed": self.cluster_closed,
                 "page": self.page_link, "scheduler_id": self.scheduler_id,
                 "parameters": self.parameters,
@@ -188,7 +198,7 @@ class FlowRun:
                          start=d.get("start"), end=d.get("end"), worker=d.get("worker"),
                          task_name=name, map_index=map_index,
                          tries=tuple(tuple(t) for t in d.get("tries", ())),
-                         reruns=d.get("reruns") or 0)
+                         reruns=d.get("reruns") or 0, run_name=d.get("run_name"))
 
         try:
             run = cls(record["flow"], record["run_id"], record.get("parameters") or {})
@@ -198,6 +208,7 @@ class FlowRun:
             raise FlowRunError(f"not a daskflow run record ({type(err).__name__}: {err}); "
                                "make one with FlowRun.to_json()") from None
         run.cluster = record.get("cluster") or ""
+        run.run_name, run.attempt = record.get("run_name"), record.get("attempt") or 1
         run.dashboard_link = record.get("dashboard")
         run.cluster_closed = bool(record.get("cluster_closed"))
         run.logs.extend(record.get("logs") or [])
@@ -244,6 +255,7 @@ class RunControl:
         """The run started: its task states and groups are read live from now on."""
         run = self.run
         run._live, run._groups = live, groups
+        run._final = None  # (a retried flow's next attempt: live again)
         run.state = State(StateType.RUNNING, start=start)
 
     def cluster_closed(self) -> None:
@@ -253,6 +265,19 @@ class RunControl:
     def in_thread(self, thread: threading.Thread) -> None:
         """The run goes on in ``thread`` (``flow.submit``): ``wait()`` joins it."""
         self.run._thread = thread
+
+    def again(self, message: str) -> None:
+        """The run failed and runs again (a flow's ``retries``): it is not
+        over; it awaits its next attempt."""
+        run = self.run
+        run._ended = False
+        run.state = State(StateType.PENDING, name="AwaitingRetry", message=message)
+        run.attempt += 1
+
+    def request_cancel(self) -> None:
+        """Ask the run to stop at its next check (Ctrl-C while its body builds,
+        or its ``timeout``)."""
+        self.run._cancel.set()
 
     def cancel_requested(self) -> bool:
         return self.run._cancel.is_set()
@@ -301,6 +326,8 @@ def _state_record(st: State) -> dict[str, Any]:
         out["tries"] = [list(t) for t in st.tries]
     if st.reruns:
         out["reruns"] = st.reruns
+    if st.run_name:
+        out["run_name"] = st.run_name
     return out
 
 

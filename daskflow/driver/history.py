@@ -205,7 +205,8 @@ class Recorder:
     def __init__(self, run: Any, store: RunStore | None = None) -> None:
         self.run = run
         self.store = store or RunStore.configured()
-        self.created = time.time()
+        # one record per FlowRun: the attempts of a retried flow share it
+        self.created = getattr(run, "created", None) or time.time()
         self.interval = config.seconds_setting("runs.interval")
         self._stop = threading.Event()
         self._writing = threading.Lock()  # held by a write; the end's write comes last
@@ -257,7 +258,8 @@ class Recorder:
     def _running(self) -> dict[str, Any]:
         """The record while the run goes: its counts per task, not every state."""
         run = self.run
-        record = {"flow": run.flow_name, "run_id": run.run_id, "cluster": run.cluster,
+        record = {"flow": run.flow_name, "run_id": run.run_id, "run_name": run.run_name,
+                  "attempt": run.attempt, "cluster": run.cluster,
                   "dashboard": run.dashboard_link, "page": run.page_link,
                   "scheduler_id": run.scheduler_id, "parameters": run.parameters,
                   "state": {"type": "RUNNING", "name": "Running", "start": run.state.start,

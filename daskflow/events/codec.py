@@ -36,6 +36,8 @@ def encode_state(key: Any, state: State, correction: bool = False,
         msg["live"] = 1
     if state.tries:
         msg["r"] = state.tries
+    if state.run_name:
+        msg["rn"] = state.run_name
     err = state.exception
     if err is not None:
         msg["xt"] = type(err).__name__
@@ -67,7 +69,8 @@ def decode_state(msg: dict[str, Any]) -> tuple[Any, State]:
     return key, State(StateType(msg["t"]), name=msg["n"], message=message, exception=err,
                       traceback=msg.get("tb"), attempts=attempts, start=msg["s"],
                       end=msg["e"], worker=msg["w"],
-                      tries=tuple(tuple(t) for t in msg.get("r", ())))
+                      tries=tuple(tuple(t) for t in msg.get("r", ())),
+                      run_name=msg.get("rn"))
 
 
 def dump_exception(err: BaseException) -> bytes | None:

@@ -60,7 +60,8 @@ def render(record: dict[str, Any], head: str = "", top: str = "") -> str:
         dur = (record.get("heartbeat") or time.time()) - state["start"]
     dash = record.get("dashboard")
     parts.append(
-        f"<h1>Flow run {esc(record['flow'])} {badge(state['name'], state['type'])}</h1>"
+        f"<h1>Flow run {esc(record['flow'])}{_named(record)} "
+        f"{badge(state['name'], state['type'])}</h1>"
         f"<div class='muted'>run {esc(record['run_id'])}"
         + (f" · {secs(dur)}" if dur is not None else "")
         + (f" · started {esc(time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(state['start'])))}"
@@ -86,25 +87,36 @@ def render(record: dict[str, Any], head: str = "", top: str = "") -> str:
         for i, (name, st) in enumerate(failures[:50]):
             tb = st.get("traceback") or ""
             parts.append(
-                f"<details{' open' if i == 0 else ''}><summary><b>{esc(name)}</b> "
+                f"<details{' open' if i == 0 else ''}><summary><b>{esc(name)}</b>{_named(st)} "
                 f"{badge(st['name'], st['type'])} {esc(st.get('message') or '')}</summary>"
                 + (f"<pre>{esc(tb)}</pre>" if tb else "") + "</details>")
         if len(failures) > 50:
             parts.append(f"<p class='muted'>... and {len(failures) - 50} more</p>")
-    logs = record.get("logs") or []
-    if logs:
-        t0 = state.get("start") or logs[0]["time"]
-        rows = "".join(
-            f"<tr{_LEVEL_STYLE.get(lg['level'], '')}><td class='num'>{lg['time'] - t0:+.2f}s</td>"
-            f"<td>{esc(lg['level'])}</td>"
-            f"<td>{esc(lg.get('task') or '')}</td><td>{esc(lg['message'])}"
-            + (f"<pre>{esc(lg['traceback'])}</pre>" if lg.get("traceback") else "")
-            + "</td></tr>"
-            for lg in logs)
-        parts.append(f"<h2>Logs ({len(logs)})</h2><table><tr><th>time</th><th>level</th>"
-                     f"<th>where</th><th>message</th></tr>{rows}</table>")
+    parts.append(_logs_html(record.get("logs") or [], state))
     parts.append("</body></html>")
     return "".join(parts)
+
+
+def _logs_html(logs: list[dict], state: dict) -> str:
+    """The report's table of the run's log records."""
+    if not logs:
+        return ""
+    t0 = state.get("start") or logs[0]["time"]
+    rows = "".join(
+        f"<tr{_LEVEL_STYLE.get(lg['level'], '')}><td class='num'>{lg['time'] - t0:+.2f}s</td>"
+        f"<td>{esc(lg['level'])}</td>"
+        f"<td>{esc(lg.get('task') or '')}</td><td>{esc(lg['message'])}"
+        + (f"<pre>{esc(lg['traceback'])}</pre>" if lg.get("traceback") else "")
+        + "</td></tr>"
+        for lg in logs)
+    return (f"<h2>Logs ({len(logs)})</h2><table><tr><th>time</th><th>level</th>"
+            f"<th>where</th><th>message</th></tr>{rows}</table>")
+
+
+def _named(record: dict[str, Any]) -> str:
+    """A run's name (``task_run_name``/``flow_run_name``), when it has one."""
+    name = record.get("run_name")
+    return f" <i>{esc(name)}</i>" if name else ""
 
 
 def run_html(record: dict[str, Any], live: bool = False, max_groups: int = 100) -> str:
@@ -126,7 +138,8 @@ def run_html(record: dict[str, Any], live: bool = False, max_groups: int = 100) 
     page = page_html(record)
     if page:
         facts.append(page)
-    head = (f"<div><b>Flow run {esc(record['flow'])}</b> {badge(state['name'], state['type'])}"
+    head = (f"<div><b>Flow run {esc(record['flow'])}</b>{_named(record)} "
+            f"{badge(state['name'], state['type'])}"
             f" <span style='color:#666'>{' · '.join(facts)}</span></div>")
     if state.get("message"):
         head += f"<div>{esc(state['message'])}</div>"
@@ -280,7 +293,8 @@ def _bars(name: str, st: dict, top: float, t0: float, scale: float) -> list[str]
         failed = last and st["type"] in ("FAILED", "CRASHED")
         bw = max((end - begin) * scale, 3.0 if failed else 1.0)  # a failure is never invisible
         if last:
-            tip = (f"{name}: {st['name']} in {st['end'] - st['start']:.3f}s, "
+            tip = (f"{name}{' ' + repr(st['run_name']) if st.get('run_name') else ''}: "
+                   f"{st['name']} in {st['end'] - st['start']:.3f}s, "
                    f"{st.get('attempts') or 0} attempt(s)"
                    + (f" — {st['message']}" if st.get("message") else ""))
         else:

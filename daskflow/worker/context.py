@@ -41,7 +41,10 @@ class TaskRunContext:
         self.attempt = attempt
 
     task_name = property(lambda self: self.call.name, doc="The task's name in the flow.")
-    task_run_name = property(lambda self: self.call.display_name, doc='"name" or "name[i]".')
+    task_run_name = property(lambda self: self.call.label,
+                             doc='Its task_run_name, else "name" or "name[i]".')
+    name = task_run_name  # Prefect's task_run.name
+    run_count = property(lambda self: self.attempt, doc="Prefect's name of the attempt.")
     map_index = property(lambda self: self.call.index, doc="Index in a map, else None.")
     flow_name = property(lambda self: self.call.spec.run.flow_name)
     flow_run_id = property(lambda self: self.call.spec.run.run_id)
@@ -252,7 +255,7 @@ def call_logger(call: Call) -> logging.LoggerAdapter:
     """The run logger of one task run, labelled ``flow/task[i]``."""
     spec = call.spec
     return logging.LoggerAdapter(_task_logger(), {
-        "daskflow_task": f"{spec.run.flow_name}/{call.display_name}",
+        "daskflow_task": f"{spec.run.flow_name}/{call.label}",
         "daskflow_run": spec.run.run_id,
     })
 

@@ -46,7 +46,7 @@ from daskflow.exceptions import (
     RemoteTaskError,
     TaskTimeoutError,
 )
-from daskflow.wire import Call, DataSlot, Slot, SlotItem, SlotList, TaskSpec
+from daskflow.wire import READS, Call, DataSlot, Slot, SlotItem, SlotList, TaskSpec
 from daskflow.worker import coroutines, finishers, per_worker, slots, store
 from daskflow.worker.context import (
     annotations_hidden,
@@ -58,6 +58,7 @@ from daskflow.worker.context import (
     seceded,
     still_wanted,
 )
+from daskflow.worker.shaping import name_run, retry_decision, running_hooks
 
 
 def _value(state: State) -> Any:
@@ -118,6 +119,7 @@ def finish(call: Call, state: State, inner: bool = False) -> State:
     """
     state.task_name = call.display_name
     state.map_index = call.index
+    state.run_name = call.run_name
     run = call.spec.run
     worker = current_worker() if run.owner is not None else None
     if worker is None:  # an in-process run (even one started inside a Dask task)
@@ -243,6 +245,7 @@ def run_call(call: Call, upstream: tuple, inner: bool = False) -> State:
                           inner)
     else:
         args, kwargs = call.args, call.kwargs
+    name_run(call, args, kwargs)
     if call.spec.cache is not None:
         return finish(call, _through_cache(call, args, kwargs, start), inner)
     return finish(call, _attempts(call, args, kwargs, start), inner)
@@ -290,7 +293,7 @@ def _through_cache(call: Call, args: tuple, kwargs: dict, start: float) -> State
             except Exception as err:
                 return _failed(err, 0, start, f"cache_key of {call.display_name!r} raised "
                                               f"{type(err).__name__}: {err}")
-        if key is not None and settings.mode == "cache" and not settings.refresh:
+        if key is not None and settings.mode in READS and not settings.refresh:
             value = store.load(settings, key, call.display_name)
             if value is not store.MISS:
                 return State(StateType.COMPLETED, name="Cached", result=value, start=start,
@@ -313,6 +316,7 @@ _PROCESS_EXITS = (SystemExit, KeyboardInterrupt, GeneratorExit)
 def _attempts(call: Call, args: tuple, kwargs: dict, start: float) -> State:
     """Run the attempts; a retried task's state keeps each attempt's (start, end)."""
     marks: list[float] = []  # start of each attempt, and the end of each retried one
+    running_hooks(call, start)
     state = _attempt_loop(call, args, kwargs, start, marks)
     if len(marks) > 1:
         end = state.end if state.end is not None else time.time()
@@ -342,7 +346,8 @@ def _attempt_loop(call: Call, args: tuple, kwargs: dict, start: float,
                                f"the task raised {type(err).__name__}({_args(err)}); it ends "
                                "the task, never the worker process", call)
             except Exception as err:
-                delay = _retry_delay(call, attempt, err)
+                delay = retry_decision(call, attempt, err, _retry_delay(call, attempt, err),
+                                       start)
                 if delay is None:
                     return _failed(err, attempt, start, f"{type(err).__name__}: {err}", call)
                 marks.append(time.time())

@@ -114,9 +114,11 @@ def store(settings: ResultSettings, key: str, value: Any, task_name: str, flow_n
     try:
         data, kind = _dumps(value, settings.serializer)
     except Exception as err:
-        _log().warning("the result of %s could not be serialized for the cache (%s: %s); "
-                       "the task stays Completed but is not stored", task_name,
-                       type(err).__name__, err)
+        # (kept for a retried flow's next attempt only: then that task runs again)
+        level = logging.DEBUG if settings.mode == "resume" else logging.WARNING
+        _log().log(level, "the result of %s could not be serialized for the cache (%s: %s); "
+                   "the task stays Completed but is not stored", task_name,
+                   type(err).__name__, err)
         return False
     fs, root = filesystem(settings.storage, settings.options)
     folder, meta_path = locate(root, key)
