@@ -112,7 +112,6 @@ class Engine:
         self.results: RunResults | None = None
         self.plan: KeyPlan | None = None
         self.fuse = fuse
-        self.run_id = new_token()
         # a retried flow's next attempt goes on in the FlowRun of the first
         self.flow_run = flow_run or FlowRun(name, self.run_id, params)
         self.control = RunControl(self.flow_run)
