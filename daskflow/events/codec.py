@@ -19,13 +19,15 @@ ARTIFACT = "daskflow_artifact"
 
 
 def encode_state(key: Any, state: State, correction: bool = False,
-                 live: bool = False) -> dict[str, Any]:
+                 live: bool = False, dask_key: Any = None) -> dict[str, Any]:
     """A result-free state as plain data (the exception pickled, or described).
 
     ``correction``: it replaces the state sent for this very run of the task
     (a result that could not travel after all), not a later run of it.
     ``live``: a resource's setup whose value cannot be pickled; the scheduler
     then runs the tasks that take it on the worker that holds it.
+    ``dask_key``: the Dask task it ran in, when that is not ``key`` (a chunk
+    of a map, a fused task): the scheduler marks a rerun of it.
     """
     msg: dict[str, Any] = {"k": key, "t": state.type.value, "n": state.name, "m": state.message,
                            "a": state.attempts, "s": state.start, "e": state.end,
@@ -34,6 +36,8 @@ def encode_state(key: Any, state: State, correction: bool = False,
         msg["fix"] = 1
     if live:
         msg["live"] = 1
+    if dask_key is not None and dask_key != key:
+        msg["dk"] = dask_key
     if state.tries:
         msg["r"] = state.tries
     if state.run_name:
@@ -45,6 +49,61 @@ def encode_state(key: Any, state: State, correction: bool = False,
         msg["x"] = dump_exception(err)
         msg["tb"] = state.traceback
     return msg
+
+
+_PLAIN = frozenset(("k", "t", "n", "m", "a", "s", "e", "w", "dk"))
+
+
+def batched(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """State messages with runs of plain ones (no exception, retries or
+    flags) of one map's elements, ended alike in one Dask task, merged into
+    one columnar message ``{"b": base, "i": [...], "a": [...], "s": [...],
+    "e": [...], ...}``: a chunk's thousands of element states cost the
+    scheduler and the driver a few messages, not one each."""
+    out: list[dict[str, Any]] = []
+    last: dict[str, Any] | None = None
+    for msg in msgs:
+        key = msg["k"]
+        if (type(key) is not tuple or len(key) != 2 or "dk" not in msg
+                or not _PLAIN.issuperset(msg)):
+            out.append(msg)
+            last = None
+            continue
+        shared = (key[0], msg["t"], msg["n"], msg["m"], msg["w"], msg["dk"])
+        if last is None or last["_"] != shared:
+            last = {"_": shared, "b": key[0], "t": msg["t"], "n": msg["n"], "m": msg["m"],
+                    "w": msg["w"], "dk": msg["dk"], "i": [], "a": [], "s": [], "e": []}
+            out.append(last)
+        last["i"].append(key[1])
+        last["a"].append(msg["a"])
+        last["s"].append(msg["s"])
+        last["e"].append(msg["e"])
+    for msg in out:
+        msg.pop("_", None)
+    return out
+
+
+def decode_states(msgs: list[dict[str, Any]]) -> list[tuple[Any, State, bool]]:
+    """``(key, state, correction)`` of each state in messages (batched or not)."""
+    out = []
+    for msg in msgs:
+        if "b" not in msg:
+            out.append((*decode_state(msg), is_correction(msg)))
+            continue
+        kind, name, message, worker, base = StateType(msg["t"]), msg["n"], msg["m"], msg["w"], \
+            msg["b"]
+        lost = msg.get("lost", 0)
+        if lost:
+            message = _lost(message, lost)
+        for i, a, s, e in zip(msg["i"], msg["a"], msg["s"], msg["e"]):
+            out.append(((base, i), State(kind, name=name, message=message, attempts=a + lost,
+                                         start=s, end=e, worker=worker), False))
+    return out
+
+
+def _lost(message: str | None, lost: int) -> str:
+    return (f"{message} " if message else "") + (
+        f"(rerun after the worker running it was lost {lost} time(s))")
 
 
 def is_correction(msg: dict[str, Any]) -> bool:
@@ -64,8 +123,7 @@ def decode_state(msg: dict[str, Any]) -> tuple[Any, State]:
     lost = msg.get("lost", 0)
     if lost:
         attempts += lost
-        message = (f"{message} " if message else "") + (
-            f"(rerun after the worker running it was lost {lost} time(s))")
+        message = _lost(message, lost)
     return key, State(StateType(msg["t"]), name=msg["n"], message=message, exception=err,
                       traceback=msg.get("tb"), attempts=attempts, start=msg["s"],
                       end=msg["e"], worker=msg["w"],

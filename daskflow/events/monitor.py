@@ -9,7 +9,7 @@ import weakref
 from typing import Any
 
 from daskflow.core.states import State
-from daskflow.events.codec import ARTIFACT, TOPIC, decode_state, is_correction
+from daskflow.events.codec import ARTIFACT, TOPIC, decode_states
 from daskflow.exceptions import ClusterError
 
 logger = logging.getLogger("daskflow.run")
@@ -28,7 +28,7 @@ class RunMonitor:
         self.label: Any = str  # key -> the task run's name, set by the engine once it compiled
 
     def receive(self, states: list, logs: list) -> None:
-        decoded = [(*decode_state(m), is_correction(m)) for m in states]
+        decoded = decode_states(states)
         reruns = []
         with self.lock:
             for key, state, correction in decoded:

@@ -48,24 +48,31 @@ class RunEvents(SchedulerPlugin):
         _add_stream_handler(scheduler, OP, self.forward)
 
     def forward(self, events: list, **_: Any) -> None:
+        """Hand each run's events to its driver.  Never raises: an error in a
+        stream handler makes the scheduler drop the worker's stream."""
+        now = time.time()
+        for event in events:
+            try:
+                self._forward(now, *event)
+            except Exception:
+                logging.getLogger("daskflow").exception("could not forward a run's events")
+
+    def _forward(self, now: float, owner: str, run_id: str, states: list, logs: list) -> None:
         scheduler = self.scheduler
         tasks = scheduler.tasks
-        now = time.time()
-        for owner, run_id, states, logs in events:
-            for msg in states:
-                if msg.get("live"):
-                    key = msg["k"]
-                    self.live[tuple(key) if isinstance(key, list) else key] = msg["w"]
-            if owner not in scheduler.clients:
-                continue  # its driver is gone: nobody will read this
-            for msg in states:
+        for msg in states:
+            if msg.get("live"):
                 key = msg["k"]
-                ts = tasks.get(tuple(key) if isinstance(key, list) else key)
-                if ts is not None and ts.suspicious:
-                    msg["lost"] = ts.suspicious
-            scheduler.report({"op": "event", "topic": TOPIC,
-                              "event": (now, [run_id, states, logs])}, client=owner)
-
+                self.live[tuple(key) if isinstance(key, list) else key] = msg["w"]
+        if owner not in scheduler.clients:
+            return  # its driver is gone: nobody will read this
+        for msg in states:  # the Dask task it ran in: its own, or a chunk's
+            key = msg.get("dk") or msg.get("k")
+            ts = tasks.get(tuple(key) if isinstance(key, list) else key)
+            if ts is not None and ts.suspicious:
+                msg["lost"] = ts.suspicious
+        scheduler.report({"op": "event", "topic": TOPIC,
+                          "event": (now, [run_id, states, logs])}, client=owner)
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
         live = self.live

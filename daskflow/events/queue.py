@@ -8,7 +8,7 @@ import threading
 import weakref
 from typing import Any
 
-from daskflow.events.codec import OP
+from daskflow.events.codec import OP, batched
 
 _pending: weakref.WeakKeyDictionary[Any, list] = weakref.WeakKeyDictionary()
 _pending_lock = threading.Lock()
@@ -107,6 +107,7 @@ def _flush(worker: Any) -> None:
             states.append(state_msg)
         if log_msg is not None:
             logs.append(log_msg)
-    worker.batched_send({"op": OP, "events": [[o, r, s, lg] for (o, r), (s, lg) in groups.items()]})
+    worker.batched_send({"op": OP, "events": [[o, r, batched(s), lg]
+                                              for (o, r), (s, lg) in groups.items()]})
 
 

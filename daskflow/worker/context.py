@@ -125,6 +125,13 @@ def current_worker() -> Any:
         return None
 
 
+def current_dask_key() -> Any:
+    """The key of the Dask task this thread runs on a worker (None elsewhere)."""
+    from distributed.worker import thread_state
+
+    return getattr(thread_state, "key", None)
+
+
 def still_wanted() -> bool:
     """Whether Dask still wants the task this thread runs (False once its run
     was cancelled: the driver released it and the worker dropped it).  True

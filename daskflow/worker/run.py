@@ -51,6 +51,7 @@ from daskflow.worker import coroutines, finishers, per_worker, slots, store
 from daskflow.worker.context import (
     annotations_hidden,
     call_logger,
+    current_dask_key,
     current_worker,
     get_run_logger,
     prints_logged,
@@ -132,7 +133,8 @@ def finish(call: Call, state: State, inner: bool = False) -> State:
     if not serialize.registered():
         serialize.register_serialization()
     live = call.spec.kind == "setup" and state.is_completed() and not _travels(state._result)
-    queue.emit(worker, run, state_msg=encode_state(call.key, state, live=live),
+    queue.emit(worker, run, state_msg=encode_state(call.key, state, live=live,
+                                                   dask_key=current_dask_key()),
                at_transition=not inner)
     if call.spec.task.has_hooks:
         chosen = task_hooks_for(call.spec.task, state)
