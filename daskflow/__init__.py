@@ -36,6 +36,7 @@ from daskflow.core.states import State, StateType
 from daskflow.define.build import allow_failure, unmapped
 from daskflow.define.resources import resource, resource_manager
 from daskflow.define.tags import tags
+from daskflow.define.transactions import transaction
 from daskflow.define.task import Task, task
 from daskflow.define.waits import as_completed, wait
 from daskflow.driver.flowrun import FlowRun
@@ -125,6 +126,7 @@ __all__ = [
     "shell",
     "tags",
     "task",
+    "transaction",
     "unmapped",
     "wait",
 ]
