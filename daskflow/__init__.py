@@ -36,8 +36,8 @@ from daskflow.core.states import State, StateType
 from daskflow.define.build import allow_failure, unmapped
 from daskflow.define.resources import resource, resource_manager
 from daskflow.define.tags import tags
-from daskflow.define.transactions import transaction
 from daskflow.define.task import Task, task
+from daskflow.define.transactions import transaction
 from daskflow.define.waits import as_completed, wait
 from daskflow.driver.flowrun import FlowRun
 from daskflow.exceptions import (

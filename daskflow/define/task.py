@@ -26,6 +26,10 @@ from daskflow.exceptions import FlowDefinitionError
 
 R = TypeVar("R")
 
+# the hook options, each also a decorator (``@my_task.on_failure``)
+HOOK_OPTIONS = ("on_completion", "on_failure", "on_retry", "on_skip", "on_running", "on_commit",
+                "on_rollback")
+
 _TRIGGERS = {
     signals.all_successful, signals.all_finished, signals.any_failed,
     signals.all_failed, signals.any_successful,
@@ -152,8 +156,7 @@ class Task(Generic[R]):
         on_running: Iterable[Callable[..., Any]] | None = None,
         retry_delay_seconds: Any = None,
         timeout_seconds: float | None = None,
-        on_commit: Iterable[Callable[..., Any]] | None = None,
-        on_rollback: Iterable[Callable[..., Any]] | None = None,
+        on_commit: Iterable[Callable[..., Any]] | None = None, on_rollback: Any = None,
     ) -> None:
         if not callable(fn):
             raise FlowDefinitionError(f"@task needs a function, got {fn!r}")
@@ -168,9 +171,7 @@ class Task(Generic[R]):
         self.timeout = _check_timeout(self.name, _alias(self.name, "timeout", timeout, None,
                                                         timeout_seconds))
         self.resources = dict(resources) if resources else None
-        self._hooks(on_completion=on_completion, on_failure=on_failure, on_retry=on_retry,
-                    on_skip=on_skip, on_running=on_running, on_commit=on_commit,
-                    on_rollback=on_rollback)
+        self._hooks(**{k: v for k, v in locals().items() if k in HOOK_OPTIONS})
         self.cache = None if cache is None else bool(cache)
         self.cache_version = _check_cache_version(self.name, cache_version)
         self.cache_key = _check_cache_key(self.name, cache_key)
