@@ -65,6 +65,8 @@ class transaction:  # noqa: N801 - Prefect's spelling
     name : str
         The name of the commit node in ``run.states`` (``"transaction"``).
 
+    Examples
+    --------
     >>> import daskflow as df
     >>> @df.flow
     ... def etl():
