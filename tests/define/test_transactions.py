@@ -221,3 +221,20 @@ def test_transaction_misuse():
         pass
 
     assert t.on_rollback == (undo,) and t.with_options(name="u").on_rollback == (undo,)
+
+
+@df.flow
+def waits_inside(path: str):
+    with df.transaction():
+        a = part(path, "a")
+        if a.result() == "a":  # a wait: the members so far are submitted first
+            part(path, "b", True)
+    return a
+
+
+def test_a_transaction_across_a_wait(on, tmp_path):
+    path = str(tmp_path / "hooks")
+    run = waits_inside.run(path, cluster=on, progress=False)
+    assert run.states["part"].name == "RolledBack" and run.states["part-2"].is_failed()
+    assert run.states["transaction"].name == "RolledBack"
+    assert [c[:2] for c in calls(path)] == [["rollback", "part"]]
