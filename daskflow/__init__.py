@@ -37,6 +37,7 @@ from daskflow.define.build import allow_failure, unmapped
 from daskflow.define.resources import resource, resource_manager
 from daskflow.define.tags import tags
 from daskflow.define.task import Task, task
+from daskflow.define.transactions import transaction
 from daskflow.define.waits import as_completed, wait
 from daskflow.driver.flowrun import FlowRun
 from daskflow.exceptions import (
@@ -125,6 +126,7 @@ __all__ = [
     "shell",
     "tags",
     "task",
+    "transaction",
     "unmapped",
     "wait",
 ]

@@ -73,9 +73,9 @@ class TaskSpec:
 
     __slots__ = ("task", "fn", "kind", "retries", "retry_delays", "retry_on", "trigger",
                  "skip_on_upstream_skip", "tags", "timeout", "run", "limits", "cache", "log_prints",
-                 "_blob")
+                 "txn", "_blob")
 
-    def __init__(self, task: Any, kind: str, run: RunInfo) -> None:
+    def __init__(self, task: Any, kind: str, run: RunInfo, txn: str | None = None) -> None:
         self.task = task
         self.fn = task.fn
         self.kind = kind
@@ -90,6 +90,7 @@ class TaskSpec:
         self.limits = tuple(lim for lim in run.limits if lim[0] in task.tags)
         self.cache = run.results.for_task(task, kind) if run.results is not None else None
         self.log_prints = task.log_prints if task.log_prints is not None else run.log_prints
+        self.txn = txn  # a transaction member: its stored result is staged (worker.staging)
         self._blob: tuple[bytes, bytes] | None = None
 
     def blob(self) -> tuple[bytes, bytes]:
@@ -97,8 +98,8 @@ class TaskSpec:
         if self._blob is None:
             # the function's origin travels too: its traceback on a worker names
             # the user's file and line (see core.origin)
-            data = cloudpickle.dumps((self.task, self.kind, self.run, origin_of(self.fn)),
-                                     protocol=5)
+            data = cloudpickle.dumps((self.task, self.kind, self.run, origin_of(self.fn),
+                                      self.txn), protocol=5)
             self._blob = (hashlib.blake2b(data, digest_size=12).digest(), data)
         return self._blob
 
@@ -121,8 +122,8 @@ class _SpecCache:
             if hit is not None:
                 self.entries.move_to_end(digest)
                 return hit[0]
-        task, kind, run, origin = pickle.loads(data)
-        spec = TaskSpec(task, kind, run)
+        task, kind, run, origin, txn = pickle.loads(data)
+        spec = TaskSpec(task, kind, run, txn)
         restore(spec.fn, origin)
         spec._blob = (digest, data)
         with self.lock:

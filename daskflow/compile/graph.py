@@ -42,6 +42,7 @@ from daskflow.compile import chunks
 from daskflow.compile.chunks import AUTO_MIN, ChunkJob, Layout
 from daskflow.compile.fusion import Fusion
 from daskflow.compile.tasks import as_keys, data_slot, make_task, template
+from daskflow.compile.transactions import emit_commit
 from daskflow.core.states import State, StateType
 from daskflow.core.walk import inside, is_container, transform
 from daskflow.define.build import Node, Ref, different_lengths, mapped_values, refs_in
@@ -103,7 +104,7 @@ class Compiler:
         self._done: dict[Any, Any] = {}
         self._todo: list[Node] = []
         self._seen = 0  # nodes[:_seen] are in _todo or emitted (the list may grow)
-        self._specs: dict[tuple[int, str], TaskSpec] = {}
+        self._specs: dict[tuple[int, str, str | None], TaskSpec] = {}
         self._names: dict[str, str] = {}
         self.plan: Any = None  # a KeyPlan (compile.cachekeys) when the run stores results
         self.fuse = False  # fuse linear chains and element-wise map chains (compile.fusion)
@@ -165,7 +166,8 @@ class Compiler:
             self._todo.extend(new)
             if self.fuse:
                 skip = (plan.hits | plan.unneeded) if plan is not None else _EMPTY
-                self.fusion.merge(Fusion.plan(new, skip, self.keep_real, self.max_fused, first))
+                keep = self.keep_real | {n.index for n in new if n.txn is not None}
+                self.fusion.merge(Fusion.plan(new, skip, keep, self.max_fused, first))
         for job, last in self._measured:
             job.emit(dsk)
             self.notes.append(f"map {self.nodes[last].name!r}: {job.layout.describe()}")
@@ -212,10 +214,10 @@ class Compiler:
 
     # -- helpers -----------------------------------------------------------------
     def _spec(self, node: Node) -> TaskSpec:
-        ident = (id(node.task), node.kind)
+        ident = (id(node.task), node.kind, node.txn)
         spec = self._specs.get(ident)
         if spec is None:
-            spec = self._specs[ident] = TaskSpec(node.task, node.kind, self.run)
+            spec = self._specs[ident] = TaskSpec(node.task, node.kind, self.run, node.txn)
             if self.check_pickle:
                 _check_picklable(spec, node)
         return spec
@@ -333,6 +335,8 @@ class Compiler:
     def _emit_single(self, node: Node, dsk: dict[Any, DaskTask]) -> None:
         if node.kind == "cleanup":
             return self._emit_cleanup(node, dsk)
+        if node.kind == "commit":
+            return emit_commit(self, node, dsk)
         fusion = self.fusion
         if node.index in fusion.inner and not self.scattered:
             return self._emit_inner(node)

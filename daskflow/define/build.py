@@ -284,13 +284,13 @@ class Node:
 
     __slots__ = ("index", "name", "task", "kind", "args", "kwargs", "upstream",
                  "wait_for", "allowed", "mapped", "length", "setups", "members", "downstream",
-                 "chunk")
+                 "chunk", "txn")
 
     def __init__(self, index: int, name: str, task: Task, kind: str = "task") -> None:
         self.index = index
         self.name = name
         self.task = task
-        self.kind = kind  # "task", "setup" or "cleanup"
+        self.kind = kind  # "task", "setup", "cleanup" or "commit" (a transaction's end)
         self.args: tuple = ()
         self.kwargs: dict[str, Any] = {}
         self.upstream: tuple[Node, ...] = ()  # data dependencies, in order
@@ -302,6 +302,7 @@ class Node:
         self.members: tuple[Node, ...] = ()  # for a cleanup: the nodes of its block
         self.downstream = 0  # number of nodes that depend on this one
         self.chunk: int | None = None  # a map's .map(chunk=N): elements per Dask task
+        self.txn: str | None = None  # the id of the (outermost) transaction it is in
 
     def dependencies(self) -> Iterator[Node]:
         yield from self.upstream
@@ -349,6 +350,7 @@ class Builder:
         self._names: dict[str, int] = {}
         self._prefix: list[str] = []
         self._blocks: list[_Block] = []  # open resource blocks, innermost last
+        self.transactions: list[Any] = []  # open transactions, innermost last
         self._flows: list[Any] = []  # flows being built, outermost first
         self.waiter: Waiter | None = None  # the run that answers the body's waits
         self._refs: list[weakref.ref[Ref]] = []  # every ref handed to the body
@@ -369,7 +371,10 @@ class Builder:
     def open_blocks(self) -> set[int]:
         """The setups and members of the resource blocks still open (their
         cleanup, not built yet, will wait for them)."""
-        return {n.index for b in self._blocks for n in (b.setup, *b.members)}
+        held = {n.index for b in self._blocks for n in (b.setup, *b.members)}
+        if self.transactions:  # the same for an open transaction's commit
+            held.update(n.index for n in self.transactions[0].members)
+        return held
 
     # -- activation -------------------------------------------------------
     def __enter__(self) -> Builder:
@@ -380,8 +385,9 @@ class Builder:
 
     def __exit__(self, *exc: Any) -> None:
         _builder.reset(self._token)
-        if self._blocks and exc[0] is None:
-            raise FlowDefinitionError("a resource block was left open in the flow body")
+        if (self._blocks or self.transactions) and exc[0] is None:
+            raise FlowDefinitionError("a resource block or a transaction was left open in "
+                                      "the flow body")
 
     def nested(self, name: str) -> _Prefix:
         """Prefix the names of the nodes added while a nested flow is built."""
@@ -433,6 +439,10 @@ class Builder:
                                 if not any(i in b.indexes for i in deps))
             for block in self._blocks:
                 block.add(node)
+        if self.transactions:  # the outermost one commits or rolls back its members
+            outer = self.transactions[0]
+            node.txn = outer.id
+            outer.members.append(node)
         for dep in node.upstream:
             dep.downstream += 1
         for dep in node.wait_for:

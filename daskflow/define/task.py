@@ -26,6 +26,10 @@ from daskflow.exceptions import FlowDefinitionError
 
 R = TypeVar("R")
 
+# the hook options, each also a decorator (``@my_task.on_failure``)
+HOOK_OPTIONS = ("on_completion", "on_failure", "on_retry", "on_skip", "on_running", "on_commit",
+                "on_rollback")
+
 _TRIGGERS = {
     signals.all_successful, signals.all_finished, signals.any_failed,
     signals.all_failed, signals.any_successful,
@@ -76,6 +80,11 @@ class Task(Generic[R]):
         State hooks, each called as ``hook(task, state)`` on the worker (see
         :mod:`daskflow.core.hooks`); each is also a decorator adding one
         (``@my_task.on_failure``).
+    on_commit, on_rollback : list of callables, optional
+        Transaction hooks (see :mod:`daskflow.define.transactions`), called
+        as ``hook(task, state)`` on the worker that ends the task's
+        transaction: ``on_commit`` when it commits, ``on_rollback`` (newest
+        task first) when it rolls back; ``state.result()`` is the task's value.
     cache : bool, optional
         Reuse a stored result with the same key (see :mod:`daskflow.compile.cachekeys`);
         None: the flow's ``cache=`` decides.
@@ -113,6 +122,8 @@ class Task(Generic[R]):
     on_retry: Hooks
     on_skip: Hooks
     on_running: Hooks
+    on_commit: Hooks
+    on_rollback: Hooks
 
     def __init__(
         self,
@@ -145,6 +156,7 @@ class Task(Generic[R]):
         on_running: Iterable[Callable[..., Any]] | None = None,
         retry_delay_seconds: Any = None,
         timeout_seconds: float | None = None,
+        on_commit: Iterable[Callable[..., Any]] | None = None, on_rollback: Any = None,
     ) -> None:
         if not callable(fn):
             raise FlowDefinitionError(f"@task needs a function, got {fn!r}")
@@ -159,8 +171,7 @@ class Task(Generic[R]):
         self.timeout = _check_timeout(self.name, _alias(self.name, "timeout", timeout, None,
                                                         timeout_seconds))
         self.resources = dict(resources) if resources else None
-        self._hooks(on_completion=on_completion, on_failure=on_failure, on_retry=on_retry,
-                    on_skip=on_skip, on_running=on_running)
+        self._hooks(**{k: v for k, v in locals().items() if k in HOOK_OPTIONS})
         self.cache = None if cache is None else bool(cache)
         self.cache_version = _check_cache_version(self.name, cache_version)
         self.cache_key = _check_cache_key(self.name, cache_key)
@@ -320,6 +331,7 @@ class Task(Generic[R]):
             "task_run_name": self.task_run_name, "on_running": list(self.on_running),
             "retry_jitter_factor": self.retry_jitter_factor,
             "retry_condition_fn": self.retry_condition_fn,
+            "on_commit": list(self.on_commit), "on_rollback": list(self.on_rollback),
         }
 
     def __repr__(self) -> str:
@@ -483,7 +495,7 @@ def task(
     result_storage: str | None = ..., log_prints: bool | None = ...,
     task_run_name: Any = ..., retry_jitter_factor: float | None = ...,
     retry_condition_fn: Any = ..., on_running: Any = ..., retry_delay_seconds: Any = ...,
-    timeout_seconds: float | None = ...,
+    timeout_seconds: float | None = ..., on_commit: Any = ..., on_rollback: Any = ...,
 ) -> Callable[[Callable[..., R]], Task[R]]: ...
 
 

@@ -620,9 +620,10 @@ def _reference_nodes(nodes: list[Any], returned: list[Any]) -> list[Any]:
     nodes, where a terminal ``always_run`` task (a cleanup step) also brings
     in its upstream nodes, so that a cleanup that ran does not hide a failure.
     Resource setups and cleanups always count: a resource that failed to
-    start or to end fails the run.
+    start or to end fails the run; so do transactions' commits (one that
+    could not write the store fails the run).
     """
-    cleanups = [n for n in nodes if n.kind in ("setup", "cleanup")]
+    cleanups = [n for n in nodes if n.kind in ("setup", "cleanup", "commit")]
     if returned:
         return returned + cleanups
     stack = [n for n in nodes if n.downstream == 0 and n.kind in ("task", "cleanup")]

@@ -47,7 +47,7 @@ from daskflow.exceptions import (
     TaskTimeoutError,
 )
 from daskflow.wire import READS, Call, DataSlot, Slot, SlotItem, SlotList, TaskSpec
-from daskflow.worker import coroutines, finishers, per_worker, slots, store
+from daskflow.worker import coroutines, finishers, per_worker, slots, staging, store
 from daskflow.worker.context import (
     annotations_hidden,
     call_logger,
@@ -304,8 +304,12 @@ def _through_cache(call: Call, args: tuple, kwargs: dict, start: float) -> State
     if key is not None and state.type is StateType.COMPLETED:
         with running(call, state.attempts):
             version = task.cache_version or code_version(task.fn)
-            store.store(settings, key, state._result, call.display_name,
-                        call.spec.run.flow_name, version)
+            if call.spec.txn is not None:  # a transaction's member: staged until it commits
+                staging.stage(settings, call.spec.txn, key, state._result, call.display_name,
+                              call.spec.run.flow_name, version)
+            else:
+                store.store(settings, key, state._result, call.display_name,
+                            call.spec.run.flow_name, version)
     return state
 
 

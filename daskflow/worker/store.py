@@ -109,8 +109,10 @@ def load(settings: ResultSettings, key: str, task_name: str) -> Any:
 
 
 def store(settings: ResultSettings, key: str, value: Any, task_name: str, flow_name: str,
-          version: str = "") -> bool:
-    """Write ``value`` under ``key``: the data, then the record naming it."""
+          version: str = "", record: str | None = None) -> bool:
+    """Write ``value`` under ``key``: the data, then the record naming it
+    (at ``record`` instead of its place in the store: a staged result,
+    see :mod:`daskflow.worker.staging`)."""
     try:
         data, kind = _dumps(value, settings.serializer)
     except Exception as err:
@@ -134,7 +136,9 @@ def store(settings: ResultSettings, key: str, value: Any, task_name: str, flow_n
             _made.add((settings.storage, folder))
         with fs.open(f"{folder}/{name}", "wb") as f:
             f.write(data)
-        write_atomic(meta_path, json.dumps(meta).encode(), fs)
+        if record is not None:
+            fs.makedirs(record.rsplit("/", 1)[0], exist_ok=True)
+        write_atomic(record or meta_path, json.dumps(meta).encode(), fs)
     except Exception as err:
         _log().warning("the result of %s could not be written to %s (%s: %s); the task "
                        "stays Completed but is not stored", task_name, settings.storage,
