@@ -112,6 +112,11 @@ class Flow(Generic[R]):
     [2, 4, 6]
     """
 
+    # Whether only what the body returns decides the run's state (Prefect 3's
+    # rule: a body that returns plain values is Completed); by default a body
+    # returning no reference is decided by its terminal tasks.
+    state_from_returned = False
+
     # the hook options: tuples of hooks, each also a decorator (``@my_flow.on_failure``)
     on_completion: Hooks
     on_failure: Hooks

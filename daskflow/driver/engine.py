@@ -568,7 +568,8 @@ class Engine:
 
         states = self._labelled(raw, crashed)
         reference = [states[_label(compiler, k)]
-                     for n in _reference_nodes(self.builder.nodes, self.returned_nodes)
+                     for n in _reference_nodes(self.builder.nodes, self.returned_nodes,
+                                               getattr(self.flow, "state_from_returned", False))
                      for k in as_keys(compiler.keys.get(n.index))]
         final = flow_state(reference, missing, list(states.values()))
         final.start = start
@@ -613,18 +614,21 @@ def returned_nodes(returned: Any) -> list[Any]:
     return list(refs_in(returned).values())
 
 
-def _reference_nodes(nodes: list[Any], returned: list[Any]) -> list[Any]:
+def _reference_nodes(nodes: list[Any], returned: list[Any],
+                     only_returned: bool = False) -> list[Any]:
     """The nodes whose states decide the flow's state.
 
     The returned nodes if the flow returns refs; otherwise the terminal task
     nodes, where a terminal ``always_run`` task (a cleanup step) also brings
     in its upstream nodes, so that a cleanup that ran does not hide a failure.
-    Resource setups and cleanups always count: a resource that failed to
-    start or to end fails the run; so do transactions' commits (one that
-    could not write the store fails the run).
+    With ``only_returned`` (a flow whose ``state_from_returned`` is True:
+    Prefect 3's rule, see daskflow.compat.prefect), the returned nodes only,
+    none when it returns plain values.  Resource setups and cleanups always
+    count: a resource that failed to start or to end fails the run; so do
+    transactions' commits (one that could not write the store fails the run).
     """
     cleanups = [n for n in nodes if n.kind in ("setup", "cleanup", "commit")]
-    if returned:
+    if returned or only_returned:
         return returned + cleanups
     stack = [n for n in nodes if n.downstream == 0 and n.kind in ("task", "cleanup")]
     seen: dict[int, Any] = {}

@@ -1,0 +1,1 @@
+"""Prefect 3's ``prefect.concurrency``: see :mod:`.sync`."""
