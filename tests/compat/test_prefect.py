@@ -287,7 +287,6 @@ def test_refused_features_say_which_and_what_to_do():
         (lambda: variables.get("x"), "prefect.variables"),
         (lambda: blocks.system, "prefect.blocks"),
         (lambda: task(refresh_cache=True)(lambda: 1), "refresh_cache"),
-        (lambda: task(on_rollback=[print])(lambda: 1), "on_rollback"),
         (lambda: double.submit(1), "double.submit() outside a flow"),
         (lambda: rate_limit("github-api", strict=True), "rate_limit"),
         (lambda: task(cache_policy=RUN_ID)(lambda: 1), "cache_policy=RUN_ID"),
@@ -300,6 +299,35 @@ def test_refused_features_say_which_and_what_to_do():
         message = str(info.value)
         assert feature in message and "Prefect 3" in message, message
     rate_limit("github-api")  # not strict: goes on, as Prefect does for a missing limit
+
+
+def test_a_transactions_rollback_hooks_get_the_value_to_undo(on, tmp_path):
+    from daskflow.compat.prefect.transactions import transaction
+
+    undone = tmp_path / "undone"
+
+    def undo(txn):
+        with open(undone, "a") as f:
+            f.write(f"{txn.key}={txn.get('result')}\n")
+
+    @task(on_rollback=[undo], persist_result=True, result_storage=str(tmp_path / "store"))
+    def write(x):
+        return x * 10
+
+    @task
+    def explode(x):
+        raise ValueError(x)
+
+    @flow
+    def pipeline():
+        with transaction():
+            write(1)
+            explode.submit(2)
+
+    run = pipeline.run(cluster=on)  # Completed, as in Prefect 3: it returns no failure
+    assert run.states["explode"].is_failed()
+    assert undone.read_text().split() == ["write=10"]
+    assert run.states["write"].name == "RolledBack"
 
 
 def test_unknown_options_are_errors():

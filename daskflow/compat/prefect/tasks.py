@@ -53,6 +53,35 @@ class _TaskHook:
         return self.fn(task, task_run, state)
 
 
+class _TransactionHook:
+    """A Prefect 3 transaction hook ``hook(transaction)`` (``on_commit``,
+    ``on_rollback``) called as daskflow's ``hook(task, state)``: it is given
+    a :class:`TransactionView` of the task run it is attached to."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, task: Any, state: Any) -> Any:
+        return self.fn(TransactionView(task, state))
+
+
+class TransactionView:
+    """What a Prefect 3 ``on_commit``/``on_rollback`` hook is given here: the
+    task run's ``state`` and its ``result`` (the value to undo, for a
+    rollback), its ``key`` (the task run's name), and ``get(name, default)``
+    for the value a task stored under ``name`` (daskflow has no
+    ``transaction.set``: ``get`` answers ``"result"`` only)."""
+
+    def __init__(self, task: Any, state: Any) -> None:
+        self.task, self.state = task, state
+        self.key = state.task_name
+        self.result = state.result() if state.is_completed() else None
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.result if name == "result" else default
+
+
 class _Hooks(tuple):
     """A hook option's hooks; ``@my_task.on_failure`` adds a Prefect-style one."""
 
@@ -198,8 +227,6 @@ def _caller_is_async() -> bool:
 # which daskflow does anyway: results stay on the cluster until needed).
 _IGNORED = ("description", "version", "cache_result_in_memory", "viz_return_value")
 _REFUSED = {
-    "on_rollback": ("transactions", "use on_failure= hooks"),
-    "on_commit": ("transactions", "use on_completion= hooks"),
     "result_storage_key": ("daskflow names a stored result by its cache key",
                            "leave it out (results go under result_storage=)"),
     "refresh_cache": ("in daskflow refreshing the cache is an option of a run",
@@ -212,10 +239,8 @@ def _daskflow_options(fn: Callable[..., Any], given: dict[str, Any]) -> dict[str
     """Prefect 3's ``@task`` options as daskflow's ``@df.task`` options."""
     name = given.get("name") or getattr(fn, "__name__", "task")
     for option, (why, instead) in _REFUSED.items():
-        if given.get(option) is not None and option not in ("on_rollback", "on_commit"):
+        if given.get(option) is not None:
             raise refuse(f"@task({option}=...)", why, instead)
-        if option in ("on_rollback", "on_commit") and given.get(option):
-            raise refuse(f"@task({option}=...)", f"{why} are not in daskflow yet", instead)
     out: dict[str, Any] = {"name": name}
     simple = {"tags": "tags", "task_run_name": "task_run_name", "retry_jitter_factor":
               "retry_jitter_factor", "retry_condition_fn": "retry_condition_fn",
@@ -231,8 +256,14 @@ def _daskflow_options(fn: Callable[..., Any], given: dict[str, Any]) -> dict[str
         hooks = given.get(option)
         if hooks:
             out[option] = [_TaskHook(h) for h in ([hooks] if callable(hooks) else hooks)]
+    for option in ("on_commit", "on_rollback"):
+        hooks = given.get(option)
+        if hooks:
+            out[option] = [_TransactionHook(h)
+                           for h in ([hooks] if callable(hooks) else hooks)]
     out.update(_cache_options(fn, name, given))
     unknown = set(given) - set(simple) - set(_REFUSED) - set(_IGNORED) - set(_TASK_HOOKS) - {
+        "on_commit", "on_rollback",
         "name", "retries", "retry_delay_seconds", "cache_policy", "cache_key_fn",
         "persist_result", "result_serializer"}
     if unknown:
