@@ -113,6 +113,11 @@ class Layout:
             spans += self.spans()
         return [(self.name, j) for j, _, _ in spans]
 
+    def all_spans(self) -> list[list[int]]:
+        """``[start, stop)`` of every chunk known so far, in element order."""
+        spans = self.spans(pilot=True) + (self.spans() if self.size is not None else [])
+        return [[start, stop] for _, start, stop in spans]
+
     def describe(self) -> str:
         chunks = len(self.keys())
         return f"{self.n} elements in {chunks} Dask tasks ({self.why})"

@@ -134,6 +134,10 @@ class Compiler:
         map's elements share their chunk's), each once."""
         return chunks.dask_keys(keys, self.layouts)
 
+    def chunked(self) -> dict[str, list[list[int]]]:
+        """Each chunked map's name and the element spans of its Dask tasks."""
+        return {self.name_of(base): layout.all_spans() for base, layout in self.layouts.items()}
+
     def pick(self, key: Any, values: dict[Any, Any]) -> Any:
         """Task run ``key``'s state among values gathered by :meth:`dask_keys`."""
         return chunks.pick(key, values, self.layouts)

@@ -567,6 +567,7 @@ class Engine:
             return state
 
         states = self._labelled(raw, crashed)
+        self.flow_run.chunked = compiler.chunked()
         reference = [states[_label(compiler, k)]
                      for n in _reference_nodes(self.builder.nodes, self.returned_nodes,
                                                getattr(self.flow, "state_from_returned", False))

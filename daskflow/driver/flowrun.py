@@ -72,6 +72,8 @@ class FlowRun:
         self.created = time.time()
         self.logs: deque[dict[str, Any]] = deque(maxlen=10_000)  # the run's log records
         self.artifacts: list[dict[str, Any]] = []  # appended to by the run's events
+        # chunked maps: task name -> the spans [start, stop) of its Dask tasks' elements
+        self.chunked: dict[str, list[list[int]]] = {}
         self.page_link: str | None = None
         self.scheduler_id: str | None = None  # the Dask scheduler's id, if it ran on one
         self._final: dict[str, State] | None = None
@@ -176,7 +178,8 @@ class FlowRun:
                 "parameters": self.parameters,
                 "state": _state_record(self.state),
                 "states": {name: _state_record(st) for name, st in self.states.items()},
-                "logs": list(self.logs), "artifacts": list(self.artifacts)}
+                "logs": list(self.logs), "artifacts": list(self.artifacts),
+                "chunked": dict(self.chunked)}
 
     def to_json(self) -> str:
         """The run's :meth:`record` as JSON (``repr`` of parameters JSON cannot hold)."""
@@ -213,6 +216,7 @@ class FlowRun:
         run.cluster_closed = bool(record.get("cluster_closed"))
         run.logs.extend(record.get("logs") or [])
         run.artifacts.extend(record.get("artifacts") or [])
+        run.chunked.update(record.get("chunked") or {})
         run.page_link = record.get("page")
         run.scheduler_id = record.get("scheduler_id")
         run._done.set()

@@ -12,6 +12,8 @@ the failures with their tracebacks, the artifacts its tasks attached
 
 from __future__ import annotations
 
+import bisect
+
 import time
 from collections import Counter
 from typing import Any
@@ -71,7 +73,7 @@ def render(record: dict[str, Any], head: str = "", top: str = "") -> str:
         + "</div>"
         + (f"<p>{esc(state['message'])}</p>" if state.get("message") else ""))
     if states or not record.get("groups"):
-        parts.append(_gantt(states, state))
+        parts.append(_gantt(chunk_bars(states, record.get("chunked") or {}), state))
         parts.append(_task_table(states))
     else:
         parts.append(groups_table(record["groups"]))
@@ -227,6 +229,37 @@ def groups_table(groups: list[dict[str, Any]]) -> str:
 
 
 LANE_H, LABEL_W, WIDTH = 14, 220, 1000  # the timeline's geometry, in pixels
+
+
+def chunk_bars(states: dict[str, dict], chunked: dict[str, list]) -> dict[str, dict]:
+    """The states to draw: the elements of a chunked map as one bar per Dask
+    task that ran them (``name[a-b]``, from the first start to the last end,
+    coloured by the worst state among them)."""
+    if not chunked:
+        return states
+    out: dict[str, dict] = {}
+    members: dict[tuple[str, int], list[dict]] = {}
+    bounds = {name: [stop for _, stop in spans] for name, spans in chunked.items()}
+    for name, st in states.items():
+        base, _, tail = name.rpartition("[")
+        stops = bounds.get(base)
+        if stops is None or not tail[:-1].isdigit():
+            out[name] = st
+            continue
+        members.setdefault((base, bisect.bisect_right(stops, int(tail[:-1]))), []).append(st)
+    for (base, j), group in members.items():
+        start, stop = chunked[base][j] if j < len(chunked[base]) else (0, 0)
+        worst = max(group, key=lambda s: _SEVERITY.get(s["type"], 0))
+        timed = [s for s in group if s.get("start") and s.get("end")]
+        out[f"{base}[{start}-{stop - 1}]"] = dict(
+            worst, start=min((s["start"] for s in timed), default=None),
+            end=max((s["end"] for s in timed), default=None), tries=None,
+            message=f"{len(group)} elements in one Dask task")
+    return out
+
+
+_SEVERITY = {"COMPLETED": 0, "SKIPPED": 1, "PENDING": 1, "CANCELLED": 2, "FAILED": 3,
+             "CRASHED": 3}
 
 
 def _gantt(states: dict[str, dict], run_state: dict) -> str:

@@ -239,3 +239,14 @@ def test_live_counts_of_a_100k_map_match_a_recount(client):
     recount = sum(1 for n, s in run.states.items() if n.startswith("same[") and s.is_completed())
     assert counted.total == recount == 100_000
     assert counted.counts["COMPLETED"] == recount
+
+
+def test_the_reports_timeline_draws_a_bar_per_chunk(tmp_path):
+    run = plain.run(40, 10, cluster="sync")
+    assert run.chunked == {"inc": [[0, 10], [10, 20], [20, 30], [30, 40]],
+                           "inc-2": [[0, 10], [10, 20], [20, 30], [30, 40]]}
+    html = (tmp_path / "run.html").read_text() if run.report(str(tmp_path / "run.html")) else ""
+    assert "<title>inc[0-9]: Completed" in html and "10 elements in one Dask task" in html
+    assert "<title>inc[3]:" not in html  # elements are not drawn one by one
+    back = df.FlowRun.from_json(run.to_json())
+    assert back.chunked == run.chunked
