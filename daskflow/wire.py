@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import inspect
 import os
 import pickle
 import threading
@@ -73,7 +74,7 @@ class TaskSpec:
 
     __slots__ = ("task", "fn", "kind", "retries", "retry_delays", "retry_on", "trigger",
                  "skip_on_upstream_skip", "tags", "timeout", "run", "limits", "cache", "log_prints",
-                 "txn", "_blob")
+                 "txn", "is_async", "_blob")
 
     def __init__(self, task: Any, kind: str, run: RunInfo, txn: str | None = None) -> None:
         self.task = task
@@ -91,6 +92,7 @@ class TaskSpec:
         self.cache = run.results.for_task(task, kind) if run.results is not None else None
         self.log_prints = task.log_prints if task.log_prints is not None else run.log_prints
         self.txn = txn  # a transaction member: its stored result is staged (worker.staging)
+        self.is_async = inspect.iscoroutinefunction(self.fn)  # an async def: on a loop
         self._blob: tuple[bytes, bytes] | None = None
 
     def blob(self) -> tuple[bytes, bytes]:

@@ -113,23 +113,36 @@ loop_worker: contextvars.ContextVar[Any] = contextvars.ContextVar("daskflow_loop
 def current_worker() -> Any:
     """The ``distributed`` worker running this thread's task (or this async
     task's coroutine), else None."""
-    from distributed.worker import thread_state
-
-    if getattr(thread_state, "key", None) is None:
+    if getattr(_thread_state(), "key", None) is None:
         return loop_worker.get()
-    from distributed import get_worker
-
     try:
-        return get_worker()
+        return _get_worker()
     except ValueError:
         return None
 
 
 def current_dask_key() -> Any:
     """The key of the Dask task this thread runs on a worker (None elsewhere)."""
-    from distributed.worker import thread_state
+    return getattr(_thread_state(), "key", None)
 
-    return getattr(thread_state, "key", None)
+
+_distributed: list[Any] = []  # distributed's thread_state and get_worker, once imported
+
+
+def _thread_state() -> Any:
+    if not _distributed:
+        # imported on first use, not with daskflow (`import daskflow` does
+        # not import distributed); a task runs this per call, so only once
+        from distributed import get_worker
+        from distributed.worker import thread_state
+
+        _distributed[:] = [thread_state, get_worker]
+    return _distributed[0]
+
+
+def _get_worker() -> Any:
+    _thread_state()
+    return _distributed[1]()
 
 
 def still_wanted() -> bool:
@@ -142,9 +155,7 @@ def still_wanted() -> bool:
     record), isolated here and pinned by
     ``test_a_cancelled_fused_task_stops_between_its_tasks``.
     """
-    from distributed.worker import thread_state
-
-    key = getattr(thread_state, "key", None)
+    key = getattr(_thread_state(), "key", None)
     worker = current_worker() if key is not None else None
     if worker is None:
         return True

@@ -39,10 +39,16 @@ def registry_key(setup_key: Any) -> tuple[str, Any]:
 def resolve(args: tuple, kwargs: dict[str, Any], call: Call) -> tuple[tuple, dict[str, Any]]:
     """The arguments of ``call`` with each per-worker token (top level,
     positional or keyword) replaced by this process's value."""
-    if any(type(a) is PerWorker for a in args):
-        args = tuple(value_of(a, call) if type(a) is PerWorker else a for a in args)
-    if kwargs and any(type(v) is PerWorker for v in kwargs.values()):
-        kwargs = {k: value_of(v, call) if type(v) is PerWorker else v for k, v in kwargs.items()}
+    for a in args:  # (a loop: a generator in any() costs more than most tasks' own work)
+        if type(a) is PerWorker:
+            args = tuple(value_of(a, call) if type(a) is PerWorker else a for a in args)
+            break
+    if kwargs:
+        for v in kwargs.values():
+            if type(v) is PerWorker:
+                kwargs = {k: value_of(v, call) if type(v) is PerWorker else v
+                          for k, v in kwargs.items()}
+                break
     return args, kwargs
 
 

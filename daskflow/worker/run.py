@@ -401,7 +401,7 @@ def _attempt(call: Call, args: tuple, kwargs: dict) -> Any:
 def _call(call: Call, args: tuple, kwargs: dict) -> Any:
     spec = call.spec
     args, kwargs = per_worker.resolve(args, kwargs, call)
-    if coroutines.is_async(spec.fn):  # on a loop shared by the process's async tasks
+    if spec.is_async:  # on a loop shared by the process's async tasks
         value = coroutines.run(call, args, kwargs)
     elif spec.timeout is None:
         value = spec.fn(*args, **kwargs)
