@@ -168,18 +168,25 @@ class FlowRun:
             lines.append(f"  {base:<{width}}  {text}")
         return "\n".join(lines)
 
-    def record(self) -> dict[str, Any]:
+    def record(self, with_states: bool = True) -> dict[str, Any]:
         """The run's record: its state, parameters, every task run's state
-        (without results, with the traceback of a failure), and its logs."""
+        (without results, with the traceback of a failure), and its logs
+        (``with_states=False``: ``states`` empty, see :meth:`state_records`)."""
         return {"flow": self.flow_name, "run_id": self.run_id, "run_name": self.run_name,
                 "attempt": self.attempt, "cluster": self.cluster,
                 "dashboard": self.dashboard_link, "cluster_closed": self.cluster_closed,
                 "page": self.page_link, "scheduler_id": self.scheduler_id,
                 "parameters": self.parameters,
                 "state": _state_record(self.state),
-                "states": {name: _state_record(st) for name, st in self.states.items()},
+                "states": ({name: _state_record(st) for name, st in self.states.items()}
+                           if with_states else {}),
                 "logs": list(self.logs), "artifacts": list(self.artifacts),
                 "chunked": dict(self.chunked)}
+
+    def state_records(self) -> Any:
+        """``(name, record)`` of every task run's state, made one at a time."""
+        for name, st in self.states.items():
+            yield name, _state_record(st)
 
     def to_json(self) -> str:
         """The run's :meth:`record` as JSON (``repr`` of parameters JSON cannot hold)."""

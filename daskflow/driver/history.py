@@ -25,7 +25,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from daskflow import config
@@ -71,12 +71,14 @@ class RunStore:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started))
         return f"{self.root}/{stamp}-{record['run_id']}.json"
 
-    def write(self, record: dict[str, Any]) -> None:
+    def write(self, record: dict[str, Any], states: Iterable[tuple[str, Any]] = ()) -> None:
+        """Write ``record`` at once; ``states``, ``(name, state record)``
+        pairs, become its ``states``, encoded one at a time (a run of a
+        million task runs never holds a million dicts)."""
         if not self._made:
             self.fs.makedirs(self.root, exist_ok=True)
             self._made = True
-        data = json.dumps(record, default=repr).encode()
-        write_atomic(self.path(record), data, self.fs)
+        write_atomic(self.path(record), _encoded(record, states), self.fs)
 
     def exists(self) -> bool:
         """Whether the store's folder exists (the first recorded run makes it)."""
@@ -172,6 +174,20 @@ class RunStore:
         return removed
 
 
+def _encoded(record: dict[str, Any], states: Iterable[tuple[str, Any]]) -> Iterator[bytes]:
+    """``record`` as JSON bytes, in pieces, its ``states`` taken from ``states``."""
+    rest = {k: v for k, v in record.items() if k != "states"}
+    head = json.dumps(rest, default=repr)
+    yield head[:-1].encode()
+    yield b', "states": {'
+    sep = b""
+    dumps = json.dumps
+    for name, state in (states or record.get("states", {}).items()):
+        yield sep + f"{dumps(name)}: {dumps(state, default=repr)}".encode()
+        sep = b", "
+    yield b"}}"
+
+
 def _summary(record: dict[str, Any]) -> dict[str, Any]:
     states = record.pop("states", None) or {}
     record.pop("logs", None)
@@ -249,11 +265,11 @@ class Recorder:
             self._end(error)
 
     def _end(self, error: BaseException | None) -> None:
-        record = self.run.record()
+        record = self.run.record(with_states=False)
         if error is not None and not self.run.state.is_final():
             record["state"].update(type="FAILED", name="Failed", end=time.time(),
                                    message=f"did not start: {type(error).__name__}: {error}")
-        self._write(record)
+        self._write(record, self.run.state_records())
 
     def _running(self) -> dict[str, Any]:
         """The record while the run goes: its counts per task, not every state."""
@@ -270,13 +286,13 @@ class Recorder:
                   "artifacts": list(run.artifacts)}
         return record
 
-    def _write(self, record: dict[str, Any]) -> None:
+    def _write(self, record: dict[str, Any], states: Iterable[tuple[str, Any]] = ()) -> None:
         record.update(heartbeat=time.time(), created=self.created, host=socket.gethostname(),
                       pid=os.getpid())
         if record["state"].get("start") is None:
             record["state"]["start"] = self.created
         try:
-            self.store.write(record)
+            self.store.write(record, states)
         except Exception as err:  # a store that cannot be written never fails a run
             if not self._failed:
                 self._failed = True
