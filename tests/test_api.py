@@ -21,7 +21,8 @@ def test_all_is_sorted_and_complete():
     for name in df.__all__:
         assert hasattr(df, name), name
     # the package's layers (subpackages and modules imported on the way) are not names
-    layers = {"annotations", "cli", "compile", "config", "core", "dashboard", "define", "driver",
+    layers = {"annotations", "cli", "compat", "compile", "config", "core", "dashboard", "define",
+              "driver",
               "events",
               "exceptions", "flow", "integrations", "serve", "ui", "wire", "worker"}
     public = {n for n in dir(df) if not n.startswith("_")} - layers
