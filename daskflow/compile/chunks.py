@@ -36,7 +36,7 @@ from dask.task_spec import Task as DaskTask
 from dask.task_spec import TaskRef
 
 from daskflow.compile.tasks import make_task
-from daskflow.core.states import State
+from daskflow.core.states import Chunk, State
 from daskflow.worker.calls import Chunked, FusedMap, MapCall
 
 AUTO_MIN = 128  # maps shorter than this are not chunked unless asked (chunk=N)
@@ -252,6 +252,6 @@ def pick(key: Any, values: dict[Any, Any], layouts: dict[str, Layout]) -> Any:
     """Task run ``key``'s state among gathered Dask ``values`` (None if absent)."""
     dkey, at = dask_key(key, layouts)
     value = values.get(dkey)
-    if at is None or type(value) is not tuple:
+    if at is None or type(value) is not Chunk:
         return value
     return value[at]

@@ -181,6 +181,16 @@ class State:
         return state_html(self)
 
 
+class Chunk(tuple):
+    """The final states of the elements of a chunk of a map, in order: the
+    result of the one Dask task that ran them
+    (:class:`daskflow.worker.calls.Chunked`).  A downstream call counts it
+    as one input per element; distributed moves it in one piece
+    (:mod:`daskflow.events.serialize`)."""
+
+    __slots__ = ()
+
+
 def _rebuild_state(values: tuple) -> State:
     state = State.__new__(State)
     for k, v in zip(State.__slots__, values):

@@ -15,7 +15,7 @@ from typing import Any
 
 import cloudpickle
 
-from daskflow.core.states import NO_RESULT, State, StateType
+from daskflow.core.states import NO_RESULT, Chunk, State, StateType
 from daskflow.events import queue
 from daskflow.events.codec import encode_state
 from daskflow.exceptions import UnpicklableResultError
@@ -69,6 +69,49 @@ def register_serialization() -> None:
             except Exception as err:
                 state = _not_serializable(state, err, "unpickled in this process")
         return state
+
+    @dask_serialize.register(Chunk)
+    def _serialize_chunk(chunk: Chunk) -> tuple[dict, list]:
+        """A chunk's states in one pickle (a state at a time costs more than
+        a small task's own work); if one of them cannot be pickled, each
+        state as :func:`_serialize_state` does it (the unpicklable result
+        then fails its own element only)."""
+        try:
+            return {"whole": True}, [pickle.dumps([_fields(s) for s in chunk], protocol=5)]
+        except Exception:
+            pass
+        parts, frames = [], []
+        for state in chunk:
+            h, f = _serialize_state(state)
+            parts.append((h, len(f)))
+            frames.extend(f)
+        return {"parts": parts}, frames
+
+    @dask_deserialize.register(Chunk)
+    def _deserialize_chunk(header: dict, frames: list) -> Chunk:
+        if header.get("whole"):
+            return Chunk(_state_of(f) for f in pickle.loads(frames[0]))
+        out, at = [], 0
+        for h, n in header["parts"]:
+            out.append(_deserialize_state(h, frames[at:at + n]))
+            at += n
+        return Chunk(out)
+
+
+_FIELDS = tuple(k for k in State.__slots__ if k != "_origin")
+
+
+def _fields(state: State) -> tuple:
+    """A state's fields but its origin (which only its worker needs)."""
+    return tuple([getattr(state, k) for k in _FIELDS])
+
+
+def _state_of(fields: tuple) -> State:
+    state = State.__new__(State)
+    for k, v in zip(_FIELDS, fields):
+        setattr(state, k, v)
+    state._origin = None
+    return state
 
 
 def _dumps(obj: Any) -> bytes:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from daskflow.core.states import State
+from daskflow.core.states import Chunk, State
 from daskflow.wire import Call, SlotItem, TaskSpec
 from daskflow.worker.context import still_wanted
 from daskflow.worker.run import flat_inputs, run_call
@@ -207,4 +207,4 @@ class Chunked:
             # the states of all but the last element are sent as they end (in
             # batches: the worker sends what is queued on its event loop's next turn)
             states.append(each.run(start + j, rest, j < n - 1))
-        return tuple(states)
+        return Chunk(states)

@@ -35,7 +35,7 @@ import cloudpickle
 from daskflow.core import signals
 from daskflow.core.fingerprint import code_version, custom_key
 from daskflow.core.hooks import call_hooks, task_hooks_for
-from daskflow.core.states import NO_RESULT, State, StateType
+from daskflow.core.states import NO_RESULT, Chunk, State, StateType
 from daskflow.core.walk import WHOLE, transform
 from daskflow.define.resources import PerWorker
 from daskflow.events import monitor, queue, serialize
@@ -220,13 +220,13 @@ def run_task(call: Call, *upstream: State) -> State:
 def run_call(call: Call, upstream: tuple, inner: bool = False) -> State:
     """:func:`run_task` with its inputs as a tuple (``inner``: see :func:`finish`).
 
-    An input that is a plain tuple is the result of a chunk of a map (the
-    states of its elements, see :class:`daskflow.worker.calls.Chunked`): it
-    stands for one input per element, which the call's slots count.
+    An input that is a :class:`~daskflow.core.states.Chunk` is the result of
+    a chunk of a map (the states of its elements): it stands for one input
+    per element, which the call's slots count.
     """
     start = time.time()
     for u in upstream:
-        if type(u) is tuple:
+        if type(u) is Chunk:
             upstream = flat_inputs(upstream)
             break
     data: tuple = ()
@@ -257,7 +257,7 @@ def flat_inputs(inputs: tuple) -> tuple:
     """Inputs with each chunk's tuple of element states spread in place."""
     out: list = []
     for u in inputs:
-        if type(u) is tuple:
+        if type(u) is Chunk:
             out.extend(u)
         else:
             out.append(u)
@@ -546,8 +546,8 @@ def length_of(state: State) -> tuple[int, str]:
 def done(state: Any) -> Any:
     """A result-free copy of a state (of each state of a chunk): lets a task
     wait without moving data."""
-    if type(state) is tuple:
-        return tuple(s.summary() for s in state)
+    if type(state) is Chunk:
+        return Chunk(s.summary() for s in state)
     return state.summary()
 
 

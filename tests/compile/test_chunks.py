@@ -250,3 +250,25 @@ def test_the_reports_timeline_draws_a_bar_per_chunk(tmp_path):
     assert "<title>inc[3]:" not in html  # elements are not drawn one by one
     back = df.FlowRun.from_json(run.to_json())
     assert back.chunked == run.chunked
+
+
+@df.task
+def maybe_lock(i: int):
+    import threading
+
+    return threading.Lock() if i == 2 else i
+
+
+@df.flow
+def locks():
+    return maybe_lock.map(range(6), chunk=3)
+
+
+def test_an_unpicklable_result_in_a_chunk_fails_its_element_only(client):
+    run = locks.run(cluster=client)  # the chunks travel to the driver: one cannot
+    assert run.state.is_failed()
+    bad = run.states["maybe_lock[2]"]
+    assert bad.is_failed() and isinstance(bad.exception, df.UnpicklableResultError), bad
+    assert all(run.states[f"maybe_lock[{i}]"].is_completed() for i in (0, 1, 3, 4, 5))
+    with pytest.raises(df.UnpicklableResultError, match="maybe_lock"):
+        run.result()
