@@ -47,55 +47,70 @@ def register_serialization() -> None:
     if _registered:
         return
     _registered = True
-    from distributed.protocol import dask_deserialize, dask_serialize, deserialize, serialize
+    from distributed.protocol import dask_deserialize, dask_serialize
 
-    @dask_serialize.register(State)
-    def _serialize_state(state: State) -> tuple[dict, list]:
-        header: dict[str, Any] = {}
-        frames: list = []
-        if state._result is not NO_RESULT:
-            try:
-                header["result"], frames = serialize(state._result, on_error="raise")
-            except Exception as err:
-                state = _not_serializable(state, err)
-        return header, [_dumps(state.summary()), *frames]
+    dask_serialize.register(State)(_serialize_state)
+    dask_deserialize.register(State)(_deserialize_state)
+    dask_serialize.register(Chunk)(_serialize_chunk)
+    dask_deserialize.register(Chunk)(_deserialize_chunk)
 
-    @dask_deserialize.register(State)
-    def _deserialize_state(header: dict, frames: list) -> State:
-        state = pickle.loads(frames[0])
-        if "result" in header:
-            try:
-                state._result = deserialize(header["result"], frames[1:])
-            except Exception as err:
-                state = _not_serializable(state, err, "unpickled in this process")
-        return state
 
-    @dask_serialize.register(Chunk)
-    def _serialize_chunk(chunk: Chunk) -> tuple[dict, list]:
-        """A chunk's states in one pickle (a state at a time costs more than
-        a small task's own work); if one of them cannot be pickled, each
-        state as :func:`_serialize_state` does it (the unpicklable result
-        then fails its own element only)."""
+def _protocol() -> Any:
+    """distributed's protocol module (imported by then: see register_serialization)."""
+    from distributed import protocol
+
+    return protocol
+
+
+def _serialize_state(state: State) -> tuple[dict, list]:
+    """A state with its result: the result through distributed's own
+    ``serialize`` (numpy and pandas keep their zero-copy paths), the rest
+    pickled; a result that cannot be serialized makes it Failed."""
+    header: dict[str, Any] = {}
+    frames: list = []
+    if state._result is not NO_RESULT:
         try:
-            return {"whole": True}, [pickle.dumps([_fields(s) for s in chunk], protocol=5)]
-        except Exception:
-            pass
-        parts, frames = [], []
-        for state in chunk:
-            h, f = _serialize_state(state)
-            parts.append((h, len(f)))
-            frames.extend(f)
-        return {"parts": parts}, frames
+            header["result"], frames = _protocol().serialize(state._result, on_error="raise")
+        except Exception as err:
+            state = _not_serializable(state, err)
+    return header, [_dumps(state.summary()), *frames]
 
-    @dask_deserialize.register(Chunk)
-    def _deserialize_chunk(header: dict, frames: list) -> Chunk:
-        if header.get("whole"):
-            return Chunk(_state_of(f) for f in pickle.loads(frames[0]))
-        out, at = [], 0
-        for h, n in header["parts"]:
-            out.append(_deserialize_state(h, frames[at:at + n]))
-            at += n
-        return Chunk(out)
+
+def _deserialize_state(header: dict, frames: list) -> State:
+    state = pickle.loads(frames[0])
+    if "result" in header:
+        try:
+            state._result = _protocol().deserialize(header["result"], frames[1:])
+        except Exception as err:
+            state = _not_serializable(state, err, "unpickled in this process")
+    return state
+
+
+def _serialize_chunk(chunk: Chunk) -> tuple[dict, list]:
+    """A chunk's states in one pickle (a state at a time costs more than
+    a small task's own work); if one of them cannot be pickled, each
+    state as :func:`_serialize_state` does it (the unpicklable result
+    then fails its own element only)."""
+    try:
+        return {"whole": True}, [pickle.dumps([_fields(s) for s in chunk], protocol=5)]
+    except Exception:
+        pass
+    parts, frames = [], []
+    for state in chunk:
+        h, f = _serialize_state(state)
+        parts.append((h, len(f)))
+        frames.extend(f)
+    return {"parts": parts}, frames
+
+
+def _deserialize_chunk(header: dict, frames: list) -> Chunk:
+    if header.get("whole"):
+        return Chunk(_state_of(f) for f in pickle.loads(frames[0]))
+    out, at = [], 0
+    for h, n in header["parts"]:
+        out.append(_deserialize_state(h, frames[at:at + n]))
+        at += n
+    return Chunk(out)
 
 
 _FIELDS = tuple(k for k in State.__slots__ if k != "_origin")
