@@ -175,16 +175,21 @@ class RunStore:
 
 
 def _encoded(record: dict[str, Any], states: Iterable[tuple[str, Any]]) -> Iterator[bytes]:
-    """``record`` as JSON bytes, in pieces, its ``states`` taken from ``states``."""
+    """``record`` as JSON bytes, in pieces, its ``states`` taken from
+    ``states`` a batch at a time (one ``json.dumps`` per batch: one per
+    state costs more than the rest of the record)."""
     rest = {k: v for k, v in record.items() if k != "states"}
-    head = json.dumps(rest, default=repr)
-    yield head[:-1].encode()
+    yield json.dumps(rest, default=repr)[:-1].encode()
     yield b', "states": {'
     sep = b""
-    dumps = json.dumps
+    batch: dict[str, Any] = {}
     for name, state in (states or record.get("states", {}).items()):
-        yield sep + f"{dumps(name)}: {dumps(state, default=repr)}".encode()
-        sep = b", "
+        batch[name] = state
+        if len(batch) >= 2000:
+            yield sep + json.dumps(batch, default=repr)[1:-1].encode()
+            sep, batch = b", ", {}
+    if batch:
+        yield sep + json.dumps(batch, default=repr)[1:-1].encode()
     yield b"}}"
 
 
