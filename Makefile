@@ -71,6 +71,9 @@ $(PREFECT_STAMP):
 
 bench: $(TEST_STAMP) $(PREFECT_STAMP)
 	$(BIN)/python benchmarks/bench.py
+	$(BIN)/python benchmarks/chunks.py
+	$(BIN)/python benchmarks/million.py
+	$(BIN)/python tools/figures.py
 
 lint: $(TEST_STAMP)
 	$(BIN)/python -m pip install -q ruff mypy
