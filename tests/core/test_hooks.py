@@ -132,19 +132,26 @@ def test_flow_crashed_hook_when_a_worker_dies_mid_run(hook_file, tmp_path):
 
 def test_cancellation_hook_on_submit_cancel(client, hook_file):
     @df.task
-    def slow():
-        time.sleep(30)
+    def slow(stop: str):
+        # until told to stop: a cancelled task's thread goes on running, and
+        # a 30 s sleep held a thread of the shared cluster from the next tests
+        deadline = time.monotonic() + 30
+        while not os.path.exists(stop) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     @df.flow(on_cancellation=[record("cancelled")])
     def long(path: str):
-        return slow()
+        return slow(path + ".stop")
 
     run = long.submit(hook_file, cluster=client)
-    time.sleep(1.0)
-    run.cancel()
-    run.wait(30)
-    assert run.state.type is df.StateType.CANCELLED
-    assert [c[0] for c in calls(hook_file)] == ["cancelled"]
+    try:
+        time.sleep(1.0)
+        run.cancel()
+        run.wait(30)
+        assert run.state.type is df.StateType.CANCELLED
+        assert [c[0] for c in calls(hook_file)] == ["cancelled"]
+    finally:
+        open(hook_file + ".stop", "w").close()
 
 
 def test_hook_options_are_checked():
