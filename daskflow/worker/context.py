@@ -190,9 +190,19 @@ def annotations_hidden() -> Any:
     (``dask.base._annotations``); hiding them is one ``set``/``reset`` of it,
     isolated here and pinned by ``test_dask_still_keeps_annotations_in_a_contextvar``.
     """
-    from dask import base
+    return _Hidden(_annotations())
 
-    return _Hidden(base._annotations)
+
+_dask_base: list[Any] = []
+
+
+def _annotations() -> Any:
+    """dask's private ContextVar of annotations (dask.base imported once)."""
+    if not _dask_base:
+        from dask import base
+
+        _dask_base.append(base)
+    return _dask_base[0]._annotations
 
 
 class _Hidden:
