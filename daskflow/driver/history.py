@@ -85,6 +85,7 @@ class RunStore:
         return bool(self.fs.isdir(self.root))
 
     def _names(self) -> list[str]:
+        settle()  # the end records this process still writes are read whole
         try:
             names = self.fs.ls(self.root, detail=False)
         except FileNotFoundError:
@@ -212,6 +213,20 @@ def _driver_lost(record: dict[str, Any], lost_after: float) -> dict[str, Any]:
     return record
 
 
+WRITE_BEHIND = 5000  # task runs: a run with more has its end record written behind it
+_pending: set[threading.Thread] = set()  # end records being written behind their runs
+_pending_lock = threading.Lock()
+
+
+def settle(timeout: float | None = 60) -> None:
+    """Wait (at most ``timeout`` seconds each) for the end records this
+    process is still writing (see :meth:`Recorder.end`)."""
+    with _pending_lock:
+        writers = list(_pending)
+    for writer in writers:
+        writer.join(timeout)
+
+
 def record_failed_start(flow_name: str, error: BaseException) -> None:
     """A run that failed before it could be made (a bad parameter, a bad
     ``cluster=``) leaves a record too, saying why."""
@@ -264,10 +279,31 @@ class Recorder:
 
     def end(self, error: BaseException | None = None) -> None:
         """The run ended (``error``: it never started, e.g. its body raised
-        before its first task): write its whole record."""
+        before its first task): write its whole record.
+
+        The record of a run of :data:`WRITE_BEHIND` task runs or more is
+        written by a thread of its own while the run returns (its JSON costs
+        about 5 us a task run, a good part of a run of small chunked
+        elements); it is not a daemon, so the process waits for it before it
+        exits, and this process's readers of the store wait for it too
+        (:func:`settle`)."""
         self._stop.set()
-        with self._writing:  # a write of the running record under way ends first
-            self._end(error)
+        if len(self.run.states) < WRITE_BEHIND:
+            self._end_now(error)
+            return
+        writer = threading.Thread(target=self._end_now, args=(error,), daemon=False,
+                                  name=f"daskflow-record-end-{self.run.run_id}")
+        with _pending_lock:
+            _pending.add(writer)
+        writer.start()
+
+    def _end_now(self, error: BaseException | None) -> None:
+        try:
+            with self._writing:  # a write of the running record under way ends first
+                self._end(error)
+        finally:
+            with _pending_lock:
+                _pending.discard(threading.current_thread())
 
     def _end(self, error: BaseException | None) -> None:
         record = self.run.record(with_states=False)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import dask
@@ -193,3 +194,23 @@ def test_a_store_on_s3(s3, tmp_path):
         run = df.flow(lambda: inc(1), name="remote").run(cluster="sync")
         records = _records(url)
     assert records[run.run_id]["state"]["type"] == "COMPLETED"
+
+
+def test_a_large_runs_record_is_written_behind_it_and_read_whole(store):
+    from daskflow.driver import history
+
+    @df.task
+    def same(x):
+        return x
+
+    @df.flow
+    def wide(n: int):
+        return same.map(range(n), chunk=1000)
+
+    run = wide.run(history.WRITE_BEHIND, cluster="sync", progress=False)
+    writers = [t for t in threading.enumerate() if t.name.startswith("daskflow-record-end-")]
+    assert all(not t.daemon for t in writers)  # the process waits for them before it exits
+    record = RunStore(store).find(run.run_id)  # waits for this process's writes
+    assert record["state"]["type"] == "COMPLETED"
+    assert len(record["states"]) == history.WRITE_BEHIND
+    assert not [t for t in threading.enumerate() if t.name.startswith("daskflow-record-end-")]
