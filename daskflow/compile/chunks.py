@@ -80,43 +80,45 @@ class Layout:
         """The same chunks for another map of the same length (element-wise)."""
         return Layout(base, self.n, self.size, self.first, self.head, why)
 
+    def _pilot_chunks(self) -> int:
+        """How many chunks the pilot's elements ``[0, first)`` make."""
+        return -(-self.first // self.head)
+
     def spans(self, pilot: bool = False) -> list[tuple[int, int, int]]:
         """``(chunk number, start, stop)`` of the pilot's chunks, or of the rest."""
         if pilot:
             return [(j, s, min(s + self.head, self.first))
                     for j, s in enumerate(range(0, self.first, self.head))]
         assert self.size is not None
-        j0 = -(-self.first // self.head) if self.first else 0
+        j0 = self._pilot_chunks()
         return [(j0 + j, s, min(s + self.size, self.n))
                 for j, s in enumerate(range(self.first, self.n, self.size))]
+
+    def known_spans(self) -> list[tuple[int, int, int]]:
+        """The pilot's spans, then the rest's once their size is known."""
+        return self.spans(pilot=True) + (self.spans() if self.size is not None else [])
 
     def chunk(self, i: int, width: bool = False) -> tuple:
         """The Dask key of element ``i``'s chunk and ``i``'s place in it (with
         ``width``: also how many elements the chunk holds)."""
         if i < self.first:
-            j, at, start, size = i // self.head, i % self.head, i - i % self.head, self.head
-            stop = min(start + size, self.first)
+            j, at = divmod(i, self.head)
+            stop = min(i - at + self.head, self.first)
         else:
             assert self.size is not None
-            j0 = -(-self.first // self.head) if self.first else 0
-            off = i - self.first
-            j, at = j0 + off // self.size, off % self.size
+            off, at = divmod(i - self.first, self.size)
+            j = self._pilot_chunks() + off
             stop = min(i - at + self.size, self.n)
-            start = i - at
         key = (self.name, j)
-        return (key, at, stop - start) if width else (key, at)
+        return (key, at, stop - (i - at)) if width else (key, at)
 
     def keys(self) -> list[Any]:
-        """Every chunk's Dask key, in element order."""
-        spans = self.spans(pilot=True)
-        if self.size is not None:
-            spans += self.spans()
-        return [(self.name, j) for j, _, _ in spans]
+        """Every chunk's Dask key known so far, in element order."""
+        return [(self.name, j) for j, _, _ in self.known_spans()]
 
     def all_spans(self) -> list[list[int]]:
         """``[start, stop)`` of every chunk known so far, in element order."""
-        spans = self.spans(pilot=True) + (self.spans() if self.size is not None else [])
-        return [[start, stop] for _, start, stop in spans]
+        return [[start, stop] for _, start, stop in self.known_spans()]
 
     def describe(self) -> str:
         chunks = len(self.keys())

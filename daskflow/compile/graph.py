@@ -129,6 +129,11 @@ class Compiler:
         """The key of an emitted node, or the list of keys of an emitted map."""
         return self.keys[node.index]
 
+    def dask_key(self, key: Any) -> Any:
+        """The Dask key that holds the state of task run ``key`` (its chunk's
+        for an element of a chunked map; None while that waits for a pilot)."""
+        return chunks.dask_key(key, self.layouts)[0]
+
     def dask_keys(self, keys: list[Any]) -> list[Any]:
         """The Dask keys that hold the states of task runs ``keys`` (a chunked
         map's elements share their chunk's), each once."""
@@ -174,7 +179,7 @@ class Compiler:
                 self.fusion.merge(Fusion.plan(new, skip, keep, self.max_fused, first))
         for job, last in self._measured:
             job.emit(dsk)
-            self.notes.append(f"map {self.nodes[last].name!r}: {job.layout.describe()}")
+            self._note(last, job.layout)
         if self._measured:
             self.partial = {i for i in self.partial if self._layout_of[i].size is None}
         self._measured = []
@@ -503,7 +508,7 @@ class Compiler:
             if layout.first:  # the chunks of a map that ran a pilot, lined up with its
                 job.emit(dsk, pilot=True)
             job.emit(dsk)
-            self.notes.append(f"map {self.nodes[last].name!r}: {layout.describe()}")
+            self._note(last, layout)
             return
         job.emit(dsk, pilot=True)
         key = f"pilot-{layout.base}"
@@ -511,6 +516,10 @@ class Compiler:
                              *(TaskRef(k) for k in layout.keys()))
         self.pilots[key] = (job, last)
         self.length_keys[key] = last
+
+    def _note(self, last: int, layout: Layout) -> None:
+        """Say in the run's log how node ``last``'s map was chunked."""
+        self.notes.append(f"map {self.nodes[last].name!r}: {layout.describe()}")
 
     def _regular(self, mapped: dict) -> bool:
         """Whether every child of a map has the same argument layout: no mapped

@@ -111,7 +111,7 @@ class BodyWaits:
             keys = _keys(self.engine, target)
             left[_ident(target)] = len(keys)
             for key in keys:
-                waiting.setdefault(compiler.dask_keys([key])[0], []).append(_ident(target))
+                waiting.setdefault(compiler.dask_key(key), []).append(_ident(target))
         for key in self._guard(self.engine.backend.as_completed, list(waiting), timeout):
             for ident in waiting[key]:
                 left[ident] -= 1
@@ -124,7 +124,7 @@ class BodyWaits:
         compiler = self.engine.compiler
         done = self._guard(self.engine.backend.wait_keys, compiler.dask_keys(keys), timeout,
                            first)
-        return {k for k in keys if compiler.dask_keys([k])[0] in done}
+        return {k for k in keys if compiler.dask_key(k) in done}
 
     def _gather(self, keys: list[Any]) -> dict[Any, Any]:
         """The states of task runs ``keys`` (a chunk's elements: from their chunk)."""
