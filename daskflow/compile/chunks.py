@@ -37,7 +37,7 @@ from dask.task_spec import TaskRef
 
 from daskflow.compile.tasks import make_task
 from daskflow.core.states import Chunk, State
-from daskflow.worker.calls import Chunked, FusedMap, MapCall
+from daskflow.worker.calls import Chunked, FusedMap, MapCall, first_map
 
 AUTO_MIN = 128  # maps shorter than this are not chunked unless asked (chunk=N)
 PILOT_CHUNKS = 2  # at least; one per worker thread when there are more
@@ -144,8 +144,7 @@ class ChunkJob:
         self.columns = [c if isinstance(c, (list, tuple, range)) else list(c) for c in columns]
         self.own, self.shared, self.data = own, shared, data
         self.then: list[ChunkJob] = []  # jobs emitted with this one (sized by its pilot)
-        head = each.maps[0] if type(each) is FusedMap else each
-        self.task = head.spec.task  # whose time per element the pilot measures
+        self.task = first_map(each).spec.task  # whose time per element the pilot measures
 
     @property
     def layout(self) -> Layout:

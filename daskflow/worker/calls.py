@@ -161,6 +161,11 @@ def stop_if_cancelled(spec: TaskSpec, what: str) -> None:
 CHECK_EVERY = 0.01  # seconds between two checks of a chunk's cancellation
 
 
+def first_map(each: MapCall | FusedMap) -> MapCall:
+    """The map whose elements a chunk runs first (the first of a fused chain)."""
+    return each.maps[0] if type(each) is FusedMap else each
+
+
 class Chunked:
     """The function of the Dask task of a chunk: consecutive elements of one
     map (``each`` a :class:`MapCall`) or of a fused chain of maps (a
@@ -170,12 +175,13 @@ class Chunked:
     *inputs)`` for elements ``start`` to ``stop - 1``: ``columns`` hold the
     chunk's elements of each mapped constant (one sequence per column, in the
     order ``each`` takes them); ``inputs`` are ``nshared`` upstream states
-    every element takes (a chunk of a map taken whole is one tuple), then the
-    states of the maps mapped over element-wise (for each such map, its
-    elements ``start`` to ``stop - 1``: one chunk's tuple, or one state per
-    element), then ``ndata`` scattered inputs.  It returns the final states
-    of its elements, a tuple (which the slots of a downstream call count as
-    one input per element, see :func:`daskflow.worker.run.run_call`).
+    every element takes (a chunk of a map taken whole is one
+    :class:`~daskflow.core.states.Chunk`), then the states of the maps
+    mapped over element-wise (for each such map, its elements ``start`` to
+    ``stop - 1``: one chunk, or one state per element), then ``ndata``
+    scattered inputs.  It returns the final states of its elements, a
+    ``Chunk`` (which the slots of a downstream call count as one input per
+    element, see :func:`daskflow.worker.run.run_call`).
     Between two elements the run's cancellation is checked (every 10 ms at most).
     """
 
@@ -191,9 +197,9 @@ class Chunked:
         return ("daskflow.Chunked", self.each.__dask_tokenize__())
 
     def __call__(self, start: int, stop: int, nshared: int, columns: tuple,
-                 *inputs: Any) -> tuple[State, ...]:
+                 *inputs: Any) -> Chunk:
         each = self.each
-        head = each.maps[0] if type(each) is FusedMap else each
+        head = first_map(each)
         end = len(inputs) - self.ndata
         shared, data = inputs[:nshared], inputs[end:]
         own = flat_inputs(inputs[nshared:end])
@@ -210,7 +216,7 @@ class Chunked:
                 rest += own[j::n]
             if data:
                 rest += data
-            # the states of all but the last element are sent as they end (in
-            # batches: the worker sends what is queued on its event loop's next turn)
+            # the states of all but the last element are sent as they end, in
+            # batches (see daskflow.events.queue); the last one's with the chunk's finish
             states.append(each.run(start + j, rest, j < n - 1))
         return Chunk(states)

@@ -19,6 +19,7 @@ import builtins
 import collections
 import contextlib
 import contextvars
+import functools
 import logging
 import sys
 import threading
@@ -113,36 +114,28 @@ loop_worker: contextvars.ContextVar[Any] = contextvars.ContextVar("daskflow_loop
 def current_worker() -> Any:
     """The ``distributed`` worker running this thread's task (or this async
     task's coroutine), else None."""
-    if getattr(_thread_state(), "key", None) is None:
+    if current_dask_key() is None:
         return loop_worker.get()
     try:
-        return _get_worker()
+        return _distributed()[1]()
     except ValueError:
         return None
 
 
 def current_dask_key() -> Any:
     """The key of the Dask task this thread runs on a worker (None elsewhere)."""
-    return getattr(_thread_state(), "key", None)
+    return getattr(_distributed()[0], "key", None)
 
 
-_distributed: list[Any] = []  # distributed's thread_state and get_worker, once imported
+@functools.cache
+def _distributed() -> tuple[Any, Any]:
+    """distributed's ``thread_state`` and ``get_worker``, imported on first use
+    (``import daskflow`` does not import distributed) and only then: a task
+    asks for them several times per call."""
+    from distributed import get_worker
+    from distributed.worker import thread_state
 
-
-def _thread_state() -> Any:
-    if not _distributed:
-        # imported on first use, not with daskflow (`import daskflow` does
-        # not import distributed); a task runs this per call, so only once
-        from distributed import get_worker
-        from distributed.worker import thread_state
-
-        _distributed[:] = [thread_state, get_worker]
-    return _distributed[0]
-
-
-def _get_worker() -> Any:
-    _thread_state()
-    return _distributed[1]()
+    return thread_state, get_worker
 
 
 def still_wanted() -> bool:
@@ -155,7 +148,7 @@ def still_wanted() -> bool:
     record), isolated here and pinned by
     ``test_a_cancelled_fused_task_stops_between_its_tasks``.
     """
-    key = getattr(_thread_state(), "key", None)
+    key = current_dask_key()
     worker = current_worker() if key is not None else None
     if worker is None:
         return True
@@ -190,19 +183,15 @@ def annotations_hidden() -> Any:
     (``dask.base._annotations``); hiding them is one ``set``/``reset`` of it,
     isolated here and pinned by ``test_dask_still_keeps_annotations_in_a_contextvar``.
     """
-    return _Hidden(_annotations())
+    return _Hidden(_dask_base()._annotations)
 
 
-_dask_base: list[Any] = []
+@functools.cache
+def _dask_base() -> Any:
+    """``dask.base``, imported on first use (once: a task asks per attempt)."""
+    from dask import base
 
-
-def _annotations() -> Any:
-    """dask's private ContextVar of annotations (dask.base imported once)."""
-    if not _dask_base:
-        from dask import base
-
-        _dask_base.append(base)
-    return _dask_base[0]._annotations
+    return base
 
 
 class _Hidden:
