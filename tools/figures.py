@@ -136,21 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tests", help="the saved output of `make test`")
     args = parser.parse_args(argv)
     written = {}
-    waits = ROOT / "benchmarks" / "results" / "waits.json"
-    if waits.exists():
-        written["waits"] = waits_table(json.loads(waits.read_text()))
-    records = ROOT / "benchmarks" / "results" / "records.json"
-    if records.exists():
-        written["records"] = records_table(json.loads(records.read_text()))
-    chunked = ROOT / "benchmarks" / "results" / "chunks.json"
-    if chunked.exists():
-        written["chunks"] = chunks_table(json.loads(chunked.read_text()))
-    big = ROOT / "benchmarks" / "results" / "million.json"
-    if big.exists():
-        written["million"] = million_text(json.loads(big.read_text()))
-    soak = ROOT / "benchmarks" / "results" / "soak.json"
-    if soak.exists():
-        written["soak"] = soak_table(json.loads(soak.read_text()))
+    for block, text in (("waits", waits_table), ("records", records_table),
+                        ("chunks", chunks_table), ("million", million_text),
+                        ("soak", soak_table)):  # each from benchmarks/results/<block>.json
+        path = ROOT / "benchmarks" / "results" / f"{block}.json"
+        if path.exists():
+            written[block] = text(json.loads(path.read_text()))
     if args.tests:
         summary, shutdown = test_figures(Path(args.tests).read_text(errors="replace"))
         written["tests"] = summary
