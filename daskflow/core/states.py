@@ -171,7 +171,8 @@ class State:
         )
 
     def __reduce__(self):
-        return (_rebuild_state, (tuple(getattr(self, k) for k in self.__slots__),))
+        # every field but the origin, which only the worker that ran it needs
+        return (_rebuild_state, (tuple([getattr(self, k) for k in _PICKLED]),))
 
     def __repr__(self) -> str:
         msg = f", message={self.message!r}" if self.message else ""
@@ -191,10 +192,14 @@ class Chunk(tuple):
     __slots__ = ()
 
 
+_PICKLED = tuple(k for k in State.__slots__ if k != "_origin")
+
+
 def _rebuild_state(values: tuple) -> State:
     state = State.__new__(State)
-    for k, v in zip(State.__slots__, values):
+    for k, v in zip(_PICKLED, values):
         setattr(state, k, v)
+    state._origin = None
     return state
 
 

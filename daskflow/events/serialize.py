@@ -92,7 +92,7 @@ def _serialize_chunk(chunk: Chunk) -> tuple[dict, list]:
     state as :func:`_serialize_state` does it (the unpicklable result
     then fails its own element only)."""
     try:
-        return {"whole": True}, [pickle.dumps([_fields(s) for s in chunk], protocol=5)]
+        return {"whole": True}, [pickle.dumps(list(chunk), protocol=5)]
     except Exception:
         pass
     parts, frames = [], []
@@ -105,28 +105,12 @@ def _serialize_chunk(chunk: Chunk) -> tuple[dict, list]:
 
 def _deserialize_chunk(header: dict, frames: list) -> Chunk:
     if header.get("whole"):
-        return Chunk(_state_of(f) for f in pickle.loads(frames[0]))
+        return Chunk(pickle.loads(frames[0]))
     out, at = [], 0
     for h, n in header["parts"]:
         out.append(_deserialize_state(h, frames[at:at + n]))
         at += n
     return Chunk(out)
-
-
-_FIELDS = tuple(k for k in State.__slots__ if k != "_origin")
-
-
-def _fields(state: State) -> tuple:
-    """A state's fields but its origin (which only its worker needs)."""
-    return tuple([getattr(state, k) for k in _FIELDS])
-
-
-def _state_of(fields: tuple) -> State:
-    state = State.__new__(State)
-    for k, v in zip(_FIELDS, fields):
-        setattr(state, k, v)
-    state._origin = None
-    return state
 
 
 def _dumps(obj: Any) -> bytes:
