@@ -315,16 +315,13 @@ class Recorder:
     def _running(self) -> dict[str, Any]:
         """The record while the run goes: its counts per task, not every state."""
         run = self.run
-        record = {"flow": run.flow_name, "run_id": run.run_id, "run_name": run.run_name,
-                  "attempt": run.attempt, "cluster": run.cluster,
-                  "dashboard": run.dashboard_link, "page": run.page_link,
-                  "scheduler_id": run.scheduler_id, "parameters": run.parameters,
-                  "state": {"type": "RUNNING", "name": "Running", "start": run.state.start,
-                            "end": None, "message": ""},
-                  "groups": [{"name": g.name, "total": g.total, "counts": dict(g.counts)}
-                             for g in run.groups()],
-                  "states": {}, "logs": list(run.logs)[-_LOGS_WHILE_RUNNING:],
-                  "artifacts": list(run.artifacts)}
+        record = run.record(with_states=False)
+        record.update(
+            state={"type": "RUNNING", "name": "Running", "start": run.state.start, "end": None,
+                   "message": ""},
+            groups=[{"name": g.name, "total": g.total, "counts": dict(g.counts)}
+                    for g in run.groups()],
+            logs=record["logs"][-_LOGS_WHILE_RUNNING:])
         return record
 
     def _write(self, record: dict[str, Any], states: Iterable[tuple[str, Any]] = ()) -> None:
