@@ -112,7 +112,10 @@ class Compiler:
         self.keep_real: set[int] = set()  # nodes whose keys must exist (returned ones)
         self.fusion = Fusion()  # what to fuse: planned as nodes come, when fuse is on
         self.synthetic: dict[Any, State] = {}  # states of tasks that did not need to run
-        self.threads = 1  # worker threads of the cluster (sizes chunks)
+        # the cluster's worker threads (they size chunks), asked for only when
+        # a map is chunked by measurement (a call to the scheduler): _thread_count
+        self.count_threads: Any = lambda: 1
+        self.threads: int | None = None
         self.layouts: dict[str, Layout] = {}  # chunked maps' layouts by key base
         self._layout_of: dict[int, Layout] = {}  # the same by node index
         self.partial: set[int] = set()  # chunked maps waiting for their pilot
@@ -153,7 +156,7 @@ class Compiler:
         pilot = self.pilots.pop(length_key, None)
         if pilot is not None:
             del self.length_keys[length_key]
-            pilot[0].measured(value[0], self.threads)
+            pilot[0].measured(value[0], self._thread_count())
             self._measured.append(pilot)
             return
         self.lengths[self.length_keys[length_key]] = value
@@ -495,8 +498,8 @@ class Compiler:
             return None
         seconds = chunks.recalled(node.task)
         if seconds is None:
-            return chunks.pilot_layout(base, n, self.threads)
-        size = chunks.chunk_size(seconds, n, self.threads)
+            return chunks.pilot_layout(base, n, self._thread_count())
+        size = chunks.chunk_size(seconds, n, self._thread_count())
         why = chunks.sized("an earlier pilot measured", seconds, size)
         return Layout(base, n, size, why=why) if size > 1 else None
 
@@ -516,6 +519,11 @@ class Compiler:
                              *(TaskRef(k) for k in layout.keys()))
         self.pilots[key] = (job, last)
         self.length_keys[key] = last
+
+    def _thread_count(self) -> int:
+        if self.threads is None:
+            self.threads = self.count_threads()
+        return self.threads
 
     def _note(self, last: int, layout: Layout) -> None:
         """Say in the run's log how node ``last``'s map was chunked."""

@@ -286,7 +286,7 @@ class Engine:
         compiler.fuse = bool(config.get("optimization.fuse")) if self.fuse is None else self.fuse
         compiler.max_fused = int(config.get("optimization.max-fused"))
         compiler.check_pickle = not backend.in_process
-        compiler.threads = backend.threads()
+        compiler.count_threads = backend.threads
         states = self.states
         assert states is not None
         states.label = lambda key: _label(compiler, key)
