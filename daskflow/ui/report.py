@@ -19,7 +19,7 @@ from collections import Counter
 from typing import Any
 
 from daskflow.core.display import COLOURS, badge, esc, secs
-from daskflow.core.groups import by_task
+from daskflow.core.groups import by_task, worst
 from daskflow.ui.artifacts import artifacts_html, safe_url
 
 RETRIED = "#f0a030"  # an attempt that failed and was retried
@@ -249,17 +249,14 @@ def chunk_bars(states: dict[str, dict], chunked: dict[str, list]) -> dict[str, d
         members.setdefault((base, bisect.bisect_right(stops, int(tail[:-1]))), []).append(st)
     for (base, j), group in members.items():
         start, stop = chunked[base][j] if j < len(chunked[base]) else (0, 0)
-        worst = max(group, key=lambda s: _SEVERITY.get(s["type"], 0))
+        kind = worst(Counter(s["type"] for s in group))
+        worst_state = next((s for s in group if s["type"] == kind), group[0])
         timed = [s for s in group if s.get("start") and s.get("end")]
         out[f"{base}[{start}-{stop - 1}]"] = dict(
-            worst, start=min((s["start"] for s in timed), default=None),
+            worst_state, start=min((s["start"] for s in timed), default=None),
             end=max((s["end"] for s in timed), default=None), tries=None,
             message=f"{len(group)} elements in one Dask task")
     return out
-
-
-_SEVERITY = {"COMPLETED": 0, "SKIPPED": 1, "PENDING": 1, "CANCELLED": 2, "FAILED": 3,
-             "CRASHED": 3}
 
 
 def _gantt(states: dict[str, dict], run_state: dict) -> str:
