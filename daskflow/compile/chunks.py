@@ -37,12 +37,13 @@ from dask.task_spec import TaskRef
 
 from daskflow.compile.tasks import make_task
 from daskflow.core.states import Chunk, State
-from daskflow.worker.calls import Chunked, FusedMap, MapCall, first_map
+from daskflow.worker.calls import CachedMap, Chunked, FusedMap, MapCall, first_map
 
 AUTO_MIN = 128  # maps shorter than this are not chunked unless asked (chunk=N)
 PILOT_CHUNKS = 2  # at least; one per worker thread when there are more
 PILOT_SIZE = 4  # elements in each pilot chunk
 HEAVY = 0.1  # seconds: elements this long keep one Dask task each
+LOAD = 1e-3  # seconds to read one stored result, taken for sizing the chunks of loads
 TARGET = 0.05  # seconds of work per chunk: the scheduler's ~1-2 ms per task is amortized
 PER_THREAD = 4  # chunks per worker thread at least, so that work balances
 
@@ -137,7 +138,8 @@ class ChunkJob:
 
     __slots__ = ("layouts", "chunked", "columns", "own", "shared", "data", "then", "task")
 
-    def __init__(self, layouts: list[Layout], each: MapCall | FusedMap, columns: list[Any],
+    def __init__(self, layouts: list[Layout], each: MapCall | FusedMap | CachedMap,
+                 columns: list[Any],
                  own: list[Any], shared: tuple, data: tuple) -> None:
         self.layouts = layouts
         self.chunked = Chunked(each, len(data))
@@ -256,3 +258,100 @@ def pick(key: Any, values: dict[Any, Any], layouts: dict[str, Layout]) -> Any:
     if at is None or type(value) is not Chunk:
         return value
     return value[at]
+
+
+class Chunker:
+    """The chunked maps of one run: their layouts, their pilots, and how
+    each was sized (``notes``, for the run's log).  The compiler asks it
+    how to lay out a map (:meth:`choose`) and hands it the chunk jobs to
+    emit (:meth:`start`); the engine reads ``partial`` (maps waiting for
+    their pilot, which nothing else may use yet) and ``notes``."""
+
+    def __init__(self) -> None:
+        # the cluster's worker threads (they size chunks), asked for only when
+        # a map is chunked by measurement (a call to the scheduler)
+        self.count_threads: Any = lambda: 1
+        self.threads: int | None = None
+        self.layouts: dict[str, Layout] = {}  # by key base
+        self.of: dict[int, Layout] = {}  # the same by node index
+        self.partial: set[int] = set()  # chunked maps waiting for their pilot
+        self.pilots: dict[str, tuple[ChunkJob, str]] = {}  # pilot key -> job, its map's name
+        self._ended: list[tuple[ChunkJob, str]] = []  # jobs whose pilot ended
+        self.notes: list[str] = []  # how maps were chunked, for the run's log
+
+    def dask_key(self, key: Any) -> Any:
+        """The Dask key that holds task run ``key``'s state (None while its
+        chunk waits for a pilot)."""
+        return dask_key(key, self.layouts)[0]
+
+    def dask_keys(self, keys: list[Any]) -> list[Any]:
+        return dask_keys(keys, self.layouts)
+
+    def pick(self, key: Any, values: dict[Any, Any]) -> Any:
+        return pick(key, values, self.layouts)
+
+    def thread_count(self) -> int:
+        if self.threads is None:
+            self.threads = self.count_threads()
+        return self.threads
+
+    def add(self, index: int, layout: Layout) -> None:
+        """Node ``index`` (a map) runs in ``layout``'s chunks."""
+        self.layouts[layout.base] = self.of[index] = layout
+        if layout.size is None:  # until its pilot ran, nothing else may use it
+            self.partial.add(index)
+
+    def choose(self, base: str, n: int, chunk: int | None, task: Any,
+               loads: bool = False) -> Layout | None:
+        """How a map of ``n`` elements of ``task`` is chunked, or None (a Dask
+        task per element): ``chunk`` if given, else by size and measurement
+        (``loads``: the map only loads its stored results, each taken to
+        take :data:`LOAD`)."""
+        if chunk is not None:
+            return Layout(base, n, chunk, why=f"chunk={chunk}") if chunk > 1 else None
+        if n < AUTO_MIN:
+            return None
+        if loads:
+            seconds, how = LOAD, "loads its stored results, taken as"
+        else:
+            seconds, how = recalled(task), "an earlier pilot measured"
+            if seconds is None:
+                return pilot_layout(base, n, self.thread_count())
+        size = chunk_size(seconds, n, self.thread_count())
+        return Layout(base, n, size, why=sized(how, seconds, size)) if size > 1 else None
+
+    def start(self, job: ChunkJob, name: str, dsk: dict[Any, DaskTask]) -> str | None:
+        """Emit the chunks of map ``name``; if their size is not known yet, its
+        pilot's, and a task that measures them, whose key is returned (the
+        engine reads it like a map's length, then calls :meth:`ended`)."""
+        layout = job.layout
+        if layout.size is not None:
+            if layout.first:  # the chunks of a map that ran a pilot, lined up with its
+                job.emit(dsk, pilot=True)
+            job.emit(dsk)
+            self.notes.append(f"map {name!r}: {layout.describe()}")
+            return None
+        job.emit(dsk, pilot=True)
+        key = f"pilot-{layout.base}"
+        dsk[key] = make_task(key, seconds_per_element, *(TaskRef(k) for k in layout.keys()))
+        self.pilots[key] = (job, name)
+        return key
+
+    def ended(self, key: str, value: tuple[float, str]) -> bool:
+        """Whether ``key`` is a pilot's task; if so, size its map's chunks."""
+        pilot = self.pilots.pop(key, None)
+        if pilot is None:
+            return False
+        pilot[0].measured(value[0], self.thread_count())
+        self._ended.append(pilot)
+        return True
+
+    def emit_measured(self, dsk: dict[Any, DaskTask]) -> None:
+        """Emit the rest of the chunks of the maps whose pilot ended."""
+        if not self._ended:
+            return
+        for job, name in self._ended:
+            job.emit(dsk)
+            self.notes.append(f"map {name!r}: {job.layout.describe()}")
+        self._ended = []
+        self.partial = {i for i in self.partial if self.of[i].size is None}

@@ -35,20 +35,19 @@ import itertools
 import uuid
 from typing import Any
 
-from dask.task_spec import GraphNode, TaskRef
 from dask.task_spec import Task as DaskTask
+from dask.task_spec import TaskRef
 
-from daskflow.compile import chunks
-from daskflow.compile.chunks import AUTO_MIN, ChunkJob, Layout
+from daskflow.compile.children import ChildInputs, per_child
+from daskflow.compile.chunks import Chunker, ChunkJob, Layout
 from daskflow.compile.fusion import Fusion
-from daskflow.compile.tasks import as_keys, data_slot, make_task, template
+from daskflow.compile.tasks import as_keys, make_task, template
 from daskflow.compile.transactions import emit_commit
 from daskflow.core.states import State, StateType
-from daskflow.core.walk import inside, is_container, transform
 from daskflow.define.build import Node, Ref, different_lengths, mapped_values, refs_in
 from daskflow.exceptions import FlowDefinitionError
-from daskflow.wire import Call, RunInfo, Slot, SlotItem, SlotList, TaskSpec
-from daskflow.worker.calls import MapCall
+from daskflow.wire import Call, RunInfo, Slot, SlotList, TaskSpec
+from daskflow.worker.calls import CachedMap, MapCall
 from daskflow.worker.cleanup import run_cleanup
 from daskflow.worker.run import done, length_of, run_cached, run_task, run_unmappable
 
@@ -112,16 +111,7 @@ class Compiler:
         self.keep_real: set[int] = set()  # nodes whose keys must exist (returned ones)
         self.fusion = Fusion()  # what to fuse: planned as nodes come, when fuse is on
         self.synthetic: dict[Any, State] = {}  # states of tasks that did not need to run
-        # the cluster's worker threads (they size chunks), asked for only when
-        # a map is chunked by measurement (a call to the scheduler): _thread_count
-        self.count_threads: Any = lambda: 1
-        self.threads: int | None = None
-        self.layouts: dict[str, Layout] = {}  # chunked maps' layouts by key base
-        self._layout_of: dict[int, Layout] = {}  # the same by node index
-        self.partial: set[int] = set()  # chunked maps waiting for their pilot
-        self.pilots: dict[str, tuple[ChunkJob, int]] = {}  # pilot key -> job, its last node
-        self._measured: list[tuple[ChunkJob, int]] = []  # jobs whose pilot ended
-        self.notes: list[str] = []  # how maps were chunked, for the run's log
+        self.chunks = Chunker()  # chunked maps: layouts, pilots, notes (compile.chunks)
 
     # -- public ----------------------------------------------------------------
     def name_of(self, base: str) -> str:
@@ -135,29 +125,27 @@ class Compiler:
     def dask_key(self, key: Any) -> Any:
         """The Dask key that holds the state of task run ``key`` (its chunk's
         for an element of a chunked map; None while that waits for a pilot)."""
-        return chunks.dask_key(key, self.layouts)[0]
+        return self.chunks.dask_key(key)
 
     def dask_keys(self, keys: list[Any]) -> list[Any]:
         """The Dask keys that hold the states of task runs ``keys`` (a chunked
         map's elements share their chunk's), each once."""
-        return chunks.dask_keys(keys, self.layouts)
+        return self.chunks.dask_keys(keys)
 
     def chunked(self) -> dict[str, list[list[int]]]:
         """Each chunked map's name and the element spans of its Dask tasks."""
-        return {self.name_of(base): layout.all_spans() for base, layout in self.layouts.items()}
+        return {self.name_of(base): layout.all_spans()
+                for base, layout in self.chunks.layouts.items()}
 
     def pick(self, key: Any, values: dict[Any, Any]) -> Any:
         """Task run ``key``'s state among values gathered by :meth:`dask_keys`."""
-        return chunks.pick(key, values, self.layouts)
+        return self.chunks.pick(key, values)
 
     def set_length(self, length_key: str, value: tuple[Any, str]) -> None:
         """Record the run-time length reported by a ``len-...`` task, or the
         time per element a chunked map's pilot measured."""
-        pilot = self.pilots.pop(length_key, None)
-        if pilot is not None:
+        if self.chunks.ended(length_key, value):
             del self.length_keys[length_key]
-            pilot[0].measured(value[0], self._thread_count())
-            self._measured.append(pilot)
             return
         self.lengths[self.length_keys[length_key]] = value
 
@@ -180,13 +168,8 @@ class Compiler:
                 skip = (plan.hits | plan.unneeded) if plan is not None else _EMPTY
                 keep = self.keep_real | {n.index for n in new if n.txn is not None}
                 self.fusion.merge(Fusion.plan(new, skip, keep, self.max_fused, first))
-        for job, last in self._measured:
-            job.emit(dsk)
-            self._note(last, job.layout)
-        if self._measured:
-            self.partial = {i for i in self.partial if self._layout_of[i].size is None}
-        self._measured = []
-        partial = self.partial
+        self.chunks.emit_measured(dsk)
+        partial = self.chunks.partial
         fused_into = self.fusion.fused_into
         for node in self._todo:
             if plan is not None and (node.index in plan.hits or node.index in plan.unneeded):
@@ -213,7 +196,7 @@ class Compiler:
         self._todo = todo
         if self.fusion.chains:
             for job, last in self.fusion.fuse(self.keys, self.placeholders, dsk):
-                self._start_job(job, last, dsk)
+                self._start(job, last, dsk)
         return dsk
 
     def needed_later(self) -> set[Any]:
@@ -265,7 +248,7 @@ class Compiler:
         allowed: set[int] = set()
         width = 0
         for up in ups:
-            dkeys, n = self._inputs(up.index)
+            dkeys, n = self.inputs(up.index)
             first, width = width, width + n
             deps.extend(dkeys)
             slots[up.index] = (SlotList(first, width) if isinstance(self.keys[up.index], list)
@@ -277,16 +260,16 @@ class Compiler:
         waits = list(node.wait_for) + [s for s in node.setups if s.index not in slots]
         waits += node.members
         for w in waits:
-            dkeys, n = self._inputs(w.index)
+            dkeys, n = self.inputs(w.index)
             first, width = width, width + n
             deps.extend(self._done_key(k, dsk) for k in dkeys)
             if w.index in node.allowed:
                 allowed.update(range(first, width))
         return deps, slots, allowed, width
 
-    def _inputs(self, index: int) -> tuple[list[Any], int]:
+    def inputs(self, index: int) -> tuple[list[Any], int]:
         """The Dask keys holding node ``index``'s states, and how many states."""
-        layout = self._layout_of.get(index)
+        layout = self.chunks.of.get(index)
         if layout is not None:
             return layout.keys(), layout.n
         keys = self.keys[index]
@@ -314,18 +297,25 @@ class Compiler:
         all, and a state that says so."""
         plan = self.plan
         spec, base = self._spec(node), self._base(node)
-        keys: Any = base if node.mapped is None or node.length is None else [
-            (base, i) for i in range(node.length)]
-        for i, key in enumerate(as_keys(keys)):
-            index = None if node.mapped is None or node.length is None else i
-            if hit:
-                call = Call(spec, node.name, key, index, (), {}, False, _EMPTY, 0,
-                            plan.key(node, index))
-                dsk[key] = make_task(key, run_cached, call)
-            else:
+        n = node.length
+        keys: Any = base if node.mapped is None or n is None else [(base, i) for i in range(n)]
+        if not hit:
+            for key in as_keys(keys):
                 self.synthetic[key] = State(
                     StateType.SKIPPED, name="NotNeeded",
                     message="not run: every task that uses its result was reused from the cache")
+        elif type(keys) is str:
+            call = Call(spec, node.name, keys, None, (), {}, False, _EMPTY, 0, plan.key(node))
+            dsk[keys] = make_task(keys, run_cached, call)
+        else:  # a map: its children load their results, in chunks when there are many
+            each, cache_keys = CachedMap(spec, node.name, base), [plan.key(node, i) for i in range(n)]
+            layout = self.chunks.choose(base, n, node.chunk, node.task, loads=True)
+            if layout is not None:
+                self.chunks.add(node.index, layout)
+                self._start(ChunkJob([layout], each, [cache_keys], [], (), ()), node.index, dsk)
+            else:
+                for key, cache in zip(keys, cache_keys):
+                    dsk[key] = make_task(key, each, key[1], cache)
         self.keys[node.index] = keys
         self.state_keys.extend(as_keys(keys))
 
@@ -335,7 +325,7 @@ class Compiler:
         waits = [setup_key]
         fused_into = self.fusion.fused_into
         for member in dict.fromkeys(fused_into.get(m.index, m) for m in node.members):
-            waits.extend(self._inputs(member.index)[0])  # a fused task: its last key
+            waits.extend(self.inputs(member.index)[0])  # a fused task: its last key
         for setup in node.setups:
             waits.extend(as_keys(self.keys[setup.index]))
         key = self._base(node)
@@ -447,18 +437,17 @@ class Compiler:
         cached = spec.cache is not None
         fusion = self.fusion
         chained = node.index in fusion.in_chain
-        if not cached and self._regular(mapped):
+        if self._regular(mapped):
             layout = self._layout(node, n, mapped, base)
             if layout is not None:
-                self.layouts[base] = self._layout_of[node.index] = layout
-                if layout.size is None:  # until its pilot ran, nothing else may use it
-                    self.partial.add(node.index)
+                self.chunks.add(node.index, layout)
+            cache_keys = [self.plan.key(node, i) for i in range(n)] if cached else None
             self._emit_children(node, spec, base, keys, args, kwargs, s1 or s2, allowed,
                                 mapped, slots, (common_refs, width),
-                                tuple(map(TaskRef, data)), dsk, layout)
-        else:  # one Call per child: cached children, or refs or scattered data in elements
+                                tuple(map(TaskRef, data)), dsk, layout, cache_keys)
+        else:  # one Call per child: refs or scattered data in elements
             for i, key in enumerate(keys):
-                inputs = _ChildInputs(self, node, width, slots, data)
+                inputs = ChildInputs(self, node, width, slots, data)
                 a, k = list(args), dict(kwargs)
                 sub = s1 or s2
                 for pos, value in mapped.items():
@@ -483,51 +472,21 @@ class Compiler:
     def _layout(self, node: Node, n: int, mapped: dict, base: str) -> Layout | None:
         """How a regular map's elements are chunked (see :mod:`.chunks`), or None."""
         for value in mapped.values():  # over a chunked map: its chunks
-            if isinstance(value, Ref) and value.node.index in self._layout_of:
-                return self._layout_of[value.node.index].like(
+            if isinstance(value, Ref) and value.node.index in self.chunks.of:
+                return self.chunks.of[value.node.index].like(
                     base, f"as map {value.node.name!r}, which it maps over")
         chain = self.fusion.chains.get(self.fusion.fused_into.get(node.index, node).index, ())
-        if any(self._spec(m).cache is not None
-               or not self._regular(dict(zip(m.mapped or (), mapped_values(m))))
-               for m in chain):
+        if not all(self._regular(dict(zip(m.mapped or (), mapped_values(m)))) for m in chain):
             return None  # a member runs a task per element: the chain does too
         chunk = next((m.chunk for m in chain if m.chunk is not None), node.chunk)
-        if chunk is not None:
-            return Layout(base, n, chunk, why=f"chunk={chunk}") if chunk > 1 else None
-        if n < AUTO_MIN:
-            return None
-        seconds = chunks.recalled(node.task)
-        if seconds is None:
-            return chunks.pilot_layout(base, n, self._thread_count())
-        size = chunks.chunk_size(seconds, n, self._thread_count())
-        why = chunks.sized("an earlier pilot measured", seconds, size)
-        return Layout(base, n, size, why=why) if size > 1 else None
+        return self.chunks.choose(base, n, chunk, node.task)
 
-    def _start_job(self, job: ChunkJob, last: int, dsk: dict[Any, DaskTask]) -> None:
-        """Emit a chunked map's chunks; if their size is not known yet, its
-        pilot's, and a task that measures them (read like a map's length)."""
-        layout = job.layout
-        if layout.size is not None:
-            if layout.first:  # the chunks of a map that ran a pilot, lined up with its
-                job.emit(dsk, pilot=True)
-            job.emit(dsk)
-            self._note(last, layout)
-            return
-        job.emit(dsk, pilot=True)
-        key = f"pilot-{layout.base}"
-        dsk[key] = make_task(key, chunks.seconds_per_element,
-                             *(TaskRef(k) for k in layout.keys()))
-        self.pilots[key] = (job, last)
-        self.length_keys[key] = last
-
-    def _thread_count(self) -> int:
-        if self.threads is None:
-            self.threads = self.count_threads()
-        return self.threads
-
-    def _note(self, last: int, layout: Layout) -> None:
-        """Say in the run's log how node ``last``'s map was chunked."""
-        self.notes.append(f"map {self.nodes[last].name!r}: {layout.describe()}")
+    def _start(self, job: ChunkJob, last: int, dsk: dict[Any, DaskTask]) -> None:
+        """Emit a chunked map's chunks (see :meth:`Chunker.start`); a pilot's
+        task is read like a map's length."""
+        key = self.chunks.start(job, self.nodes[last].name, dsk)
+        if key is not None:
+            self.length_keys[key] = last
 
     def _regular(self, mapped: dict) -> bool:
         """Whether every child of a map has the same argument layout: no mapped
@@ -542,23 +501,24 @@ class Compiler:
                 if type(x) in _SCALARS:  # the common case: no walk
                     if scattered and id(x) in scattered:
                         return False
-                elif _per_child(x, scattered):
+                elif per_child(x, scattered):
                     return False
         return True
 
     def _emit_children(self, node: Node, spec: TaskSpec, base: str, keys: list, args: tuple,
                        kwargs: dict, sub: bool, allowed: set[int], mapped: dict, slots: dict,
                        shared: tuple[tuple, int], data: tuple, dsk: dict[Any, DaskTask],
-                       layout: Layout | None) -> None:
+                       layout: Layout | None, cache_keys: list[str | None] | None) -> None:
         """The children of a regular map: ``Task((base, i), map_call, i, *elements,
         *inputs)``, the shared part pickled once (see :class:`MapCall`); or
         its chunks (``layout``).  The inputs are the shared upstream states
         (``shared``: their refs, and how many states they hold), child i of
-        each map mapped over, then scattered data."""
+        each map mapped over, then scattered data.  A cached map's children
+        take their cache keys as the first column (``MapCall.keyed``)."""
         refs, offset = shared
         a, k = list(args), dict(kwargs)
         values: list[Any] = []
-        columns: list[Any] = []
+        columns: list[Any] = [] if cache_keys is None else [cache_keys]
         items: list[tuple[Any, int]] = []
         per_child: list[list[Any]] = []  # dependency keys of each map mapped over
         own: list[Any] = []  # the same, or the layout of a chunked one
@@ -569,7 +529,7 @@ class Compiler:
                 if value.node.index in node.allowed:
                     child_allowed.add(slot)
                 per_child.append(self.keys[value.node.index])
-                own.append(self._layout_of.get(value.node.index, per_child[-1]))
+                own.append(self.chunks.of.get(value.node.index, per_child[-1]))
                 if isinstance(pos, int):
                     a[pos] = Slot(slot)
                 else:
@@ -583,15 +543,15 @@ class Compiler:
                 columns.append(value)
         template = MapCall(spec, node.name, base, tuple(a), k, sub,
                            frozenset(child_allowed) if child_allowed else _EMPTY, len(data),
-                           tuple(values), tuple(items))
+                           tuple(values), tuple(items), cache_keys is not None)
         fusion = self.fusion
         chained = node.index in fusion.in_chain
         if layout is not None:
             if chained:  # the chain's chunks are made when it is fused
                 fusion.chunked[node.index] = (template, columns, own, refs, data, layout)
             else:
-                self._start_job(ChunkJob([layout], template, columns, own, refs, data),
-                                node.index, dsk)
+                self._start(ChunkJob([layout], template, columns, own, refs, data),
+                            node.index, dsk)
             return
         self._emit_rows(template, keys, columns, per_child, refs, data, chained, dsk)
 
@@ -622,78 +582,3 @@ class Compiler:
         self.keys[node.index] = key
         self.placeholders.add(node.index)
         self.state_keys.append(key)
-
-
-def _per_child(x: Any, scattered: dict[int, Any]) -> bool:
-    """Whether element ``x`` of a mapped list needs inputs of its own: a ref,
-    scattered data or a Dask graph node, itself or anywhere inside it."""
-    for v in inside(x) if is_container(x) else (x,):
-        if type(v) is Ref or isinstance(v, GraphNode) or (scattered and id(v) in scattered):
-            return True
-    return False
-
-
-class _ChildInputs:
-    """The inputs of one child of a map beyond those all its siblings share.
-
-    ``extra`` are the keys of its own upstream tasks (the shared ``offset``
-    ones come first): child ``i`` of a map it maps over, and every task
-    result found anywhere inside its elements (``[[a, b], [a, b]]``), each
-    placed once.  ``data`` are its scattered inputs; ``allowed`` the input
-    slots that may have failed (``df.allow_failure``).
-    """
-
-    __slots__ = ("compiler", "keys", "scattered", "may_fail", "offset", "extra", "width", "data",
-                 "slots", "allowed")
-
-    def __init__(self, compiler: Compiler, node: Node, offset: int, slots: dict[int, Any],
-                 data: list[Any]) -> None:
-        self.compiler = compiler
-        self.keys = compiler.keys
-        self.scattered = compiler.scattered
-        self.may_fail = node.allowed
-        self.offset = offset
-        self.extra: list[Any] = []
-        self.width = 0  # states the extra keys hold (a chunk holds one per element)
-        self.data = list(data)
-        self.slots = dict(slots)  # a shared upstream inside an element: its shared slot
-        self.allowed: set[int] = set()
-
-    def arg(self, value: Any, i: int) -> tuple[Any, bool]:
-        """Argument ``i`` of mapped ``value``, and whether it holds placeholders."""
-        if isinstance(value, Ref):
-            src = value.node
-            if src.mapped is not None:  # map over a map: child i depends on child i
-                layout = self.compiler._layout_of.get(src.index)
-                if layout is not None:  # child i is in a chunk
-                    key, at, n = layout.chunk(i, width=True)
-                    return Slot(self._add([key], n, src.index) + at), True
-                return Slot(self._add([self.keys[src.index][i]], 1, src.index)), True
-            return SlotItem(self.slots[src.index].i, i), True  # element i of a task's result
-        item = value[i]
-        out = transform(item, self._place)
-        return out, out is not item
-
-    def _place(self, v: Any) -> Any:
-        if type(v) is Ref:
-            slot = self.slots.get(v.node.index)
-            if slot is None:
-                keys, n = self.compiler._inputs(v.node.index)
-                start = self._add(keys, n, v.node.index)
-                whole = isinstance(self.keys[v.node.index], list)
-                slot = SlotList(start, start + n) if whole else Slot(start)
-                self.slots[v.node.index] = slot
-            return slot
-        if self.scattered and id(v) in self.scattered:
-            return data_slot(self.scattered[id(v)], self.data)
-        return v
-
-    def _add(self, keys: list[Any], n: int, index: int) -> int:
-        """Add ``keys`` (of node ``index``, holding ``n`` states) to the
-        inputs; their first slot."""
-        start = self.offset + self.width
-        self.extra.extend(keys)
-        self.width += n
-        if index in self.may_fail:
-            self.allowed.update(range(start, start + n))
-        return start

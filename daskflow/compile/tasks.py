@@ -16,7 +16,7 @@ from dask.task_spec import Task as DaskTask
 from daskflow.core.walk import is_container, transform
 from daskflow.define.build import Ref
 from daskflow.wire import Call, DataSlot
-from daskflow.worker.calls import FusedMap, MapCall
+from daskflow.worker.calls import CachedMap, Chunked, FusedMap, MapCall
 
 _tokens = itertools.count()
 
@@ -46,15 +46,24 @@ def calls_in(task: Any) -> list[Call]:
     """The calls one compiled Dask task runs (none for a helper task)."""
     func = getattr(task, "func", None)
     args: tuple = getattr(task, "args", ())
-    if isinstance(func, MapCall):
-        return [func.call(args[0], args[1:1 + len(func.values)])]
-    if isinstance(func, FusedMap):
-        return list(func.calls(args[0], args[1:])[0])
+    if isinstance(func, (MapCall, FusedMap, CachedMap)):
+        return _element_calls(func, args[0], args[1:])
+    if isinstance(func, Chunked):  # (start, stop, nshared, columns, *inputs)
+        start, stop, _, columns = args[:4]
+        return [call for j in range(stop - start)
+                for call in _element_calls(func.each, start + j, [c[j] for c in columns])]
     if args and isinstance(args[0], Call):
         return [args[0]]
     if args and isinstance(args[0], tuple) and args[0] and isinstance(args[0][0], Call):
         return list(args[0])  # run_fused
     return []
+
+
+def _element_calls(each: MapCall | FusedMap | CachedMap, i: int, elements: Any) -> list[Call]:
+    """The calls of element ``i`` of a map (or of a fused chain of maps)."""
+    if isinstance(each, FusedMap):
+        return list(each.calls(i, tuple(elements))[0])
+    return [each.call(i, elements[:each.width])]
 
 
 def data_slot(key: Any, data: list[Any]) -> DataSlot:

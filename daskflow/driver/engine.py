@@ -286,7 +286,7 @@ class Engine:
         compiler.fuse = bool(config.get("optimization.fuse")) if self.fuse is None else self.fuse
         compiler.max_fused = int(config.get("optimization.max-fused"))
         compiler.check_pickle = not backend.in_process
-        compiler.count_threads = backend.threads
+        compiler.chunks.count_threads = backend.threads
         states = self.states
         assert states is not None
         states.label = lambda key: _label(compiler, key)
@@ -322,7 +322,7 @@ class Engine:
         new = self.builder.nodes[self._flushed:]
         compiler = self.compiler
         if (compiler is not None and not new and not last
-                and all(n.index in compiler.keys and n.index not in compiler.partial
+                and all(n.index in compiler.keys and n.index not in compiler.chunks.partial
                         for n in until)):
             return  # nothing to submit: a wait on what is submitted already
         held = self._held(last)
@@ -345,7 +345,7 @@ class Engine:
         pending += [k for k in compiler.length_keys if k in dsk]
         keys = compiler.keys
         deadline = None if timeout is None else time.monotonic() + timeout
-        while pending and (last or any(n.index not in keys or n.index in compiler.partial
+        while pending and (last or any(n.index not in keys or n.index in compiler.chunks.partial
                                        for n in until)):
             if deadline is not None and time.monotonic() >= deadline:
                 return
@@ -361,9 +361,9 @@ class Engine:
         compiler = self.compiler
         assert compiler is not None
         dsk = compiler.stage()
-        for note in compiler.notes:
+        for note in compiler.chunks.notes:
             self.log.info("%s", note)
-        compiler.notes.clear()
+        compiler.chunks.notes.clear()
         return dsk
 
     def _held(self, last: bool) -> set[int]:

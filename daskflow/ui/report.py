@@ -13,7 +13,6 @@ the failures with their tracebacks, the artifacts its tasks attached
 from __future__ import annotations
 
 import bisect
-
 import time
 from collections import Counter
 from typing import Any

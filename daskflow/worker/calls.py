@@ -19,7 +19,9 @@ from typing import Any
 from daskflow.core.states import Chunk, State
 from daskflow.wire import Call, SlotItem, TaskSpec
 from daskflow.worker.context import still_wanted
-from daskflow.worker.run import flat_inputs, run_call
+from daskflow.worker.run import flat_inputs, run_cached, run_call
+
+_EMPTY: frozenset[int] = frozenset()
 
 
 class MapCall:
@@ -32,29 +34,35 @@ class MapCall:
     Dask task does, and the child's ``Call`` is made on the worker.
     ``values`` are the argument positions filled from ``elements``;
     ``items`` are the positions of element ``i`` of a whole upstream result
-    (``(position, slot)``).
+    (``(position, slot)``).  A ``keyed`` map (a cached or persisted task)
+    takes each child's cache key before its elements (computed on the
+    driver, see :mod:`daskflow.compile.cachekeys`).
     """
 
     __slots__ = ("spec", "name", "base", "args", "kwargs", "subst", "allowed", "ndata",
-                 "values", "items")
+                 "values", "items", "keyed", "width")
 
     def __init__(self, spec: TaskSpec, name: str, base: str, args: tuple, kwargs: dict,
                  subst: bool, allowed: frozenset[int], ndata: int, values: tuple,
-                 items: tuple) -> None:
+                 items: tuple, keyed: bool = False) -> None:
         self.spec, self.name, self.base = spec, name, base
         self.args, self.kwargs, self.subst = args, kwargs, subst
         self.allowed, self.ndata = allowed, ndata
-        self.values, self.items = values, items
+        self.values, self.items, self.keyed = values, items, keyed
+        self.width = len(values) + keyed  # how many of a child's arguments are its own
 
     def __reduce__(self) -> Any:
         return (MapCall, (self.spec, self.name, self.base, self.args, self.kwargs, self.subst,
-                          self.allowed, self.ndata, self.values, self.items))
+                          self.allowed, self.ndata, self.values, self.items, self.keyed))
 
     def __dask_tokenize__(self) -> Any:
         return ("daskflow.MapCall", self.base)
 
     def call(self, i: int, elements: tuple | list) -> Call:
         """The ``Call`` of child ``i``."""
+        cache = None
+        if self.keyed:
+            cache, elements = elements[0], elements[1:]
         if self.values == (0,) and not self.items and len(self.args) == 1:
             args: tuple = (elements[0],)  # the common case: f.map(values)
             kwargs = self.kwargs
@@ -72,15 +80,43 @@ class MapCall:
                     kwargs[pos] = SlotItem(slot, i)
             args = tuple(a)
         return Call(self.spec, self.name, (self.base, i), i, args, kwargs, self.subst,
-                    self.allowed, self.ndata)
+                    self.allowed, self.ndata, cache)
 
     def __call__(self, i: int, *rest: Any) -> State:
         return self.run(i, rest)
 
     def run(self, i: int, rest: tuple | list, inner: bool = False) -> State:
         """Run child ``i`` (``inner``: not the last task of its Dask task)."""
-        n = len(self.values)
+        n = self.width
         return run_call(self.call(i, rest[:n]), tuple(rest[n:]), inner)
+
+
+class CachedMap:
+    """The function of each child of a map whose results the driver found
+    stored before the run: child ``i`` loads its result, whose cache key is
+    its one element (``Task((base, i), cached_map, i, key)``)."""
+
+    __slots__ = ("spec", "name", "base")
+    width = 1
+
+    def __init__(self, spec: TaskSpec, name: str, base: str) -> None:
+        self.spec, self.name, self.base = spec, name, base
+
+    def __reduce__(self) -> Any:
+        return (CachedMap, (self.spec, self.name, self.base))
+
+    def __dask_tokenize__(self) -> Any:
+        return ("daskflow.CachedMap", self.base)
+
+    def call(self, i: int, elements: tuple | list) -> Call:
+        return Call(self.spec, self.name, (self.base, i), i, (), {}, False, _EMPTY, 0,
+                    elements[0])
+
+    def __call__(self, i: int, key: str) -> State:
+        return self.run(i, (key,))
+
+    def run(self, i: int, rest: tuple | list, inner: bool = False) -> State:
+        return run_cached(self.call(i, rest), inner)
 
 
 class FusedMap:
@@ -104,7 +140,7 @@ class FusedMap:
         """The calls of element ``i`` and the inputs left for the first."""
         calls, at = [], 0
         for m in self.maps:
-            n = len(m.values)
+            n = m.width
             calls.append(m.call(i, rest[at:at + n]))
             at += n
         return tuple(calls), rest[at:]
@@ -161,7 +197,7 @@ def stop_if_cancelled(spec: TaskSpec, what: str) -> None:
 CHECK_EVERY = 0.01  # seconds between two checks of a chunk's cancellation
 
 
-def first_map(each: MapCall | FusedMap) -> MapCall:
+def first_map(each: MapCall | FusedMap | CachedMap) -> MapCall | CachedMap:
     """The map whose elements a chunk runs first (the first of a fused chain)."""
     return each.maps[0] if type(each) is FusedMap else each
 
@@ -187,7 +223,7 @@ class Chunked:
 
     __slots__ = ("each", "ndata")
 
-    def __init__(self, each: MapCall | FusedMap, ndata: int) -> None:
+    def __init__(self, each: MapCall | FusedMap | CachedMap, ndata: int) -> None:
         self.each, self.ndata = each, ndata
 
     def __reduce__(self) -> Any:

@@ -264,8 +264,9 @@ def flat_inputs(inputs: tuple) -> tuple:
     return tuple(out)
 
 
-def run_cached(call: Call) -> State:
-    """A task whose stored result the driver found before the run: load it here."""
+def run_cached(call: Call, inner: bool = False) -> State:
+    """A task whose stored result the driver found before the run: load it here
+    (``inner``: see :func:`finish`)."""
     start = time.time()
     settings = call.spec.cache
     assert settings is not None and call.cache is not None
@@ -277,9 +278,9 @@ def run_cached(call: Call) -> State:
             "run started but cannot be read now (removed or expired meanwhile); run the "
             "flow again to recompute it")
         return finish(call, State(StateType.FAILED, exception=err, message=str(err),
-                                  start=start))
+                                  start=start), inner)
     return finish(call, State(StateType.COMPLETED, name="Cached", result=value, start=start,
-                              message=f"reused the stored result {call.cache}"))
+                              message=f"reused the stored result {call.cache}"), inner)
 
 
 def _through_cache(call: Call, args: tuple, kwargs: dict, start: float) -> State:

@@ -272,3 +272,109 @@ def test_an_unpicklable_result_in_a_chunk_fails_its_element_only(client):
     assert all(run.states[f"maybe_lock[{i}]"].is_completed() for i in (0, 1, 3, 4, 5))
     with pytest.raises(df.UnpicklableResultError, match="maybe_lock"):
         run.result()
+
+
+# -- cached and persisted maps in chunks ----------------------------------------------
+
+
+@df.task(cache=True)
+def noted(x: int, log: str) -> int:
+    with open(log, "a") as f:
+        f.write(f"{x}\n")
+    if x == 13:
+        raise ValueError("13 never stores")
+    return x * 2
+
+
+@df.flow
+def noted_map(xs: list, log: str, chunk: int | None):
+    return noted.map(xs, log=df.unmapped(log), chunk=chunk)
+
+
+def _ran(log) -> list[int]:
+    if not os.path.exists(log):
+        return []
+    with open(log) as f:
+        return sorted(int(x) for x in f.read().split())
+
+
+def _states(run):
+    return {name: (s.name, s.is_completed()) for name, s in run.states.items()}
+
+
+def test_a_chunked_cached_map_stores_and_loads_each_element(on, tmp_path):
+    """A cached map in chunks stores each element's result under its own key;
+    a rerun loads each one (the map whose results are all stored loads them
+    in chunks too); a partly stored map runs only the elements it misses;
+    every state equals the same flow's with a Dask task per element."""
+    xs = list(range(200))
+    flows = {}
+    for chunk in (1, 25):
+        log = str(tmp_path / f"log-{chunk}")
+        flow = df.flow(noted_map.fn, name="noted", result_storage=str(tmp_path / f"store-{chunk}"))
+        first = flow.run(xs, log, chunk, cluster=on)
+        assert _ran(log) == xs
+        assert first.states["noted[13]"].is_failed() and first.states["noted[5]"].name == "Completed"
+        second = flow.run(xs, log, chunk, cluster=on)  # all but 13 stored: each element checks
+        assert _ran(log) == sorted([*xs, 13])
+        assert second.states["noted[5]"].name == "Cached"
+        grown = flow.run([*xs, 200, 201], log, chunk, cluster=on)  # 200 and 201 are new
+        assert _ran(log) == sorted([*xs, 13, 13, 200, 201])
+        assert [grown.states[f"noted[{i}]"].name for i in (0, 199, 200)] == [
+            "Cached", "Cached", "Completed"]
+        flows[chunk] = (first, second, grown)
+    for one, chunked in zip(flows[1], flows[25]):
+        assert _states(one) == _states(chunked)
+
+
+@df.task(cache=True)
+def stored_double(x: int, log: str) -> int:
+    with open(log, "a") as f:
+        f.write(f"{x}\n")
+    return x * 2
+
+
+@df.flow
+def stored_then_summed(n: int, log: str):
+    return total(inc.map(stored_double.map(range(n), log=df.unmapped(log))))
+
+
+def test_a_fully_stored_map_loads_in_chunks_and_downstream_lines_up(client, tmp_path, caplog):
+    log = str(tmp_path / "log")
+    flow = df.flow(stored_then_summed.fn, name="stored", result_storage=str(tmp_path / "store"))
+    n = 600
+    expected = sum(x * 2 + 1 for x in range(n))
+    assert flow.run(n, log, cluster=client).result() == expected
+    assert len(_ran(log)) == n
+    with caplog.at_level("INFO", logger="daskflow"):
+        again = flow.run(n, log, cluster=client)
+    assert again.result() == expected and len(_ran(log)) == n  # nothing ran again
+    assert {again.states[f"stored_double[{i}]"].name for i in range(n)} == {"Cached"}
+    loads = [r.getMessage() for r in caplog.records if "stored_double" in r.getMessage()
+             and "loads its stored results" in r.getMessage()]
+    assert loads, [r.getMessage() for r in caplog.records]
+    spans = again.chunked["stored_double"]
+    assert 1 < len(spans) < n and spans[0][0] == 0 and spans[-1][1] == n
+    assert again.chunked["inc"] == spans  # the map over it uses its chunks
+
+
+@df.task(persist=True)
+def kept(x: int) -> int:
+    return x + 100
+
+
+@df.flow
+def kept_map(n: int):
+    return kept.map(range(n), chunk=16)
+
+
+def test_a_chunked_persisted_map_stores_every_element(client, tmp_path):
+    store = tmp_path / "store"
+    run = df.flow(kept_map.fn, name="kept", result_storage=str(store)).run(64, cluster=client)
+    assert run.result() == [x + 100 for x in range(64)]
+    assert len(run.chunked["kept"]) == 4
+    stored = [p for p in store.rglob("*") if p.is_file() and p.suffix != ".json"]
+    metas = [p for p in store.rglob("*.json")]
+    assert len(metas) == 64 and len(stored) >= 64
+    again = df.flow(kept_map.fn, name="kept", result_storage=str(store)).run(64, cluster=client)
+    assert {s.name for s in again.states.values()} == {"Completed"}  # persist never reuses
