@@ -404,7 +404,7 @@ def describe(x):
     return str(x)
 
 
-@pytest.mark.parametrize("shape", ["single", "map", "fused map", "fused chain"])
+@pytest.mark.parametrize("shape", ["single", "map", "fused map", "fused chain", "chunked map"])
 def test_unpicklable_constant_is_rejected_before_submission_naming_the_argument(client, shape):
     from plugins import GraphCounter, graph_counts
 
@@ -417,6 +417,8 @@ def test_unpicklable_constant_is_rejected_before_submission_naming_the_argument(
                 return plain(threading.Lock())
             if shape == "map":
                 return plain.map([1, threading.Lock()])
+            if shape == "chunked map":  # one Dask task runs both elements
+                return plain.map([1, threading.Lock(), 3], chunk=3)
             if shape == "fused map":  # one task per element runs both maps
                 describe.map(plain.map([1, threading.Lock()]))
                 return None
