@@ -208,7 +208,7 @@ class Compiler:
         return needed
 
     # -- helpers -----------------------------------------------------------------
-    def _spec(self, node: Node) -> TaskSpec:
+    def spec_of(self, node: Node) -> TaskSpec:
         ident = (id(node.task), node.kind, node.txn)
         spec = self._specs.get(ident)
         if spec is None:
@@ -217,14 +217,14 @@ class Compiler:
                 _check_picklable(spec, node)
         return spec
 
-    def _base(self, node: Node) -> str:
+    def base_of(self, node: Node) -> str:
         label = self.fusion.label(node)
         # the key of a fused task names the tasks inside it
         base = f"{label or node.name}-{self.token}{node.index:x}"
         self._names[base] = node.name
         return base
 
-    def _done_key(self, key: Any, dsk: dict[Any, DaskTask]) -> Any:
+    def done_key(self, key: Any, dsk: dict[Any, DaskTask]) -> Any:
         dkey = self._done.get(key)
         if dkey is None:
             dkey = (f"done-{key[0]}", key[1]) if isinstance(key, tuple) else f"done-{key}"
@@ -262,7 +262,7 @@ class Compiler:
         for w in waits:
             dkeys, n = self.inputs(w.index)
             first, width = width, width + n
-            deps.extend(self._done_key(k, dsk) for k in dkeys)
+            deps.extend(self.done_key(k, dsk) for k in dkeys)
             if w.index in node.allowed:
                 allowed.update(range(first, width))
         return deps, slots, allowed, width
@@ -296,7 +296,7 @@ class Compiler:
         on a worker (no dependencies); or a node only those needed: no task at
         all, and a state that says so."""
         plan = self.plan
-        spec, base = self._spec(node), self._base(node)
+        spec, base = self.spec_of(node), self.base_of(node)
         n = node.length
         keys: Any = base if node.mapped is None or n is None else [(base, i) for i in range(n)]
         if not hit:
@@ -328,9 +328,9 @@ class Compiler:
             waits.extend(self.inputs(member.index)[0])  # a fused task: its last key
         for setup in node.setups:
             waits.extend(as_keys(self.keys[setup.index]))
-        key = self._base(node)
-        call = Call(self._spec(node), node.name, key, None, (setup_key,), {}, False, _EMPTY)
-        dsk[key] = make_task(key, run_cleanup, call, *(TaskRef(self._done_key(k, dsk)) for k in waits))
+        key = self.base_of(node)
+        call = Call(self.spec_of(node), node.name, key, None, (setup_key,), {}, False, _EMPTY)
+        dsk[key] = make_task(key, run_cleanup, call, *(TaskRef(self.done_key(k, dsk)) for k in waits))
         self.keys[node.index] = key
         self.state_keys.append(key)
 
@@ -352,8 +352,8 @@ class Compiler:
             kwargs, s2 = template(node.kwargs, slots) if node.kwargs else (node.kwargs, False)
         else:
             args, kwargs, s1, s2 = node.args, node.kwargs, False, False
-        key = self._base(node)
-        spec = self._spec(node)
+        key = self.base_of(node)
+        spec = self.spec_of(node)
         call = Call(spec, node.name, key, None, args, kwargs, s1 or s2,
                     frozenset(allowed) if allowed else _EMPTY, len(data),
                     self.plan.key(node) if spec.cache is not None else None)
@@ -372,8 +372,8 @@ class Compiler:
         slots = {index: _SLOT0}
         args, s1 = template(node.args, slots)
         kwargs, s2 = template(node.kwargs, slots) if node.kwargs else (node.kwargs, False)
-        key = self._base(node)
-        spec = self._spec(node)
+        key = self.base_of(node)
+        spec = self.spec_of(node)
         self.fusion.calls[key] = (Call(spec, node.name, key, None, args, kwargs, s1 or s2,
                                  _ALLOWED0 if index in node.allowed else _EMPTY, 0,
                                  self.plan.key(node) if spec.cache is not None else None),
@@ -411,7 +411,7 @@ class Compiler:
         if src.index in self._requested:
             return
         self._requested.add(src.index)
-        key = f"len-{self._base(src)}"
+        key = f"len-{self.base_of(src)}"
         self.length_keys[key] = src.index
         dsk[key] = make_task(key, length_of, TaskRef(self.keys[src.index]))
 
@@ -426,7 +426,7 @@ class Compiler:
         mapped = dict(zip(node.mapped or (), mapped_values(node)))
         deps, slots, allowed, width = self._common(node, dsk,
                                                    self._shared_upstream(node, mapped))
-        spec, base, frozen = self._spec(node), self._base(node), frozenset(allowed)
+        spec, base, frozen = self.spec_of(node), self.base_of(node), frozenset(allowed)
         data: list[Any] = []
         args, s1 = template(tuple(None if i in mapped else a for i, a in enumerate(node.args)),
                             slots, self.scattered, data)
@@ -576,8 +576,8 @@ class Compiler:
     def _emit_placeholder(self, node: Node, why: str, dsk: dict[Any, DaskTask]) -> None:
         """A map that cannot expand becomes one task whose state says why."""
         deps, _, allowed, _ = self._common(node, dsk)
-        key = self._base(node)
-        call = Call(self._spec(node), node.name, key, None, (why,), {}, False, frozenset(allowed))
+        key = self.base_of(node)
+        call = Call(self.spec_of(node), node.name, key, None, (why,), {}, False, frozenset(allowed))
         dsk[key] = make_task(key, run_unmappable, call, *map(TaskRef, deps))
         self.keys[node.index] = key
         self.placeholders.add(node.index)

@@ -38,19 +38,19 @@ def emit_commit(compiler: Compiler, node: Node, dsk: dict[Any, DaskTask]) -> Non
         keys = as_keys(compiler.keys.get(member.index))
         if not keys or any(k in compiler.synthetic for k in keys):
             continue  # not run at all (only reused results needed it)
-        dkeys, n = compiler._inputs(member.index)
+        dkeys, n = compiler.inputs(member.index)
         task = member.task
         hooked = bool(task.on_commit or task.on_rollback)
-        inputs.extend(dkeys if hooked else [compiler._done_key(k, dsk) for k in dkeys])
+        inputs.extend(dkeys if hooked else [compiler.done_key(k, dsk) for k in dkeys])
         members.append((task, n))
         run_keys.extend(keys)
-        settings = compiler._spec(member).cache
+        settings = compiler.spec_of(member).cache
         if settings is not None:
             stores.setdefault(settings.storage, settings.options)
     txn = node.members[0].txn if node.members else ""
-    key = compiler._base(node)
+    key = compiler.base_of(node)
     args = (txn, tuple(members), tuple(run_keys), tuple(stores.items()))
-    call = Call(compiler._spec(node), node.name, key, None, args, {}, False, frozenset())
+    call = Call(compiler.spec_of(node), node.name, key, None, args, {}, False, frozenset())
     dsk[key] = make_task(key, run_commit, call, *map(TaskRef, inputs))
     compiler.keys[node.index] = key
     compiler.state_keys.append(key)

@@ -33,6 +33,22 @@ def check_options(what: str, given: Iterable[str], accepted: Iterable[str]) -> N
                               f"are: {', '.join(sorted(accepted))}")
 
 
+def either_spelling(owner: str, ours: str, value: Any, prefects: Any, default: Any) -> Any:
+    """An option given in daskflow's spelling (``value``) or Prefect's
+    (``<ours>_seconds``, ``prefects``); both given is an error.  ``value``
+    counts as not given when it is None or equal to ``default``.
+
+    >>> either_spelling("task 'a'", "timeout", None, 5, None)
+    5
+    """
+    if prefects is None:
+        return value
+    if value is not None and value is not default and value != default:
+        raise FlowDefinitionError(f"{owner} got both {ours}= and {ours}_seconds= (the same "
+                                  "option in daskflow's and Prefect's spelling); give one")
+    return prefects
+
+
 def positive_seconds(value: Any, what: str, error: type[Exception]) -> float:
     """A user's duration (seconds, a ``timedelta`` or a string such as
     ``"10m"``) as a positive number of seconds, or ``error`` saying ``what``

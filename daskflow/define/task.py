@@ -18,7 +18,7 @@ import cloudpickle
 
 from daskflow.core import signals
 from daskflow.core.hooks import Hooks, bound, check_hooks
-from daskflow.core.options import check_expiration, check_options
+from daskflow.core.options import check_expiration, check_options, either_spelling
 from daskflow.core.retrying import check_condition, check_jitter, check_run_name
 from daskflow.define.build import Ref, current_builder
 from daskflow.define.tags import tagged
@@ -162,14 +162,15 @@ class Task(Generic[R]):
             raise FlowDefinitionError(f"@task needs a function, got {fn!r}")
         self.fn = fn
         self.name: str = name or str(getattr(fn, "__name__", type(fn).__name__))
-        self._retry_options(retries, _alias(self.name, "retry_delay", retry_delay, 0.0,
-                                            retry_delay_seconds),
+        owner = f"task {self.name!r}"
+        self._retry_options(retries, either_spelling(owner, "retry_delay", retry_delay,
+                                                     retry_delay_seconds, 0.0),
                             retry_on, retry_jitter_factor, retry_condition_fn)
         self.trigger = _check_trigger(self.name, trigger)
         self.skip_on_upstream_skip = bool(skip_on_upstream_skip)
         self.tags = frozenset(tags)
-        self.timeout = _check_timeout(self.name, _alias(self.name, "timeout", timeout, None,
-                                                        timeout_seconds))
+        self.timeout = _check_timeout(self.name, either_spelling(owner, "timeout", timeout,
+                                                                 timeout_seconds, None))
         self.resources = dict(resources) if resources else None
         self._hooks(**{k: v for k, v in locals().items() if k in HOOK_OPTIONS})
         self.cache = None if cache is None else bool(cache)
@@ -413,16 +414,6 @@ def _signature(fn: Callable[..., Any]) -> tuple[inspect.Signature, int] | None:
     simple = all(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_KEYWORD)
                  or p.default is not p.empty for p in params)
     return sig, (len(positional) if simple else -1)
-
-
-def _alias(name: str, ours: str, value: Any, default: Any, prefects: Any) -> Any:
-    """An option given in daskflow's spelling or Prefect's (``<ours>_seconds``)."""
-    if prefects is None:
-        return value
-    if value is not default and value != default:
-        raise FlowDefinitionError(f"task {name!r} got both {ours}= and {ours}_seconds= (the "
-                                  "same option in daskflow's and Prefect's spelling); give one")
-    return prefects
 
 
 def _check_delays(name: str, delay: Any, retries: int = 0) -> tuple[float, ...]:

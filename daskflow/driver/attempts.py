@@ -41,7 +41,7 @@ from typing import Any
 from daskflow.clusters.address import Address
 from daskflow.clusters.base import ClusterSpec
 from daskflow.core.hooks import run_flow_hooks
-from daskflow.core.options import positive_seconds
+from daskflow.core.options import either_spelling, positive_seconds
 from daskflow.core.states import State, StateType
 from daskflow.driver.connect import current_client, open_client
 from daskflow.driver.flowrun import FlowRun, RunControl
@@ -62,7 +62,7 @@ def check(owner: str, retries: Any, delay: tuple[Any, Any],
     ``timeout`` (or ``timeout_seconds``) options, checked."""
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
         raise FlowDefinitionError(f"retries of {owner} must be an int >= 0, got {retries!r}")
-    delays = _given(owner, "retry_delay", delay, 0.0)
+    delays = either_spelling(owner, "retry_delay", *delay, 0.0)
     if callable(delays):  # df.exponential_backoff(...)
         delays = list(delays(retries)) or [0.0]
     if not isinstance(delays, (list, tuple)):
@@ -73,20 +73,10 @@ def check(owner: str, retries: Any, delay: tuple[Any, Any],
     except TypeError:
         raise FlowDefinitionError(f"retry_delay of {owner} must be seconds or a list of "
                                   f"them, got {delays!r}") from None
-    limit = _given(owner, "timeout", timeout, None)
+    limit = either_spelling(owner, "timeout", *timeout, None)
     seconds = None if limit is None else positive_seconds(limit, f"timeout of {owner}",
                                                           FlowDefinitionError)
     return retries, out or (0.0,), seconds
-
-
-def _given(owner: str, ours: str, pair: tuple[Any, Any], default: Any) -> Any:
-    value, prefects = pair
-    if prefects is None:
-        return value
-    if value is not None and value != default:
-        raise FlowDefinitionError(f"{owner} got both {ours}= and {ours}_seconds= (the same "
-                                  "option in daskflow's and Prefect's spelling); give one")
-    return prefects
 
 
 class SharedCluster:
