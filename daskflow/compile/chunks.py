@@ -213,17 +213,19 @@ def pilot_layout(base: str, n: int, threads: int) -> Layout:
 
 
 def seconds_per_element(*chunks: Any) -> tuple[float, str]:
-    """The pilot's task: the time per element of its fastest chunk (a chunk
-    that ran first on a fresh worker pays for imports), as ``(seconds, "")``
-    (the shape the driver reads lengths in); ``(-1, why)`` when no element
-    completed."""
+    """The pilot's task: the time per element of its fastest chunk, as
+    ``(seconds, "")`` (the shape the driver reads lengths in); ``(-1, why)``
+    when no element completed.  A chunk's first element is left out when
+    there are others: on a fresh worker it pays for imports and first
+    connections (to a result store, say), which the rest do not."""
     best = math.inf
     for chunk in chunks:
-        states = [s for s in chunk if isinstance(s, State) and s.start is not None
-                  and s.end is not None]
-        if states:
-            span = max(s.end for s in states) - min(s.start for s in states)
-            best = min(best, span / len(states))
+        states = sorted((s for s in chunk if isinstance(s, State) and s.start is not None
+                         and s.end is not None), key=lambda s: s.start)
+        if len(states) > 1:
+            best = min(best, (states[-1].end - states[0].end) / (len(states) - 1))
+        elif states:
+            best = min(best, states[0].end - states[0].start)
     if best is math.inf:
         return -1, "no element of the pilot ran"
     return best, ""

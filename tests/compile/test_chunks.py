@@ -378,3 +378,22 @@ def test_a_chunked_persisted_map_stores_every_element(client, tmp_path):
     assert len(metas) == 64 and len(stored) >= 64
     again = df.flow(kept_map.fn, name="kept", result_storage=str(store)).run(64, cluster=client)
     assert {s.name for s in again.states.values()} == {"Completed"}  # persist never reuses
+
+
+def test_the_pilot_leaves_out_each_chunks_first_element():
+    """A fresh worker's first element pays for imports: the pilot's time per
+    element is read from the others, of its fastest chunk."""
+    from daskflow.core.states import Chunk, State, StateType
+
+    def chunk(t0, durations):
+        states, t = [], t0
+        for d in durations:
+            states.append(State(StateType.COMPLETED, start=t, end=t + d))
+            t += d
+        return Chunk(states)
+
+    slow_start = chunk(100.0, [2.0, 0.001, 0.001, 0.001])
+    steady = chunk(200.0, [0.003, 0.002, 0.002, 0.002])
+    assert chunks.seconds_per_element(slow_start, steady) == pytest.approx((0.001, ""))
+    assert chunks.seconds_per_element(chunk(0.0, [0.5])) == pytest.approx((0.5, ""))
+    assert chunks.seconds_per_element(Chunk([]))[0] == -1
