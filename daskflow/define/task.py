@@ -162,15 +162,14 @@ class Task(Generic[R]):
             raise FlowDefinitionError(f"@task needs a function, got {fn!r}")
         self.fn = fn
         self.name: str = name or str(getattr(fn, "__name__", type(fn).__name__))
-        owner = f"task {self.name!r}"
-        self._retry_options(retries, either_spelling(owner, "retry_delay", retry_delay,
-                                                     retry_delay_seconds, 0.0),
+        self._retry_options(retries, either_spelling(f"task {self.name!r}", "retry_delay",
+                                                     retry_delay, retry_delay_seconds, 0.0),
                             retry_on, retry_jitter_factor, retry_condition_fn)
         self.trigger = _check_trigger(self.name, trigger)
         self.skip_on_upstream_skip = bool(skip_on_upstream_skip)
         self.tags = frozenset(tags)
-        self.timeout = _check_timeout(self.name, either_spelling(owner, "timeout", timeout,
-                                                                 timeout_seconds, None))
+        self.timeout = _check_timeout(self.name, either_spelling(
+            f"task {self.name!r}", "timeout", timeout, timeout_seconds, None))
         self.resources = dict(resources) if resources else None
         self._hooks(**{k: v for k, v in locals().items() if k in HOOK_OPTIONS})
         self.cache = None if cache is None else bool(cache)
