@@ -149,7 +149,7 @@ def main(argv=None) -> None:
         for _ in range(max(1, args.reps - 1)):
             for name, chunk in (("Heavy daskflow (default)", None), ("Heavy chunk=1", 1)):
                 heavy_rows.setdefault(name, []).append(
-                    timed(lambda: heavy_flow(100, chunk, cluster=client)))
+                    timed(lambda c=chunk: heavy_flow(100, c, cluster=client)))
         rows.update(heavy_rows)
     med = {k: statistics.median(v) for k, v in rows.items()}
     med["W5 raw client.map, per element (from 2,000)"] *= n / 2000  # scaled to n elements
