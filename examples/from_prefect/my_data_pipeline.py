@@ -4,11 +4,10 @@
 # API's base URL, read from GITHUB_API_URL (default: the real one) so that the
 # tests can point it at a local stand-in.
 import os
-from datetime import timedelta
 from typing import Any
+from datetime import timedelta
 
 import httpx
-
 from daskflow.compat.prefect import flow, task
 from daskflow.compat.prefect.cache_policies import INPUTS
 from daskflow.compat.prefect.concurrency.sync import rate_limit

@@ -4,10 +4,10 @@
 # (prefect -> daskflow.compat.prefect, prefect_dask -> daskflow.compat.prefect_dask)
 # and the archive's base URL, read from NMME_ARCHIVE_URL (default the real one).
 import os
+from typing import List
 from pathlib import Path
 
 import httpx
-
 from daskflow.compat.prefect import flow, task
 from daskflow.compat.prefect_dask import DaskTaskRunner
 
@@ -30,7 +30,7 @@ def download_image(year: int, month: int, directory: Path) -> Path:
 
 
 @flow(task_runner=DaskTaskRunner(cluster_kwargs={"processes": False}))
-def download_nino_34_plumes_from_year(year: int) -> list[Path]:
+def download_nino_34_plumes_from_year(year: int) -> List[Path]:
     # create a directory to hold images
     directory = Path("data")
     directory.mkdir(exist_ok=True)

@@ -4,20 +4,20 @@
 # task_input_hash caching and a rate limit.  Changed: the import lines and the
 # GitHub API's base URL (GITHUB_API_URL, default the real one).
 import os
-from datetime import datetime, timedelta
+from datetime import timedelta, datetime
 from statistics import mean
-
+from typing import List, Optional
 import httpx
 
 from daskflow.compat.prefect import flow, task
-from daskflow.compat.prefect.concurrency.sync import rate_limit
 from daskflow.compat.prefect.tasks import task_input_hash
+from daskflow.compat.prefect.concurrency.sync import rate_limit
 
 GITHUB_API = os.environ.get("GITHUB_API_URL", "https://api.github.com")
 
 
 @flow(log_prints=True)
-def analyze_repo_health(repos: list[str]):
+def analyze_repo_health(repos: List[str]):
     """Analyze issue health metrics for GitHub repositories"""
     for repo in repos:
         print(f"Analyzing {repo}...")
@@ -60,7 +60,7 @@ def fetch_repo_issues(repo: str):
 
 
 @task(log_prints=True, retries=3, cache_key_fn=task_input_hash, cache_expiration=timedelta(hours=1))
-def fetch_page_of_issues(repo: str, page: int = 1) -> dict | None:
+def fetch_page_of_issues(repo: str, page: int = 1) -> Optional[dict]:
     """Fetch a page of issues for a GitHub repository"""
     rate_limit("github-api")
     try:
@@ -90,7 +90,7 @@ def fetch_issue_details(repo: str, issue_number: int) -> dict:
 
 
 @task(log_prints=True, retries=3, cache_key_fn=task_input_hash, cache_expiration=timedelta(hours=1))
-def fetch_comments(comments_url: str) -> list[dict]:
+def fetch_comments(comments_url: str) -> List[dict]:
     """Fetch comments for an issue"""
     rate_limit("github-api")
     try:
@@ -103,7 +103,7 @@ def fetch_comments(comments_url: str) -> list[dict]:
 
 
 @task
-def calculate_response_times(issues: list[dict]) -> float:
+def calculate_response_times(issues: List[dict]) -> float:
     """Calculate average time to first response for issues"""
     response_times = []
 
@@ -121,7 +121,7 @@ def calculate_response_times(issues: list[dict]) -> float:
 
 
 @task
-def calculate_resolution_rate(issues: list[dict]) -> float:
+def calculate_resolution_rate(issues: List[dict]) -> float:
     """Calculate the percentage of closed issues"""
     if not issues:
         return 0
