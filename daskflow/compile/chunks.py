@@ -220,12 +220,12 @@ def seconds_per_element(*chunks: Any) -> tuple[float, str]:
     connections (to a result store, say), which the rest do not."""
     best = math.inf
     for chunk in chunks:
-        states = sorted((s for s in chunk if isinstance(s, State) and s.start is not None
-                         and s.end is not None), key=lambda s: s.start)
-        if len(states) > 1:
-            best = min(best, (states[-1].end - states[0].end) / (len(states) - 1))
-        elif states:
-            best = min(best, states[0].end - states[0].start)
+        spans = sorted((s.start, s.end) for s in chunk if isinstance(s, State)
+                       and s.start is not None and s.end is not None)
+        if len(spans) > 1:
+            best = min(best, (spans[-1][1] - spans[0][1]) / (len(spans) - 1))
+        elif spans:
+            best = min(best, spans[0][1] - spans[0][0])
     if best is math.inf:
         return -1, "no element of the pilot ran"
     return best, ""
@@ -313,12 +313,12 @@ class Chunker:
             return Layout(base, n, chunk, why=f"chunk={chunk}") if chunk > 1 else None
         if n < AUTO_MIN:
             return None
-        if loads:
-            seconds, how = LOAD, "loads its stored results, taken as"
-        else:
-            seconds, how = recalled(task), "an earlier pilot measured"
-            if seconds is None:
+        seconds, how = LOAD, "loads its stored results, taken as"
+        if not loads:
+            measured, how = recalled(task), "an earlier pilot measured"
+            if measured is None:
                 return pilot_layout(base, n, self.thread_count())
+            seconds = measured
         size = chunk_size(seconds, n, self.thread_count())
         return Layout(base, n, size, why=sized(how, seconds, size)) if size > 1 else None
 

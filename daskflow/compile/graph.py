@@ -297,8 +297,9 @@ class Compiler:
         all, and a state that says so."""
         plan = self.plan
         spec, base = self.spec_of(node), self.base_of(node)
-        n = node.length
-        keys: Any = base if node.mapped is None or n is None else [(base, i) for i in range(n)]
+        n = node.length or 0
+        keys: Any = (base if node.mapped is None or node.length is None
+                     else [(base, i) for i in range(n)])
         if not hit:
             for key in as_keys(keys):
                 self.synthetic[key] = State(

@@ -199,7 +199,7 @@ CHECK_EVERY = 0.01  # seconds between two checks of a chunk's cancellation
 
 def first_map(each: MapCall | FusedMap | CachedMap) -> MapCall | CachedMap:
     """The map whose elements a chunk runs first (the first of a fused chain)."""
-    return each.maps[0] if type(each) is FusedMap else each
+    return each.maps[0] if isinstance(each, FusedMap) else each
 
 
 class Chunked:
