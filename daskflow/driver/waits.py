@@ -25,10 +25,24 @@ from daskflow.core.states import State, StateType
 from daskflow.exceptions import FlowRunError, WaitTimeout
 
 if TYPE_CHECKING:
+    from daskflow.compile.graph import Compiler
     from daskflow.define.build import Node
+    from daskflow.driver.backends import Backend
     from daskflow.driver.engine import Engine
 
 Target = tuple["Node", "int | None"]
+
+
+def _compiler(engine: Engine) -> Compiler:
+    """The run's compiler (a body waits only once its run has one)."""
+    assert engine.compiler is not None, "a wait before the run started"
+    return engine.compiler
+
+
+def _backend(engine: Engine) -> Backend:
+    """The run's backend (a body waits only once its run has one)."""
+    assert engine.backend is not None, "a wait before the run started"
+    return engine.backend
 
 
 class RunInterrupted(BaseException):
@@ -85,10 +99,10 @@ class BodyWaits:
     def length(self, node: Node, timeout: float | None) -> int:
         """A map's length, waiting (at most ``timeout``) for it only."""
         keys = self._submitted([(node, None)], timeout)
-        if node.index not in self.engine.compiler.keys:
+        if node.index not in _compiler(self.engine).keys:
             raise WaitTimeout(f"the length of map {node.name!r} was not known after "
                               f"{timeout or 0:g}s")
-        if not isinstance(self.engine.compiler.keys[node.index], list):
+        if not isinstance(_compiler(self.engine).keys[node.index], list):
             # a map that could not expand: its one state says why
             gathered = self._gather(keys)
             _value(gathered.get(keys[0]), keys[0], True)
@@ -104,7 +118,7 @@ class BodyWaits:
     def as_completed(self, targets: list[Target],
                      timeout: float | None) -> Iterator[tuple[int, int | None]]:
         self._submitted(targets)
-        compiler = self.engine.compiler
+        compiler = _compiler(self.engine)
         left: dict[tuple[int, int | None], int] = {}
         waiting: dict[Any, list[tuple[int, int | None]]] = {}  # by Dask key (a chunk's)
         for target in targets:
@@ -112,7 +126,7 @@ class BodyWaits:
             left[_ident(target)] = len(keys)
             for key in keys:
                 waiting.setdefault(compiler.dask_key(key), []).append(_ident(target))
-        for key in self._guard(self.engine.backend.as_completed, list(waiting), timeout):
+        for key in self._guard(_backend(self.engine).as_completed, list(waiting), timeout):
             for ident in waiting[key]:
                 left[ident] -= 1
                 if left[ident] == 0:
@@ -121,22 +135,22 @@ class BodyWaits:
     # -- helpers ------------------------------------------------------------------------
     def _wait_keys(self, keys: list[Any], timeout: float | None, first: bool) -> set[Any]:
         """Wait for the Dask tasks of task runs ``keys``; the task runs that ended."""
-        compiler = self.engine.compiler
-        done = self._guard(self.engine.backend.wait_keys, compiler.dask_keys(keys), timeout,
+        compiler = _compiler(self.engine)
+        done = self._guard(_backend(self.engine).wait_keys, compiler.dask_keys(keys), timeout,
                            first)
         return {k for k in keys if compiler.dask_key(k) in done}
 
     def _gather(self, keys: list[Any]) -> dict[Any, Any]:
         """The states of task runs ``keys`` (a chunk's elements: from their chunk)."""
-        compiler = self.engine.compiler
-        values = self._guard(self.engine.backend.gather, compiler.dask_keys(keys))
+        compiler = _compiler(self.engine)
+        values = self._guard(_backend(self.engine).gather, compiler.dask_keys(keys))
         return {k: compiler.pick(k, values) for k in keys}
 
     def _submitted(self, targets: list[Target], timeout: float | None = None) -> list[Any]:
         """Submit what the body built, until the targets have keys; their keys."""
         with self._flushing:
             self._guard(self.engine.flush, [node for node, _ in targets], False, timeout)
-        keys = self.engine.compiler.keys
+        keys = _compiler(self.engine).keys
         return [k for t in targets if t[0].index in keys for k in _keys(self.engine, t)]
 
     def _guard(self, fn: Any, *args: Any) -> Any:
@@ -169,7 +183,7 @@ class BodyWaits:
         (fed as each task ends), or gathered (without their value) if a state
         has not arrived."""
         engine = self.engine
-        monitor, compiler = engine.states, engine.compiler
+        monitor, compiler = engine.states, _compiler(engine)
         known = monitor.snapshot() if monitor is not None else {}
         out: dict[Any, State] = {}
         missing = []
@@ -190,7 +204,7 @@ class BodyWaits:
 def _keys(engine: Engine, target: Target) -> list[Any]:
     """The Dask keys of a target (a map's whole list, or its element)."""
     node, index = target
-    keys = engine.compiler.keys[node.index]
+    keys = _compiler(engine).keys[node.index]
     if index is None or not isinstance(keys, list):
         return as_keys(keys)
     if not 0 <= index < len(keys):
@@ -201,7 +215,7 @@ def _keys(engine: Engine, target: Target) -> list[Any]:
 
 def _is_list(engine: Engine, target: Target) -> bool:
     node, index = target
-    return index is None and isinstance(engine.compiler.keys[node.index], list)
+    return index is None and isinstance(_compiler(engine).keys[node.index], list)
 
 
 def _ident(target: Target) -> tuple[int, int | None]:
