@@ -296,7 +296,7 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
 
 def _artifact_line(artifact: dict[str, Any]) -> str:
     """An artifact in one line of text: a link's URL, a note's first line, a table's size."""
-    data = artifact.get("data")
+    data = artifact.get("data") or {}
     if artifact.get("type") == "link":
         return str(data.get("link"))
     if artifact.get("type") == "table":

@@ -544,7 +544,7 @@ def _split_mapped(
         if type(value) is unmapped:
             return _scan(value.value, found, allowed)
         if isinstance(value, (Ref, allow_failure)):
-            if (value if type(value) is Ref else value.ref).node.kind == "setup":
+            if (value.ref if isinstance(value, allow_failure) else value).node.kind == "setup":
                 return _scan(value, found, allowed)  # a resource's value: whole
             positions.append(pos)
             return _scan(value, found, allowed)
