@@ -397,3 +397,43 @@ def test_the_pilot_leaves_out_each_chunks_first_element():
     assert chunks.seconds_per_element(slow_start, steady) == pytest.approx((0.001, ""))
     assert chunks.seconds_per_element(chunk(0.0, [0.5])) == pytest.approx((0.5, ""))
     assert chunks.seconds_per_element(Chunk([]))[0] == -1
+
+
+# -- timeouts and logs inside a chunk ---------------------------------------------------
+
+
+@df.task(timeout=0.5, log_prints=True)
+def stalls_at(x: int, at: int) -> int:
+    if x == at:
+        end = time.time() + 2
+        while time.time() < end:
+            time.sleep(0.01)
+    print(f"element {x} done")
+    return x
+
+
+@df.flow
+def stalling(chunk: int | None):
+    return count_finished(stalls_at.map(range(8), at=3, chunk=chunk))
+
+
+def test_an_element_that_times_out_fails_alone_in_its_chunk(on):
+    """The element's own timeout ends it (TaskTimeoutError); its chunk goes on
+    with the next element; its log lines are labelled with the element."""
+    runs = {}
+    for chunk in (1, 4):
+        run = runs[chunk] = stalling.run(chunk, cluster=on)
+        state = run.states["stalls_at[3]"]
+        assert state.is_failed() and isinstance(state.exception, df.TaskTimeoutError)
+        assert state.duration < 1.8
+        assert run.result() == 7
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the last lines may still be on their way
+            said = {lg["message"]: lg for lg in run.logs if lg["message"].startswith("element")}
+            if len(said) == 7:
+                break
+            time.sleep(0.05)
+        assert sorted(said) == [f"element {x} done" for x in (0, 1, 2, 4, 5, 6, 7)]
+        assert said["element 5 done"]["task"] == "stalling/stalls_at[5]"
+    assert _outline(runs[1]) == _outline(runs[4])
+    assert len(runs[4].chunked["stalls_at"]) == 2

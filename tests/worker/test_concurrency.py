@@ -77,6 +77,22 @@ def test_without_a_limit_tasks_overlap(six_threads, tmp_path):
     assert most_at_once(path) > 2
 
 
+@df.flow
+def twelve_in_chunks(path: str, tag: str):
+    return query.with_options(tags=[tag]).map(range(12), path=df.unmapped(path), seconds=0.1,
+                                              chunk=2)
+
+
+def test_a_limit_holds_for_the_elements_of_chunks(six_threads, tmp_path):
+    """Six chunks of two on six threads: each element takes its tag's slot."""
+    path = str(tmp_path / "spans.jsonl")
+    run = twelve_in_chunks.run(path, "db-chunks", cluster=six_threads,
+                               concurrency={"db-chunks": 2})
+    assert run.state.is_completed(), run.summary()
+    assert len(run.chunked["query"]) == 6
+    assert most_at_once(path) == 2
+
+
 def test_flow_option_and_setting(six_threads, tmp_path):
     path = str(tmp_path / "spans.jsonl")
     limited = df.flow(twelve.fn, name="limited", concurrency={"db-flow": 1})
