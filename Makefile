@@ -73,6 +73,7 @@ bench: $(TEST_STAMP) $(PREFECT_STAMP)
 	$(BIN)/python benchmarks/bench.py
 	$(BIN)/python benchmarks/chunks.py
 	$(BIN)/python benchmarks/million.py
+	$(BIN)/python benchmarks/cache.py
 	$(BIN)/python tools/figures.py
 
 lint: $(TEST_STAMP)

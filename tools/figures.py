@@ -8,12 +8,14 @@
 - ``<!-- soak -->``: from ``benchmarks/results/soak.json`` (``benchmarks/soak.py --json``);
 - ``<!-- chunks -->``: from ``benchmarks/results/chunks.json`` (``benchmarks/chunks.py``);
 - ``<!-- million -->``: from ``benchmarks/results/million.json`` (``benchmarks/million.py``);
+- ``<!-- cache -->``: from ``benchmarks/results/cache.json`` (``benchmarks/cache.py``);
 - ``<!-- tests -->`` and ``<!-- shutdown -->``: from the output of ``make test``
   (its last line and its "measured shutdown times" section).
 
 Each block is written in the one page that holds its markers (README.md or a
 page of docs/, see ``tools/blocks.py``): today waits in docs/tour/waits.md,
-records and soak in docs/run-state.md, chunks and million in docs/tour/mapping.md, shutdown in docs/shutdown.md, tests in README.md.
+records and soak in docs/run-state.md, chunks and million in docs/tour/mapping.md,
+cache in docs/performance.md, shutdown in docs/shutdown.md, tests in README.md.
 
 The structure figures are written by ``tools/structure.py --write``.
 """
@@ -97,8 +99,24 @@ def million_text(f: dict) -> str:
             f"{f['build_s']:.2f} s and compiling it {f['compile_s']:.2f} s "
             f"({f['dask_tasks']:,} Dask tasks); the driver's peak memory was "
             f"{f['driver_peak_rss_bytes'] / 2**30:.2f} GiB ({f['machine']}, LocalCluster of "
-            "2 workers x 1 thread). Every element is a task run with its own state: about "
-            "25 us of work per element on a worker, which a trivial function cannot hide.")
+            f"2 workers x 1 thread). Every element is a task run with its own state: about "
+            f"{f['second_run_s'] * 2 / f['n'] * 1e6:.0f} us of a worker's time per element "
+            "(the run's time x 2 workers / elements), which a trivial function cannot hide.")
+
+
+def cache_table(f: dict) -> str:
+    """The table of ``benchmarks/cache.py``."""
+    med = f["median_seconds"]
+    base = med["no cache"]
+    what = {"no cache": "no cache",
+            "cache, 1st run": "cache, 1st run (every result written)",
+            "cache, rerun": "cache, rerun (the sum read, the map not needed)",
+            "map cached, rerun": "map cached, rerun (every element read, in "
+                                 f"{f['loaded_in_chunks']} chunks; the sum run)"}
+    rows = [f"| N={f['n']:,} map + sum | median | vs no cache |", "|---|---|---|"]
+    rows += [f"| {what.get(k, k)} | {v:.2f} s | {v / base:.2f}x |" for k, v in med.items()]
+    return "\n".join(rows) + (f"\n\n(Medians of {f['reps']}, variants alternating, "
+                              f"{f['cluster']}, {f['when']}.)")
 
 
 def test_figures(log: str) -> tuple[str, str]:
@@ -138,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     written = {}
     for block, text in (("waits", waits_table), ("records", records_table),
                         ("chunks", chunks_table), ("million", million_text),
-                        ("soak", soak_table)):  # each from benchmarks/results/<block>.json
+                        ("soak", soak_table), ("cache", cache_table)):  # each from benchmarks/results/<block>.json
         path = ROOT / "benchmarks" / "results" / f"{block}.json"
         if path.exists():
             written[block] = text(json.loads(path.read_text()))
