@@ -113,6 +113,18 @@ class Layout:
         key = (self.name, j)
         return (key, at, stop - (i - at)) if width else (key, at)
 
+    def lines_up(self, other: Layout) -> bool:
+        """Whether chunk ``j`` of ``other`` holds the elements chunk ``j`` of this one does."""
+        return (self.n, self.first, self.head, self.size) == (
+            other.n, other.first, other.head, other.size)
+
+    def covering(self, start: int, stop: int) -> tuple[list[Any], int]:
+        """The Dask keys of the chunks holding elements ``[start, stop)``, and
+        where element ``start`` is among their states."""
+        first, at = self.chunk(start)
+        last, _ = self.chunk(stop - 1)
+        return [(self.name, j) for j in range(first[1], last[1] + 1)], at
+
     def keys(self) -> list[Any]:
         """Every chunk's Dask key known so far, in element order."""
         return [(self.name, j) for j, _, _ in self.known_spans()]
@@ -132,8 +144,11 @@ class ChunkJob:
 
     ``columns`` are the mapped constants (each a sequence over all
     elements); ``own`` for each map mapped over element-wise, its
-    :class:`Layout` (its chunks line up with these) or its element keys;
-    ``shared`` and ``data`` the inputs every chunk takes.
+    :class:`Layout` or its element keys; ``shared`` and ``data`` the inputs
+    every chunk takes.  A chunk of a map whose chunks line up with these
+    takes its one chunk; otherwise (two maps mapped over, chunked
+    differently) the chunks holding its elements, with a *window* saying
+    where they are (see :class:`~daskflow.worker.calls.Chunked`).
     """
 
     __slots__ = ("layouts", "chunked", "columns", "own", "shared", "data", "then", "task")
@@ -156,17 +171,26 @@ class ChunkJob:
         """Add the tasks of the pilot's chunks, or of the rest."""
         name = self.layout.name
         nshared = len(self.shared)
-        for j, start, stop in self.layout.spans(pilot):
+        layout = self.layout
+        aligned = all(type(src) is not Layout or src.lines_up(layout) for src in self.own)
+        for j, start, stop in layout.spans(pilot):
             key = (name, j)
             own: list[Any] = []
+            windows: list[tuple[int, int]] | None = None if aligned else []
             for src in self.own:
-                if type(src) is Layout:
-                    own.append(TaskRef((src.name, j)))
+                if type(src) is not Layout:
+                    keys, at = src[start:stop], 0
+                elif aligned:
+                    keys, at = [(src.name, j)], 0
                 else:
-                    own.extend(TaskRef(k) for k in src[start:stop])
+                    keys, at = src.covering(start, stop)
+                own.extend(TaskRef(k) for k in keys)
+                if windows is not None:
+                    windows.append((len(keys), at))
             columns = tuple(c[start:stop] for c in self.columns)
             dsk[key] = make_task(key, self.chunked, start, stop, nshared, columns,
-                                 *self.shared, *own, *self.data)
+                                 None if windows is None else tuple(windows), *self.shared, *own,
+                                 *self.data)
         for job in self.then:
             job.emit(dsk, pilot)
 

@@ -108,7 +108,10 @@ class Fusion:
                 continue  # not emitted yet
             del self.chains[last]
             if any(n.index in self.chunked for n in chain):
-                jobs.append((self._chunk_job(chain), last))
+                if any(n.index in placeholders for n in chain):
+                    jobs += self._unfused_chunks(chain, keys, dsk)  # a member could not expand
+                else:
+                    jobs.append((self._chunk_job(chain), last))
                 continue
             columns = [as_keys(keys[n.index]) for n in chain]
             if (any(n.index in placeholders for n in chain)
@@ -135,6 +138,21 @@ class Fusion:
                 entries = [calls.pop(k) for k in row]
                 fused_calls = tuple(_call_of(e) for e in entries)
                 dsk[row[-1]] = make_task(row[-1], run_fused, fused_calls, *entries[0][-1])
+        return jobs
+
+    def _unfused_chunks(self, chain: list[Node], keys: dict[int, Any],
+                        dsk: dict[Any, DaskTask]) -> list[tuple[ChunkJob, int]]:
+        """The members of a chain that cannot fuse after all: each chunked map
+        a job of its own, the others' calls tasks of their own."""
+        jobs = []
+        for n in chain:
+            entry = self.chunked.pop(n.index, None)
+            if entry is not None:
+                jobs.append((ChunkJob([entry[5]], *entry[:5]), n.index))
+            else:
+                for k in as_keys(keys[n.index]):
+                    if k in self.calls:
+                        dsk[k] = _unfused(k, self.calls.pop(k))
         return jobs
 
     def _chunk_job(self, chain: list[Node]) -> ChunkJob:

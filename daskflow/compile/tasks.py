@@ -48,7 +48,7 @@ def calls_in(task: Any) -> list[Call]:
     args: tuple = getattr(task, "args", ())
     if isinstance(func, (MapCall, FusedMap, CachedMap)):
         return _element_calls(func, args[0], args[1:])
-    if isinstance(func, Chunked):  # (start, stop, nshared, columns, *inputs)
+    if isinstance(func, Chunked):  # (start, stop, nshared, columns, windows, *inputs)
         start, stop, _, columns = args[:4]
         return [call for j in range(stop - start)
                 for call in _element_calls(func.each, start + j, [c[j] for c in columns])]

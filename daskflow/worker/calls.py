@@ -208,14 +208,17 @@ class Chunked:
     :class:`FusedMap`), each run in turn as if it were a task of its own.
 
     Its task is ``Task(chunk_key, chunked, start, stop, nshared, columns,
-    *inputs)`` for elements ``start`` to ``stop - 1``: ``columns`` hold the
-    chunk's elements of each mapped constant (one sequence per column, in the
-    order ``each`` takes them); ``inputs`` are ``nshared`` upstream states
-    every element takes (a chunk of a map taken whole is one
+    windows, *inputs)`` for elements ``start`` to ``stop - 1``: ``columns``
+    hold the chunk's elements of each mapped constant (one sequence per
+    column, in the order ``each`` takes them); ``inputs`` are ``nshared``
+    upstream states every element takes (a chunk of a map taken whole is one
     :class:`~daskflow.core.states.Chunk`), then the states of the maps
     mapped over element-wise (for each such map, its elements ``start`` to
     ``stop - 1``: one chunk, or one state per element), then ``ndata``
-    scattered inputs.  It returns the final states of its elements, a
+    scattered inputs.  ``windows`` is None when each map mapped over gives
+    exactly those elements; else, for each, ``(inputs, at)``: how many
+    inputs it gives (chunks chunked otherwise, holding more elements) and
+    where element ``start`` is among their states.  It returns the final states of its elements, a
     ``Chunk`` (which the slots of a downstream call count as one input per
     element, see :func:`daskflow.worker.run.run_call`).
     Between two elements the run's cancellation is checked (every 10 ms at most).
@@ -233,13 +236,14 @@ class Chunked:
         return ("daskflow.Chunked", self.each.__dask_tokenize__())
 
     def __call__(self, start: int, stop: int, nshared: int, columns: tuple,
-                 *inputs: Any) -> Chunk:
+                 windows: tuple[tuple[int, int], ...] | None, *inputs: Any) -> Chunk:
         each = self.each
         head = first_map(each)
         end = len(inputs) - self.ndata
         shared, data = inputs[:nshared], inputs[end:]
-        own = flat_inputs(inputs[nshared:end])
         n = stop - start
+        own = (flat_inputs(inputs[nshared:end]) if windows is None
+               else _windowed(inputs[nshared:end], windows, n))
         states = []
         checked = time.monotonic()
         for j in range(n):
@@ -256,3 +260,14 @@ class Chunked:
             # batches (see daskflow.events.queue); the last one's with the chunk's finish
             states.append(each.run(start + j, rest, j < n - 1))
         return Chunk(states)
+
+
+def _windowed(inputs: tuple, windows: tuple[tuple[int, int], ...], n: int) -> tuple:
+    """The states of ``n`` elements from each map mapped over, in order,
+    cut from the chunks that hold them (see :class:`Chunked`)."""
+    out: list = []
+    pos = 0
+    for count, at in windows:
+        out.extend(flat_inputs(inputs[pos:pos + count])[at:at + n])
+        pos += count
+    return tuple(out)

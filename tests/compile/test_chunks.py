@@ -437,3 +437,74 @@ def test_an_element_that_times_out_fails_alone_in_its_chunk(on):
         assert said["element 5 done"]["task"] == "stalling/stalls_at[5]"
     assert _outline(runs[1]) == _outline(runs[4])
     assert len(runs[4].chunked["stalls_at"]) == 2
+
+
+# -- maps over maps chunked differently ------------------------------------------------
+
+
+@df.task
+def times_k(x: int) -> int:
+    return x * 1000
+
+
+@df.task
+def plus(x: int, y: int) -> int:
+    return x + y
+
+
+@df.flow
+def zipped(n: int, a: int | None, b: int | None, c: int | None):
+    return plus.map(inc.map(range(n), chunk=a), times_k.map(range(n), chunk=b), chunk=c)
+
+
+@pytest.mark.parametrize("a, b, c", [(10, 7, None), (None, 3, None), (4, 1, None), (1, 5, 6)])
+def test_a_map_over_maps_chunked_differently_pairs_their_elements(on, a, b, c):
+    """Element i of each map mapped over reaches element i, whatever their chunks."""
+    n = 150
+    run = zipped.run(n, a, b, c, cluster=on)
+    assert run.result() == [(i + 1) + 1000 * i for i in range(n)]
+    assert {s.name for s in run.states.values()} == {"Completed"}
+
+
+@df.task(cache=True)
+def kept_inc(x: int) -> int:
+    return x + 1
+
+
+@df.flow
+def stored_and_fresh(n: int):
+    return plus.map(kept_inc.map(range(n)), times_k.map(range(n)))
+
+
+def test_a_stored_map_zipped_with_a_fresh_one(client, tmp_path):
+    """The stored map loads in chunks of its own; the fresh map beside it is
+    chunked otherwise; their elements still pair up (and the cache holds
+    the right values)."""
+    flow = df.flow(stored_and_fresh.fn, name="zip", result_storage=str(tmp_path / "store"))
+    n = 700
+    expected = [(i + 1) + 1000 * i for i in range(n)]
+    assert flow.run(n, cluster=client).result() == expected
+    again = flow.run(n, cluster=client)
+    assert again.result() == expected
+    assert again.states["kept_inc[5]"].name == "Cached"
+    assert again.chunked["kept_inc"] != again.chunked["times_k"]
+
+
+@df.task
+def listing(n: int) -> list[int]:
+    return list(range(n))
+
+
+@df.flow
+def mismatched(n: int, chunk: int | None):
+    return plus.map(inc.map(listing(n), chunk=chunk), list(range(200)))
+
+
+@pytest.mark.parametrize("chunk", [16, None])
+def test_a_chunked_map_fused_with_a_map_that_cannot_expand(on, chunk):
+    """The second map's lengths differ at run time: it fails saying so, and
+    the chunked map it was to fuse with runs on its own."""
+    run = mismatched.run(300, chunk, cluster=on)
+    assert run.states["plus"].name == "MappingFailed"
+    assert "[200, 300]" in run.states["plus"].message
+    assert {run.states[f"inc[{i}]"].name for i in range(300)} == {"Completed"}
