@@ -93,6 +93,7 @@ class Compiler:
         self.scattered = scattered or {}  # id(constant) -> key of its scattered copy
         self.check_pickle = False  # set when tasks will travel to other processes
         self.resources: dict[Any, dict[str, float]] = {}  # key -> Dask worker resources
+        self._chunk_resources: dict[str, dict[str, float]] = {}  # of maps waiting for a pilot
         self.token = token or new_token()
         self.keys: dict[int, Any] = {}  # node index -> key, or list of keys for a map
         self.placeholders: set[int] = set()  # maps that could not expand
@@ -168,7 +169,10 @@ class Compiler:
                 skip = (plan.hits | plan.unneeded) if plan is not None else _EMPTY
                 keep = self.keep_real | {n.index for n in new if n.txn is not None}
                 self.fusion.merge(Fusion.plan(new, skip, keep, self.max_fused, first))
-        self.chunks.emit_measured(dsk)
+        self.chunks.emit_measured(dsk)  # the chunks after a pilot carry their map's resources
+        for key in dsk if self._chunk_resources else ():
+            if type(key) is tuple and key[0] in self._chunk_resources:
+                self.resources[key] = self._chunk_resources[key[0]]
         partial = self.chunks.partial
         fused_into = self.fusion.fused_into
         for node in self._todo:
@@ -193,6 +197,8 @@ class Compiler:
             if node.task.resources and node.index in keys:
                 for key in self.dask_keys(as_keys(keys[node.index])):
                     self.resources[key] = node.task.resources
+                if node.index in self.chunks.partial:
+                    self._chunk_resources[self.chunks.of[node.index].name] = node.task.resources
         self._todo = todo
         if self.fusion.chains:
             for job, last in self.fusion.fuse(self.keys, self.placeholders, dsk):

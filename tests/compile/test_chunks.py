@@ -508,3 +508,30 @@ def test_a_chunked_map_fused_with_a_map_that_cannot_expand(on, chunk):
     assert run.states["plus"].name == "MappingFailed"
     assert "[200, 300]" in run.states["plus"].message
     assert {run.states[f"inc[{i}]"].name for i in range(300)} == {"Completed"}
+
+
+@df.task(resources={"A": 1})
+def needs_a(x: int) -> int:
+    return os.getpid()
+
+
+@df.flow
+def on_a(n: int):
+    return needs_a.map(range(n))
+
+
+def test_every_chunk_of_a_map_keeps_its_resources(processes):
+    """Chunks emitted after the pilot carry the map's worker resources too."""
+    from distributed import Client
+
+    processes.start_scheduler()
+    processes.start_worker("--resources", "A=1")
+    processes.start_worker()
+    with Client(processes.address, set_as_default=False, timeout=60) as client:
+        client.wait_for_workers(2, timeout=60)
+        a_worker = [a for a, w in client.scheduler_info()["workers"].items()
+                    if w.get("resources")]
+        with_a = set(client.run(os.getpid, workers=a_worker).values())
+        run = on_a.run(600, cluster=client)
+        assert len(run.chunked["needs_a"]) > 2  # a pilot, then the rest
+        assert set(run.result()) == with_a
