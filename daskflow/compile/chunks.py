@@ -194,15 +194,20 @@ class ChunkJob:
         for job in self.then:
             job.emit(dsk, pilot)
 
-    def measured(self, seconds: float, threads: int) -> None:
-        """The pilot measured ``seconds`` per element: size the rest."""
+    def measured(self, seconds: float, threads: int, loads: bool = False) -> None:
+        """The pilot measured ``seconds`` per element (``loads``: of elements
+        that read their stored results): size the rest."""
         layout = self.layout
         if seconds < 0:
             size, why = 1, "its pilot did not run: one Dask task per element"
         else:
-            remember(self.task, seconds)
+            if loads:  # its elements only read stored results: sized as a stored map's
+                seconds = max(seconds, LOAD)
+            else:
+                remember(self.task, seconds)
             size = chunk_size(seconds, layout.n - layout.first, threads)
-            why = sized("pilot measured", seconds, size)
+            why = sized("pilot read stored results only; sized as loads of" if loads
+                        else "pilot measured", seconds, size)
         for each in self.layouts:
             each.size, each.why = size, why
 
@@ -241,18 +246,29 @@ def seconds_per_element(*chunks: Any) -> tuple[float, str]:
     ``(seconds, "")`` (the shape the driver reads lengths in); ``(-1, why)``
     when no element completed.  A chunk's first element is left out when
     there are others: on a fresh worker it pays for imports and first
-    connections (to a result store, say), which the rest do not."""
+    connections (to a result store, say), which the rest do not.  Elements
+    that read a stored result instead of running are left out too; when
+    there are only those, their time is given with ``"loads"`` (it sizes
+    this run's chunks, and is not remembered as the task's)."""
+    timed = [s for chunk in chunks for s in chunk if isinstance(s, State)
+             and s.start is not None and s.end is not None]
+    ran = [s for s in timed if s.name != "Cached"]
+    if ran or not timed:
+        return _fastest(chunks, "Cached"), ""
+    return _fastest(chunks, None), "loads"
+
+
+def _fastest(chunks: tuple, leave_out: str | None) -> float:
+    """The time per element of the fastest chunk, without states named ``leave_out``."""
     best = math.inf
     for chunk in chunks:
         spans = sorted((s.start, s.end) for s in chunk if isinstance(s, State)
-                       and s.start is not None and s.end is not None)
+                       and s.start is not None and s.end is not None and s.name != leave_out)
         if len(spans) > 1:
             best = min(best, (spans[-1][1] - spans[0][1]) / (len(spans) - 1))
         elif spans:
             best = min(best, spans[0][1] - spans[0][0])
-    if best is math.inf:
-        return -1, "no element of the pilot ran"
-    return best, ""
+    return -1 if best is math.inf else best
 
 
 def dask_key(key: Any, layouts: dict[str, Layout]) -> tuple[Any, int | None]:
@@ -368,7 +384,7 @@ class Chunker:
         pilot = self.pilots.pop(key, None)
         if pilot is None:
             return False
-        pilot[0].measured(value[0], self.thread_count())
+        pilot[0].measured(value[0], self.thread_count(), value[1] == "loads")
         self._ended.append(pilot)
         return True
 

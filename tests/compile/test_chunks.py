@@ -399,6 +399,45 @@ def test_the_pilot_leaves_out_each_chunks_first_element():
     assert chunks.seconds_per_element(Chunk([]))[0] == -1
 
 
+def test_the_pilot_leaves_out_elements_read_from_the_store():
+    """Elements that loaded a stored result say nothing of the task's own
+    time: left out, and a pilot of loads only is used for this run but not
+    remembered for the task."""
+    from daskflow.core.states import Chunk, State, StateType
+
+    def chunk(t0, durations, name=None):
+        states, t = [], t0
+        for d in durations:
+            states.append(State(StateType.COMPLETED, name=name, start=t, end=t + d))
+            t += d
+        return Chunk(states)
+
+    loaded = chunk(0.0, [0.001] * 4, "Cached")
+    ran = chunk(10.0, [0.2, 0.2, 0.2, 0.2])
+    assert chunks.seconds_per_element(loaded, ran) == pytest.approx((0.2, ""))
+    assert chunks.seconds_per_element(loaded, loaded) == pytest.approx((0.001, "loads"))
+
+    @df.task
+    def slow_task(x):
+        return x
+
+    job = chunks.ChunkJob([chunks.pilot_layout("b", 400, 2)],
+                          _map_call(slow_task), [range(400)], [], (), ())
+    job.measured(0.001, 2, loads=True)
+    assert chunks.recalled(slow_task) is None and "stored results only" in job.layout.why
+    assert job.layout.size == 49  # as a stored map: ~1 ms a load, 4 chunks a thread
+    job.measured(0.2, 2)
+    assert chunks.recalled(slow_task) == 0.2 and job.layout.size == 1
+
+
+def _map_call(task):
+    from daskflow.wire import TaskSpec
+    from daskflow.worker.calls import MapCall
+
+    spec = TaskSpec(task, "task", RunInfo("f", "r", {}), None)
+    return MapCall(spec, task.name, "b", (None,), {}, False, frozenset(), 0, (0,), ())
+
+
 # -- timeouts and logs inside a chunk ---------------------------------------------------
 
 
