@@ -48,8 +48,11 @@ def _execute(kc, code: str, timeout: float = 120, on_start=None) -> dict:
     while True:
         remaining = deadline - time.monotonic()
         assert remaining > 0, f"no answer from the kernel within {timeout}s: {out}"
+        # While waiting to interrupt, look for the start often: the kernel is
+        # silent while the task runs.
+        poll = 1 if on_start is None or started else 0.05
         try:
-            msg = kc.get_iopub_msg(timeout=min(remaining, 1))
+            msg = kc.get_iopub_msg(timeout=min(remaining, poll))
         except queue.Empty:
             if on_start is not None and not started and on_start():
                 started = True
