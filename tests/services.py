@@ -295,9 +295,13 @@ c.Backend.cluster_options = Options(
 )
 """)
         self.log = os.path.join(self.root, "gateway.log")
+        # The local backend passes its own PYTHONPATH on to the cluster
+        # processes, over ClusterConfig.environment's: give it the tests' too.
+        path = os.pathsep.join(p for p in (tests_dir, os.environ.get("PYTHONPATH")) if p)
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen([python, "-m", "dask_gateway_server", "-f", config],
-                                         cwd=self.root, stdout=log, stderr=subprocess.STDOUT)
+                                         cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
+                                         env={**os.environ, "PYTHONPATH": path})
         self.address = f"http://127.0.0.1:{self.proxy_port}"
         self._wait_healthy(60)
 

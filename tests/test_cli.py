@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 from conftest import dask_env
 
@@ -185,7 +184,11 @@ def test_interrupted_run_exits_130(tmp_path):
     write_flows(tmp_path)
     proc = daskflow("run", "flows.py:sleepy", "-c", "sync", cwd=tmp_path, wait=False)
     try:
-        time.sleep(3.0)
+        before = ""
+        while " started on " not in before:  # the run's first log line: it runs
+            line = proc.stderr.readline()
+            assert line, f"the run ended before it started: {before}"
+            before += line
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 130, err

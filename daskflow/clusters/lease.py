@@ -118,6 +118,7 @@ class Lease(SchedulerPlugin):
         """End the workers fast (their nannies kill a busy worker after 1 s
         instead of waiting for its task), then the scheduler."""
         reason = f"daskflow-lease: {why}"
+        await self._stop_gateway_cluster()
         try:
             await asyncio.wait_for(self.scheduler.broadcast(
                 msg={"op": "terminate", "timeout": 1, "reason": reason}, nanny=True,
@@ -125,6 +126,22 @@ class Lease(SchedulerPlugin):
         except Exception as err:  # the scheduler's own close still ends them
             logger.warning("daskflow lease: could not terminate the nannies: %r", err)
         await self.scheduler.close(reason=reason)
+
+    async def _stop_gateway_cluster(self) -> None:
+        """On a Dask Gateway cluster, ask the gateway to stop it, as the
+        gateway's own idle timeout does (``dask_gateway.scheduler_preload``).
+        A scheduler that only exits is noticed by its gateway when its
+        heartbeats stop (30 s by default), and until then the gateway
+        restarts the workers that the scheduler's close ended."""
+        service = self.scheduler.services.get("gateway")
+        shutdown = getattr(getattr(service, "gateway", None), "shutdown", None)
+        if shutdown is None:
+            return
+        try:
+            await asyncio.wait_for(shutdown(), 10)
+        except Exception as err:  # the scheduler's close below still ends it, later
+            logger.warning("daskflow lease: could not ask the gateway to stop the cluster: %r",
+                           err)
 
     def _declare_idle(self) -> None:
         """Make ``Scheduler.check_idle`` (what the operator asks) answer "idle

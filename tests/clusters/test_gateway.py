@@ -135,3 +135,49 @@ def test_gateway_del_still_needs_the_workaround():
         gateway.__del__()  # the upstream bug is still there
     closed_for_good(gateway)
     gateway.__del__()  # and the workaround still silences it
+
+
+def test_the_lease_asks_the_gateway_to_stop_its_cluster_before_closing_it():
+    """On a gateway scheduler the lease stops the cluster through the gateway
+    (else the gateway restarts its workers until its heartbeat timeout)."""
+    import asyncio
+
+    from daskflow.clusters.lease import Lease
+
+    calls = []
+
+    class GatewayClient:
+        async def shutdown(self):
+            calls.append("gateway stops the cluster")
+
+    class Service:
+        gateway = GatewayClient()
+
+    class Scheduler:
+        services = {"gateway": Service()}
+
+        async def broadcast(self, **kwargs):
+            calls.append("nannies terminated")
+
+        async def close(self, reason):
+            calls.append("scheduler closed")
+
+    lease = Lease("nobody", 3)
+    lease.scheduler = Scheduler()
+    asyncio.run(lease._close("owner gone"))
+    assert calls == ["gateway stops the cluster", "nannies terminated", "scheduler closed"]
+
+
+def test_the_gateway_preload_still_offers_the_shutdown_the_lease_calls():
+    """``Lease._stop_gateway_cluster`` calls what dask-gateway's own idle
+    timeout calls: ``scheduler.services["gateway"].gateway.shutdown()``.
+    When this fails, upstream changed: revisit daskflow.clusters.lease."""
+    import inspect
+
+    from dask_gateway import scheduler_preload
+
+    assert inspect.iscoroutinefunction(scheduler_preload.GatewayClient.shutdown)
+    assert 'scheduler.services["gateway"] = service' in inspect.getsource(
+        scheduler_preload.dask_setup.callback)  # a click command
+    assert "self.gateway.shutdown()" in inspect.getsource(
+        scheduler_preload.GatewaySchedulerService.check_idle)

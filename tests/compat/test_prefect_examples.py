@@ -90,7 +90,8 @@ def _issue(repo, number, base):
 @pytest.fixture
 def services(cleanup, monkeypatch, tmp_path):  # noqa: F811 - config set after its reset
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeServices)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # shutdown() waits for serve_forever's poll: 0.5 s by default
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
     monkeypatch.setenv("GITHUB_API_URL", base)

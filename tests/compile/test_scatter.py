@@ -87,8 +87,10 @@ def test_scattered_keys_released_after_success_and_failure(client):
 @df.task
 def wait_for_interrupt(arr, flag):
     open(flag, "w").close()
+    # until the test is done with it (at most 5 s): an interrupted run's task
+    # goes on running, and held a thread of the shared cluster from the next tests
     deadline = time.time() + 5
-    while time.time() < deadline:
+    while time.time() < deadline and not os.path.exists(flag + ".done"):
         time.sleep(0.05)
     return arr.shape
 
@@ -106,8 +108,11 @@ def test_interrupted_run_releases_scattered_keys(client, tmp_path):
             _thread.interrupt_main()
 
     threading.Thread(target=interrupt_when_started, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        interruptible.run(np.ones((500, 1000)), flag, cluster=client)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            interruptible.run(np.ones((500, 1000)), flag, cluster=client)
+    finally:
+        open(flag + ".done", "w").close()  # the interrupted task may end now
     assert wait_until(lambda: not scattered_keys(client))
 
 

@@ -173,8 +173,10 @@ def block_until_interrupted(path, handle, flag):
     import time as _time
 
     open(flag, "w").close()
+    # until the test is done with it (at most 5 s): a cancelled task's thread
+    # goes on running, and held a thread of the shared cluster from the next tests
     end = _time.time() + 5
-    while _time.time() < end:
+    while _time.time() < end and not os.path.exists(flag + ".done"):
         _time.sleep(0.05)
     return handle
 
@@ -192,8 +194,11 @@ def run_until_interrupted(flow, client, flag, *args):
         _thread.interrupt_main()
 
     threading.Thread(target=interrupt, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        flow.run(*args, cluster=client)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            flow.run(*args, cluster=client)
+    finally:
+        open(flag + ".done", "w").close()  # the interrupted task may end now
 
 
 @df.flow
@@ -216,10 +221,13 @@ def test_a_cancelled_runs_cleanup_says_it_ran(client, tmp_path):
 
     path, flag = str(tmp_path / "log"), str(tmp_path / "started")
     run = blocked_in_a_block.submit(path, flag, cluster=client, progress=False)
-    deadline = _time.monotonic() + 30
-    while not os.path.exists(flag) and _time.monotonic() < deadline:
-        _time.sleep(0.02)
-    assert run.cancel(timeout=30)
+    try:
+        deadline = _time.monotonic() + 30
+        while not os.path.exists(flag) and _time.monotonic() < deadline:
+            _time.sleep(0.02)
+        assert run.cancel(timeout=30)
+    finally:
+        open(flag + ".done", "w").close()  # the cancelled task may end now
     assert _events(path) == ["open-db", "close-db"]
     cleanup = run.states["journal.cleanup"]
     assert cleanup.is_completed() and cleanup.name == "CleanedUp", cleanup

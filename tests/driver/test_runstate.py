@@ -23,7 +23,7 @@ import dask
 import psutil
 import pytest
 from common_tasks import Journal, journal, lose_a_result, use, wait_for_go
-from conftest import dask_env
+from conftest import Processes, dask_env
 from distributed import Client, LocalCluster, get_worker
 
 import daskflow as df
@@ -293,13 +293,23 @@ def simple(n: int = 3):
     return square.map(range(n))
 
 
+@pytest.fixture(scope="module")
+def two_kinds_address(tmp_path_factory):
+    """Two workers: one with resource A, one with resource B.  Shared by the
+    tests below, each of which checks that it leaves them healthy."""
+    procs = Processes(str(tmp_path_factory.mktemp("two-kinds")))
+    try:
+        procs.start_scheduler()
+        procs.start_worker("--resources", "A=1")
+        procs.start_worker("--resources", "B=1")
+        yield procs.address
+    finally:
+        procs.stop()
+
+
 @pytest.fixture
-def two_kinds(processes):
-    """Two workers: one with resource A, one with resource B."""
-    processes.start_scheduler()
-    processes.start_worker("--resources", "A=1")
-    processes.start_worker("--resources", "B=1")
-    with Client(processes.address, set_as_default=False) as client:
+def two_kinds(two_kinds_address, cleanup):
+    with Client(two_kinds_address, set_as_default=False) as client:
         client.wait_for_workers(2, timeout=60)
         yield client
 

@@ -256,6 +256,12 @@ class Store:
             q.put_nowait((rv, group, plural, kind, snapshot))
         self.changed.set()
 
+    def end_watches(self) -> None:
+        """End every open watch (as an API server that stops does): a watch
+        that waited for its next event would hold the server's shutdown."""
+        for q in list(self.watchers):
+            q.put_nowait(None)
+
     def put(self, group: str, plural: str, obj: dict[str, Any], event: str) -> dict[str, Any]:
         meta = obj["metadata"]
         meta["resourceVersion"] = str(next(self.rv))
@@ -551,9 +557,12 @@ class Api:
                 if left <= 0:
                     break
                 try:
-                    rv, g, p, kind, obj = await asyncio.wait_for(queue.get(), left)
+                    event = await asyncio.wait_for(queue.get(), left)
                 except asyncio.TimeoutError:
                     break
+                if event is None:  # the server stops
+                    break
+                rv, g, p, kind, obj = event
                 if rv > start and wanted(g, p, obj):
                     await send(kind, obj)
         except (ConnectionResetError, asyncio.CancelledError):
@@ -985,6 +994,7 @@ async def main(workdir: str, with_operator: bool) -> None:
                 os.killpg(operator.pid, signal.SIGKILL)
                 operator.wait()
         kubelet.shutdown()
+        store.end_watches()
         await runner.cleanup()
 
 

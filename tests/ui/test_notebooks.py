@@ -31,7 +31,11 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     for key, value in dask_env().items():
         monkeypatch.setenv(key, value)
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=240, kernel_name="python3",
+    # The kernel is killed at the end ("immediate"): after a LocalCluster with
+    # worker processes it has multiprocessing's resource tracker as a child,
+    # which ignores SIGTERM, and ipykernel's graceful shutdown waits on it
+    # until the client gives up (2.5 s) and terminates the kernel anyway.
+    client = NotebookClient(nb, timeout=240, kernel_name="python3", shutdown_kernel="immediate",
                             resources={"metadata": {"path": str(tmp_path)}})
     client.execute()  # raises CellExecutionError on any cell error
     NOTEBOOKS_RUN.append(os.path.basename(path))
