@@ -23,9 +23,11 @@ class RunEvents(SchedulerPlugin):
     """Scheduler plugin: forward each run's events to the client that owns it,
     and run the tasks that take a live resource where it lives.
 
-    A state is annotated with how many times the worker running that task
-    was lost (``TaskState.suspicious``), so that a rerun shows in the
-    state's attempts.
+    A state is annotated with how many times the task stopped running
+    without ending because its worker left: killed (Dask counts those as
+    ``TaskState.suspicious``) or retired by adaptive scaling while the task
+    ran (Dask does not count those; the plugin does), so that a rerun shows
+    in the state's attempts and message.
 
     A resource's setup whose value cannot be pickled (a database connection)
     says so in its state (``live``), which arrives just before its
@@ -41,10 +43,12 @@ class RunEvents(SchedulerPlugin):
 
     def __init__(self) -> None:
         self.live: dict[Any, str] = {}  # setup key -> the worker holding its live value
+        self.stopped: dict[Any, int] = {}  # key -> runs that stopped with their worker
 
     async def start(self, scheduler: Any) -> None:
         self.scheduler = scheduler
         self.live = getattr(self, "live", {})
+        self.stopped = getattr(self, "stopped", {})
         _add_stream_handler(scheduler, OP, self.forward)
 
     def forward(self, events: list, **_: Any) -> None:
@@ -68,13 +72,19 @@ class RunEvents(SchedulerPlugin):
             return  # its driver is gone: nobody will read this
         for msg in states:  # the Dask task it ran in: its own, or a chunk's
             key = msg.get("dk") or msg.get("k")
-            ts = tasks.get(tuple(key) if isinstance(key, list) else key)
-            if ts is not None and ts.suspicious:
-                msg["lost"] = ts.suspicious
+            key = tuple(key) if isinstance(key, list) else key
+            ts = tasks.get(key)
+            lost = max(ts.suspicious if ts is not None else 0, self.stopped.get(key, 0))
+            if lost:
+                msg["lost"] = lost
         scheduler.report({"op": "event", "topic": TOPIC,
                           "event": (now, [run_id, states, logs])}, client=owner)
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        if start == "processing" and (finish == "released" or finish == "waiting"):
+            self.stopped[key] = self.stopped.get(key, 0) + 1  # its worker left (or a cancel)
+        elif finish == "forgotten" and self.stopped:
+            self.stopped.pop(key, None)
         live = self.live
         if not live:
             return

@@ -240,6 +240,44 @@ def test_sigkilled_worker_mid_task_reruns_and_says_so(processes, tmp_path):
         assert "lost 1 time" in state.message
 
 
+@df.task
+def retired_once(where):
+    """The first execution records that it started, then runs for a while."""
+    marker = os.path.join(where, "started")
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        end = time.time() + 5
+        while time.time() < end:
+            time.sleep(0.05)
+    return "done"
+
+
+@df.flow
+def on_a_retired_worker(where: str):
+    return retired_once(where)
+
+
+def test_a_task_whose_worker_retires_mid_run_reruns_and_says_so(processes, tmp_path):
+    """Adaptive scaling retires a worker gracefully: Dask runs its task again
+    elsewhere without counting it as suspicious; the state still says so."""
+    processes.start_scheduler()
+    processes.start_worker()
+    processes.start_worker()
+    with Client(processes.address, set_as_default=False) as client:
+        client.wait_for_workers(2, timeout=60)
+        thread, box = _run_in_thread(
+            lambda: on_a_retired_worker.run(str(tmp_path), cluster=client))
+        wait_for(lambda: (tmp_path / "started").exists(), what="the task to start")
+        busy = [w for w, keys in client.processing().items() if keys]
+        assert len(busy) == 1
+        client.retire_workers(busy, close_workers=True)
+        thread.join(60)
+        run = box["value"]
+        assert run.result() == "done"
+        state = run.states["retired_once"]
+        assert state.attempts == 2 and "lost 1 time" in state.message, state.message
+
+
 # -- serialization never hangs ----------------------------------------------------
 
 
