@@ -172,7 +172,7 @@ class State:
 
     def __reduce__(self):
         # every field but the origin, which only the worker that ran it needs
-        return (_rebuild_state, (tuple([getattr(self, k) for k in _PICKLED]),))
+        return (_rebuild_state, (tuple([getattr(self, k) for k in FIELDS]),))
 
     def __repr__(self) -> str:
         msg = f", message={self.message!r}" if self.message else ""
@@ -192,12 +192,12 @@ class Chunk(tuple):
     __slots__ = ()
 
 
-_PICKLED = tuple(k for k in State.__slots__ if k != "_origin")
+FIELDS = tuple(k for k in State.__slots__ if k != "_origin")  # what travels of a state
 
 
 def _rebuild_state(values: tuple) -> State:
     state = State.__new__(State)
-    for k, v in zip(_PICKLED, values):
+    for k, v in zip(FIELDS, values):
         setattr(state, k, v)
     state._origin = None
     return state

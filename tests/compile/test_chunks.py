@@ -272,3 +272,33 @@ def test_an_unpicklable_result_in_a_chunk_fails_its_element_only(client):
     assert all(run.states[f"maybe_lock[{i}]"].is_completed() for i in (0, 1, 3, 4, 5))
     with pytest.raises(df.UnpicklableResultError, match="maybe_lock"):
         run.result()
+
+
+def test_a_chunk_travels_with_every_field_of_its_states():
+    """A chunk is pickled as one column per state field (serialize's
+    ``_from_columns`` names the fields in order): every field comes back."""
+    from distributed.protocol import deserialize, serialize
+
+    from daskflow.core.states import FIELDS, Chunk, State, StateType
+    from daskflow.events.serialize import register_serialization
+
+    register_serialization()
+    states = []
+    for i in range(3):
+        s = State(StateType.FAILED, name=f"n{i}", message=f"m{i}", result=[i],
+                  exception=ValueError(i), traceback=f"tb{i}", attempts=i + 1, start=i + 0.5,
+                  end=i + 0.75, task_name=f"t[{i}]", map_index=i, worker=f"w{i}",
+                  tries=((i, i + 1.0),), reruns=i, run_name=f"r{i}")
+        s._origin = ("run", i)
+        states.append(s)
+    back = deserialize(*serialize(Chunk(states), serializers=["dask"]))
+    assert type(back) is Chunk and len(back) == 3
+    for before, after in zip(states, back):
+        for field in FIELDS:
+            want, got = getattr(before, field), getattr(after, field)
+            if field == "exception":
+                assert type(got) is ValueError and got.args == want.args
+            else:
+                assert got == want, field
+        assert after._origin is None
+    assert deserialize(*serialize(Chunk(), serializers=["dask"])) == Chunk()
