@@ -540,11 +540,20 @@ class Engine:
         if compiler is None:
             return {}
         out: dict[str, State] = {}
+        names: dict[str, str] = {}  # a map's name, once for its elements
+        synthetic = compiler.synthetic
         for key in list(compiler.state_keys):
-            label = _label(compiler, key)
-            state = raw.get(key) or compiler.synthetic.get(key) or fill(key)
+            if isinstance(key, tuple):
+                base, index = key
+                name = names.get(base)
+                if name is None:
+                    name = names[base] = compiler.name_of(base)
+                label = f"{name}[{index}]"
+            else:
+                label, index = compiler.name_of(key), None
+            state = raw.get(key) or synthetic.get(key) or fill(key)
             state.task_name = label
-            state.map_index = key[1] if isinstance(key, tuple) else None
+            state.map_index = index
             out[label] = state
         return out
 
@@ -584,7 +593,7 @@ class Engine:
                 error = FlowRunError(f"flow run {self.name!r} {final.name}: {final.message}")
         self.control.finish(final, states, value, error)
         self.log.log(logging.INFO if final.is_completed() else logging.ERROR, "%s",
-                     self.flow_run.summary().splitlines()[0])
+                     self.flow_run.headline())
 
 
 def run_page(pages: str | None, run_id: str) -> str | None:
