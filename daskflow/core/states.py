@@ -38,6 +38,7 @@ class StateType(str, enum.Enum):
 
 _FINAL = {StateType.COMPLETED, StateType.FAILED, StateType.SKIPPED,
           StateType.CANCELLED, StateType.CRASHED}
+_NAMES = {t: t.value.capitalize() for t in StateType}  # a state's default name, by type
 
 
 class _NoResult:
@@ -87,7 +88,7 @@ class State:
         run_name: str | None = None,
     ) -> None:
         self.type = type
-        self.name = name or type.value.capitalize()
+        self.name = name or _NAMES[type]
         self.message = message
         self._result = result
         self.exception = exception

@@ -294,7 +294,7 @@ class Engine:
             self.start, live=lambda: self._labelled(states.snapshot(),
                                                     lambda key: State(StateType.PENDING)),
             groups=LiveGroups(compiler.state_keys, compiler.synthetic, states.changes,
-                              lambda key: _label(compiler, key)))
+                              states.states, lambda key: _label(compiler, key)))
         page = self.flow_run.page_link
         named = f" {self.flow_run.run_name!r}" if self.flow_run.run_name else ""
         self.log.info("run %s%s started on %s (%d nodes)%s", self.run_id, named,

@@ -20,8 +20,11 @@ class LiveGroups:
     ~80 ms of the driver's GIL, four times a second)."""
 
     def __init__(self, keys: list[Any], synthetic: dict[Any, Any], changes: list[Any],
-                 label: Any) -> None:
+                 states: dict[Any, Any], label: Any) -> None:
+        """``changes``: the keys whose state was received, in order; ``states``: the
+        latest state of each (a :class:`~daskflow.events.monitor.RunMonitor`'s)."""
         self.keys, self.synthetic, self.changes, self.label = keys, synthetic, changes, label
+        self.states = states
         self.seen = self.cursor = 0
         self.group_of: dict[Any, _Live] = {}
         self.current: dict[Any, tuple[str, int]] = {}  # key -> (state type, retries)
@@ -47,8 +50,9 @@ class LiveGroups:
                 self._set(key, state)
         self.seen = n
         m = len(self.changes)
-        for key, state in self.changes[self.cursor:m]:
-            self._set(key, state)
+        states = self.states
+        for key in self.changes[self.cursor:m]:
+            self._set(key, states[key])
         self.cursor = m
         return [live.group() for live in self.live.values()]
 
