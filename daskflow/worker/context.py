@@ -114,10 +114,11 @@ loop_worker: contextvars.ContextVar[Any] = contextvars.ContextVar("daskflow_loop
 def current_worker() -> Any:
     """The ``distributed`` worker running this thread's task (or this async
     task's coroutine), else None."""
-    if current_dask_key() is None:
+    thread_state, get_worker = _distributed()
+    if getattr(thread_state, "key", None) is None:  # not in a Dask task: current_dask_key()
         return loop_worker.get()
     try:
-        return _distributed()[1]()
+        return get_worker()
     except ValueError:
         return None
 
@@ -182,8 +183,14 @@ def annotations_hidden() -> Any:
     dask keeps annotations in a private ``ContextVar``
     (``dask.base._annotations``); hiding them is one ``set``/``reset`` of it,
     isolated here and pinned by ``test_dask_still_keeps_annotations_in_a_contextvar``.
+    Hidden already (a chunk of a map hides them once for its elements), it
+    does nothing.
     """
-    return _Hidden(_dask_base()._annotations)
+    var = _dask_base()._annotations
+    return NOTHING if var.get() is None else _Hidden(var)
+
+
+NOTHING = contextlib.nullcontext()  # a context that does nothing (reentrant: shared)
 
 
 @functools.cache

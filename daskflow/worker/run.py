@@ -22,7 +22,6 @@ exception (on a worker they would otherwise take the worker process down).
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import threading
@@ -49,6 +48,7 @@ from daskflow.exceptions import (
 from daskflow.wire import READS, Call, DataSlot, Slot, SlotItem, SlotList, TaskSpec
 from daskflow.worker import coroutines, finishers, per_worker, slots, staging, store
 from daskflow.worker.context import (
+    NOTHING,
     annotations_hidden,
     call_logger,
     current_dask_key,
@@ -390,8 +390,8 @@ def _attempt(call: Call, args: tuple, kwargs: dict) -> Any:
     """One attempt in the task's context: its tag slots held, its prints logged."""
     spec = call.spec
     on_worker = current_worker() is not None
-    with prints_logged() if spec.log_prints else contextlib.nullcontext(), \
-            annotations_hidden() if on_worker else contextlib.nullcontext():
+    with prints_logged() if spec.log_prints else NOTHING, \
+            annotations_hidden() if on_worker else NOTHING:
         if spec.limits and on_worker:
             with slots.held(spec.limits, get_run_logger()):
                 return _call(call, args, kwargs)
