@@ -66,18 +66,16 @@ _current: contextvars.ContextVar[TaskRunContext | None] = contextvars.ContextVar
 )
 
 
-class running:  # noqa: N801 - used as a function: `with running(call, attempt):`
+class running(TaskRunContext):  # noqa: N801 - used as a function: `with running(call, attempt):`
     """The context of ``call``'s attempt, current while inside.  (A class, not
-    a generator: an exception leaving it keeps its traceback as it was.)"""
+    a generator: an exception leaving it keeps its traceback as it was; the
+    context itself, one object per attempt.)"""
 
-    __slots__ = ("ctx", "token")
-
-    def __init__(self, call: Call, attempt: int) -> None:
-        self.ctx = TaskRunContext(call, attempt)
+    __slots__ = ("token",)
 
     def __enter__(self) -> TaskRunContext:
-        self.token = _current.set(self.ctx)
-        return self.ctx
+        self.token = _current.set(self)
+        return self
 
     def __exit__(self, *exc: Any) -> None:
         _current.reset(self.token)
