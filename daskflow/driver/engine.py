@@ -49,6 +49,7 @@ from daskflow.compile.cachekeys import KeyPlan
 from daskflow.compile.graph import Compiler, new_token
 from daskflow.compile.tasks import as_keys
 from daskflow.core import signals
+from daskflow.core.groups import task_group
 from daskflow.core.hooks import run_flow_hooks
 from daskflow.core.states import State, StateType
 from daskflow.core.walk import transform
@@ -294,7 +295,7 @@ class Engine:
             self.start, live=lambda: self._labelled(states.snapshot(),
                                                     lambda key: State(StateType.PENDING)),
             groups=LiveGroups(compiler.state_keys, compiler.synthetic, states.changes,
-                              states.states, lambda key: _label(compiler, key)))
+                              states.states, lambda key: _group(compiler, key)))
         page = self.flow_run.page_link
         named = f" {self.flow_run.run_name!r}" if self.flow_run.run_name else ""
         self.log.info("run %s%s started on %s (%d nodes)%s", self.run_id, named,
@@ -617,6 +618,14 @@ def _label(compiler: Compiler, key: Any) -> str:
     if isinstance(key, tuple):
         return f"{compiler.name_of(key[0])}[{key[1]}]"
     return compiler.name_of(key)
+
+
+def _group(compiler: Compiler, key: Any) -> str:
+    """``task_group(_label(compiler, key))``, without formatting a map
+    element's label to take its name back out of it."""
+    if isinstance(key, tuple):
+        return compiler.name_of(key[0])
+    return task_group(compiler.name_of(key))
 
 
 def returned_nodes(returned: Any) -> list[Any]:
