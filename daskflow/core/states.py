@@ -66,7 +66,7 @@ class State:
 
     __slots__ = ("type", "name", "message", "_result", "exception", "traceback",
                  "attempts", "start", "end", "task_name", "map_index", "worker", "tries",
-                 "reruns", "run_name", "_origin")
+                 "reruns", "run_name", "_origin", "_key")
 
     def __init__(
         self,
@@ -102,7 +102,10 @@ class State:
         self.tries = tries  # (start, end) of each attempt, when there were retries
         self.reruns = reruns  # times Dask ran the task again after its result was lost
         self.run_name = run_name  # task_run_name / flow_run_name, formatted
-        self._origin: Any = None  # (RunInfo, key) of the task run, on a worker
+        # on a worker, the task run's RunInfo and key (two fields, not a pair: a chunk
+        # holds thousands of states, and a pair each kept the worker's GC busy)
+        self._origin: Any = None
+        self._key: Any = None
 
     # -- predicates -------------------------------------------------------
     def is_completed(self) -> bool:
@@ -172,7 +175,7 @@ class State:
         )
 
     def __reduce__(self):
-        # every field but the origin, which only the worker that ran it needs
+        # every field but the origin (run and key), which only the worker that ran it needs
         return (_rebuild_state, (tuple([getattr(self, k) for k in FIELDS]),))
 
     def __repr__(self) -> str:
@@ -193,14 +196,14 @@ class Chunk(tuple):
     __slots__ = ()
 
 
-FIELDS = tuple(k for k in State.__slots__ if k != "_origin")  # what travels of a state
+FIELDS = tuple(k for k in State.__slots__ if k not in ("_origin", "_key"))  # what travels
 
 
 def _rebuild_state(values: tuple) -> State:
     state = State.__new__(State)
     for k, v in zip(FIELDS, values):
         setattr(state, k, v)
-    state._origin = None
+    state._origin = state._key = None
     return state
 
 

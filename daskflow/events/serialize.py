@@ -127,7 +127,7 @@ def _from_columns(columns: list[tuple]) -> list[State]:
         s = new(State)
         (s.type, s.name, s.message, s._result, s.exception, s.traceback, s.attempts, s.start,
          s.end, s.task_name, s.map_index, s.worker, s.tries, s.reruns, s.run_name) = row
-        s._origin = None
+        s._origin = s._key = None
         out.append(s)
     return out
 
@@ -156,10 +156,10 @@ def _not_serializable(state: State, err: BaseException, what: str = "pickled") -
                    attempts=state.attempts, start=state.start, end=state.end,
                    task_name=state.task_name, map_index=state.map_index, worker=state.worker)
     if state._origin is not None:
-        run, key = state._origin
         worker = queue.worker_at(state.worker)
         if worker is not None:
-            queue.emit(worker, run, state_msg=encode_state(key, failed, correction=True))
+            queue.emit(worker, state._origin,
+                       state_msg=encode_state(state._key, failed, correction=True))
     return failed
 
 

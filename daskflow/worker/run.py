@@ -129,7 +129,7 @@ def finish(call: Call, state: State, inner: bool = False) -> State:
             _state_hooks(call, state, task_hooks_for(call.spec.task, state), secede=False)
         return state
     state.worker = worker.address
-    state._origin = (run, call.key)
+    state._origin, state._key = run, call.key
     if not serialize.registered():
         serialize.register_serialization()
     live = call.spec.kind == "setup" and state.is_completed() and not _travels(state._result)

@@ -289,7 +289,7 @@ def test_a_chunk_travels_with_every_field_of_its_states():
                   exception=ValueError(i), traceback=f"tb{i}", attempts=i + 1, start=i + 0.5,
                   end=i + 0.75, task_name=f"t[{i}]", map_index=i, worker=f"w{i}",
                   tries=((i, i + 1.0),), reruns=i, run_name=f"r{i}")
-        s._origin = ("run", i)
+        s._origin, s._key = "run", ("t", i)
         states.append(s)
     back = deserialize(*serialize(Chunk(states), serializers=["dask"]))
     assert type(back) is Chunk and len(back) == 3
@@ -300,5 +300,5 @@ def test_a_chunk_travels_with_every_field_of_its_states():
                 assert type(got) is ValueError and got.args == want.args
             else:
                 assert got == want, field
-        assert after._origin is None
+        assert after._origin is None and after._key is None
     assert deserialize(*serialize(Chunk(), serializers=["dask"])) == Chunk()
