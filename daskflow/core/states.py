@@ -186,6 +186,23 @@ class State:
         return state_html(self)
 
 
+def plain_state(type: StateType, name: str, message: str, attempts: int, start: float | None,
+                end: float | None, worker: str | None) -> State:
+    """A state without result, exception or retries, as ``State(type,
+    name=name, ...)`` makes it but without its keyword handling: the driver
+    makes one per element of a chunked map (see ``test_a_plain_state_is_a_state``)."""
+    s = _new(State)
+    s.type, s.name, s.message, s._result, s.exception, s.traceback = \
+        type, name, message, NO_RESULT, None, None
+    s.attempts, s.start, s.end, s.task_name, s.map_index, s.worker = \
+        attempts, start, end, "", None, worker
+    s.tries, s.reruns, s.run_name, s._origin, s._key = (), 0, None, None, None
+    return s
+
+
+_new = State.__new__
+
+
 class Chunk(tuple):
     """The final states of the elements of a chunk of a map, in order: the
     result of the one Dask task that ran them

@@ -7,7 +7,7 @@ from typing import Any
 
 import cloudpickle
 
-from daskflow.core.states import State, StateType
+from daskflow.core.states import State, StateType, plain_state
 from daskflow.exceptions import RemoteTaskError
 
 TOPIC = "daskflow-run-events"  # the client event topic a driver subscribes to
@@ -107,8 +107,8 @@ def decode_states(msgs: list[dict[str, Any]]) -> list[tuple[Any, State, bool]]:
         if lost:
             message = _lost(message, lost)
         for i, a, s, e in zip(msg["i"], msg["a"], msg["s"], msg["e"]):
-            out.append(((base, i), State(kind, name=name, message=message, attempts=a + lost,
-                                         start=s, end=e, worker=worker), False))
+            out.append(((base, i), plain_state(kind, name, message, a + lost, s, e, worker),
+                        False))
     return out
 
 

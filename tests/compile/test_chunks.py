@@ -302,3 +302,15 @@ def test_a_chunk_travels_with_every_field_of_its_states():
                 assert got == want, field
         assert after._origin is None and after._key is None
     assert deserialize(*serialize(Chunk(), serializers=["dask"])) == Chunk()
+
+
+def test_a_plain_state_is_a_state():
+    """The driver makes a chunk element's state with ``plain_state``, which
+    sets every field itself: it must give what ``State(...)`` gives."""
+    from daskflow.core.states import State, StateType, plain_state
+
+    for kind in StateType:
+        fast = plain_state(kind, "N", "m", 2, 1.5, 2.5, "w")
+        slow = State(kind, name="N", message="m", attempts=2, start=1.5, end=2.5, worker="w")
+        assert [getattr(fast, k) for k in State.__slots__] == \
+            [getattr(slow, k) for k in State.__slots__]
