@@ -69,6 +69,7 @@ def _value(state: State) -> Any:
     return state.exception
 
 
+COMPLETED = StateType.COMPLETED
 _SEQUENCES = (list, tuple, range, str, bytes)
 _as_lists: dict[int, tuple[Any, list]] = {}  # id -> (collection, its items), a few at most
 _as_lists_lock = threading.Lock()
@@ -101,8 +102,9 @@ def substitute(template: Any, states: tuple[State, ...], data: tuple = ()) -> An
             return _item(_value(states[v.i]), v.j)
         if t is DataSlot:
             return data[v.j]
-        if t is SlotList:
-            return [_value(states[j]) for j in range(v.start, v.stop)]
+        if t is SlotList:  # a whole map: its completed elements' results at once
+            return [s._result if s.type is COMPLETED and s._result is not NO_RESULT
+                    else _value(s) for s in states[v.start:v.stop]]
         return v
 
     return transform(template, fill, copy_all=True)
@@ -192,10 +194,11 @@ def decide(call: Call, upstream: tuple[State, ...]) -> State | None:
     considered = upstream if not call.allowed else tuple(
         s for i, s in enumerate(upstream) if i not in call.allowed)
     if spec.skip_on_upstream_skip:
-        for s in considered:
-            if s.type is StateType.SKIPPED:
-                return State(StateType.SKIPPED, name="UpstreamSkipped",
-                             message=f"upstream task {s.task_name!r} was skipped")
+        types = list(map(signals.state_type, considered))  # (in C: a sum over a big map)
+        if StateType.SKIPPED in types:
+            s = considered[types.index(StateType.SKIPPED)]
+            return State(StateType.SKIPPED, name="UpstreamSkipped",
+                         message=f"upstream task {s.task_name!r} was skipped")
     trigger = spec.trigger
     try:
         if trigger(considered):
