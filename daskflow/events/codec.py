@@ -74,7 +74,7 @@ def batched(msgs: list[dict[str, Any] | tuple]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     shared: tuple | None = None
     for msg in msgs:
-        if type(msg) is not tuple:
+        if not isinstance(msg, tuple):
             out.append(msg)
             shared = None
             continue
