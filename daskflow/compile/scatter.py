@@ -31,6 +31,7 @@ from daskflow.define.build import Node, Ref
 logger = logging.getLogger("daskflow.run")
 
 _SCALARS = (int, float, bool, complex, type(None))
+_SMALL = frozenset(_SCALARS)
 
 
 def measure(obj: Any) -> int:
@@ -99,6 +100,8 @@ def plan(nodes: list[Node], threshold: int, known: Collection[int] = ()) -> Scat
         for pos, value in _arguments(node):
             where = f"{type(value).__name__} (argument {pos!r} of {node.name!r})"
             if pos in mapped and isinstance(value, list):
+                if _SMALL.issuperset(map(type, value)):
+                    continue  # a map's elements, e.g. numbers: none is large
                 for item in value:
                     _visit(item, threshold, found, where)
             else:

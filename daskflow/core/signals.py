@@ -9,10 +9,11 @@ branch that did not fire does not fail the flow).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from daskflow.core.states import NO_RESULT, State
+from daskflow.core.states import NO_RESULT, State, StateType
 
 
 class Signal(Exception):
@@ -48,7 +49,12 @@ Trigger = Callable[[Sequence["State"]], bool]
 
 def all_successful(upstream: Sequence[State]) -> bool:
     """Run when every upstream task completed or was skipped (the default)."""
-    return all(s.is_completed() or s.is_skipped() for s in upstream)
+    # (in C: a sum over a 20,000-element map asks this of each element's state)
+    return _SUCCESSFUL.issuperset(map(state_type, upstream))
+
+
+_SUCCESSFUL = frozenset((StateType.COMPLETED, StateType.SKIPPED))
+state_type = operator.attrgetter("type")  # a state's type
 
 
 def all_finished(upstream: Sequence[State]) -> bool:

@@ -38,6 +38,7 @@ class StateType(str, enum.Enum):
 
 _FINAL = {StateType.COMPLETED, StateType.FAILED, StateType.SKIPPED,
           StateType.CANCELLED, StateType.CRASHED}
+_NAMES = {t: t.value.capitalize() for t in StateType}  # a state's default name, by type
 
 
 class _NoResult:
@@ -65,7 +66,7 @@ class State:
 
     __slots__ = ("type", "name", "message", "_result", "exception", "traceback",
                  "attempts", "start", "end", "task_name", "map_index", "worker", "tries",
-                 "reruns", "run_name", "_origin")
+                 "reruns", "run_name", "_origin", "_key")
 
     def __init__(
         self,
@@ -87,7 +88,7 @@ class State:
         run_name: str | None = None,
     ) -> None:
         self.type = type
-        self.name = name or type.value.capitalize()
+        self.name = name or _NAMES[type]
         self.message = message
         self._result = result
         self.exception = exception
@@ -101,7 +102,10 @@ class State:
         self.tries = tries  # (start, end) of each attempt, when there were retries
         self.reruns = reruns  # times Dask ran the task again after its result was lost
         self.run_name = run_name  # task_run_name / flow_run_name, formatted
-        self._origin: Any = None  # (RunInfo, key) of the task run, on a worker
+        # on a worker, the task run's RunInfo and key (two fields, not a pair: a chunk
+        # holds thousands of states, and a pair each kept the worker's GC busy)
+        self._origin: Any = None
+        self._key: Any = None
 
     # -- predicates -------------------------------------------------------
     def is_completed(self) -> bool:
@@ -171,8 +175,8 @@ class State:
         )
 
     def __reduce__(self):
-        # every field but the origin, which only the worker that ran it needs
-        return (_rebuild_state, (tuple([getattr(self, k) for k in _PICKLED]),))
+        # every field but the origin (run and key), which only the worker that ran it needs
+        return (_rebuild_state, (tuple([getattr(self, k) for k in FIELDS]),))
 
     def __repr__(self) -> str:
         msg = f", message={self.message!r}" if self.message else ""
@@ -180,6 +184,23 @@ class State:
 
     def _repr_html_(self) -> str:
         return state_html(self)
+
+
+def plain_state(type: StateType, name: str, message: str, attempts: int, start: float | None,
+                end: float | None, worker: str | None) -> State:
+    """A state without result, exception or retries, as ``State(type,
+    name=name, ...)`` makes it but without its keyword handling: the driver
+    makes one per element of a chunked map (see ``test_a_plain_state_is_a_state``)."""
+    s = _new(State)
+    s.type, s.name, s.message, s._result, s.exception, s.traceback = \
+        type, name, message, NO_RESULT, None, None
+    s.attempts, s.start, s.end, s.task_name, s.map_index, s.worker = \
+        attempts, start, end, "", None, worker
+    s.tries, s.reruns, s.run_name, s._origin, s._key = (), 0, None, None, None
+    return s
+
+
+_new = State.__new__
 
 
 class Chunk(tuple):
@@ -192,14 +213,14 @@ class Chunk(tuple):
     __slots__ = ()
 
 
-_PICKLED = tuple(k for k in State.__slots__ if k != "_origin")
+FIELDS = tuple(k for k in State.__slots__ if k not in ("_origin", "_key"))  # what travels
 
 
 def _rebuild_state(values: tuple) -> State:
     state = State.__new__(State)
-    for k, v in zip(_PICKLED, values):
+    for k, v in zip(FIELDS, values):
         setattr(state, k, v)
-    state._origin = None
+    state._origin = state._key = None
     return state
 
 

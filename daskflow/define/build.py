@@ -551,7 +551,10 @@ def _split_mapped(
         if not is_mappable(value):
             return _scan(value, found, allowed)
         positions.append(pos)
-        return [_scan(v, found, allowed) for v in value]
+        items = list(value)
+        if _ATOMS.issuperset(map(type, items)):  # e.g. range(20_000): nothing to scan
+            return items
+        return [_scan(v, found, allowed) for v in items]
 
     new_args = tuple(one(i, a) for i, a in enumerate(args))
     new_kwargs = {k: one(k, v) for k, v in kwargs.items()}
@@ -611,7 +614,8 @@ def _short(value: Any) -> str:
     return text if len(text) < 40 else text[:37] + "..."
 
 
-_PLAIN = frozenset((int, float, str, bytes, bool, type(None), Ref))
+_ATOMS = frozenset((int, float, str, bytes, bool, type(None)))  # values with nothing inside
+_PLAIN = _ATOMS | {Ref}
 
 
 def check_built(nodes: list[Node]) -> None:
@@ -627,6 +631,8 @@ def check_built(nodes: list[Node]) -> None:
         if len(args) == 1 and not node.kwargs and type(args[0]) in plain:
             continue  # the common case, e.g. a chain of calls
         for pos, value in [*enumerate(args), *node.kwargs.items()]:
+            if type(value) is list and plain.issuperset(map(type, value)):
+                continue  # a map's elements, e.g. numbers
             for item in inside(value):
                 if type(item) not in plain and _is_closed(item):
                     what = f"argument {pos}" if isinstance(pos, int) else f"argument {pos!r}"

@@ -49,6 +49,7 @@ from daskflow.compile.cachekeys import KeyPlan
 from daskflow.compile.graph import Compiler, new_token
 from daskflow.compile.tasks import as_keys
 from daskflow.core import signals
+from daskflow.core.groups import task_group
 from daskflow.core.hooks import run_flow_hooks
 from daskflow.core.states import State, StateType
 from daskflow.core.walk import transform
@@ -294,7 +295,7 @@ class Engine:
             self.start, live=lambda: self._labelled(states.snapshot(),
                                                     lambda key: State(StateType.PENDING)),
             groups=LiveGroups(compiler.state_keys, compiler.synthetic, states.changes,
-                              lambda key: _label(compiler, key)))
+                              states.states, lambda key: _group(compiler, key)))
         page = self.flow_run.page_link
         named = f" {self.flow_run.run_name!r}" if self.flow_run.run_name else ""
         self.log.info("run %s%s started on %s (%d nodes)%s", self.run_id, named,
@@ -540,11 +541,20 @@ class Engine:
         if compiler is None:
             return {}
         out: dict[str, State] = {}
+        names: dict[str, str] = {}  # a map's name, once for its elements
+        synthetic = compiler.synthetic
         for key in list(compiler.state_keys):
-            label = _label(compiler, key)
-            state = raw.get(key) or compiler.synthetic.get(key) or fill(key)
+            if isinstance(key, tuple):
+                base, index = key
+                name = names.get(base)
+                if name is None:
+                    name = names[base] = compiler.name_of(base)
+                label = f"{name}[{index}]"
+            else:
+                label, index = compiler.name_of(key), None
+            state = raw.get(key) or synthetic.get(key) or fill(key)
             state.task_name = label
-            state.map_index = key[1] if isinstance(key, tuple) else None
+            state.map_index = index
             out[label] = state
         return out
 
@@ -584,7 +594,7 @@ class Engine:
                 error = FlowRunError(f"flow run {self.name!r} {final.name}: {final.message}")
         self.control.finish(final, states, value, error)
         self.log.log(logging.INFO if final.is_completed() else logging.ERROR, "%s",
-                     self.flow_run.summary().splitlines()[0])
+                     self.flow_run.headline())
 
 
 def run_page(pages: str | None, run_id: str) -> str | None:
@@ -608,6 +618,14 @@ def _label(compiler: Compiler, key: Any) -> str:
     if isinstance(key, tuple):
         return f"{compiler.name_of(key[0])}[{key[1]}]"
     return compiler.name_of(key)
+
+
+def _group(compiler: Compiler, key: Any) -> str:
+    """``task_group(_label(compiler, key))``, without formatting a map
+    element's label to take its name back out of it."""
+    if isinstance(key, tuple):
+        return compiler.name_of(key[0])
+    return task_group(compiler.name_of(key))
 
 
 def returned_nodes(returned: Any) -> list[Any]:

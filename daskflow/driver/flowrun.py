@@ -149,16 +149,20 @@ class FlowRun:
         """How many task runs are in each state name."""
         return dict(Counter(s.name for s in self.states.values()))
 
+    def headline(self) -> str:
+        """The first line of :meth:`summary`: the flow run's name, id, state and duration."""
+        dur = f" in {self.duration:.2f}s" if self.duration is not None else ""
+        named = f" {self.run_name!r}" if self.run_name else ""
+        return (f"Flow run {self.flow_name!r}{named} ({self.run_id}) {self.state.name}{dur}"
+                + (f": {self.state.message}" if self.state.message else ""))
+
     def summary(self) -> str:
         """A few readable lines: the flow's state, then one line per task name."""
         grouped = by_task(self.states)
         groups = {base: Counter(st.name for st in runs) for base, runs in grouped.items()}
         retries = {base: sum(st.retries for st in runs)
                    for base, runs in grouped.items()}
-        dur = f" in {self.duration:.2f}s" if self.duration is not None else ""
-        named = f" {self.run_name!r}" if self.run_name else ""
-        lines = [f"Flow run {self.flow_name!r}{named} ({self.run_id}) {self.state.name}{dur}"
-                 + (f": {self.state.message}" if self.state.message else "")]
+        lines = [self.headline()]
         width = max((len(n) for n in groups), default=0)
         for base, counter in groups.items():
             text = ", ".join(f"{n} {k}" if n > 1 or len(counter) > 1 else k

@@ -10,7 +10,7 @@ import threading
 from collections import Counter
 from typing import Any
 
-from daskflow.core.groups import Group, task_group
+from daskflow.core.groups import Group
 
 
 class LiveGroups:
@@ -20,8 +20,12 @@ class LiveGroups:
     ~80 ms of the driver's GIL, four times a second)."""
 
     def __init__(self, keys: list[Any], synthetic: dict[Any, Any], changes: list[Any],
-                 label: Any) -> None:
-        self.keys, self.synthetic, self.changes, self.label = keys, synthetic, changes, label
+                 states: dict[Any, Any], group: Any) -> None:
+        """``changes``: the keys whose state was received, in order; ``states``: the
+        latest state of each (a :class:`~daskflow.events.monitor.RunMonitor`'s);
+        ``group(key)``: the task a key's run belongs to (``task_group`` of its label)."""
+        self.keys, self.synthetic, self.changes, self.group = keys, synthetic, changes, group
+        self.states = states
         self.seen = self.cursor = 0
         self.group_of: dict[Any, _Live] = {}
         self.current: dict[Any, tuple[str, int]] = {}  # key -> (state type, retries)
@@ -36,7 +40,7 @@ class LiveGroups:
         keys = self.keys
         n = len(keys)
         for key in keys[self.seen:n]:
-            name = task_group(self.label(key))
+            name = self.group(key)
             live = self.live.get(name)
             if live is None:
                 live = self.live[name] = _Live(name)
@@ -47,8 +51,9 @@ class LiveGroups:
                 self._set(key, state)
         self.seen = n
         m = len(self.changes)
-        for key, state in self.changes[self.cursor:m]:
-            self._set(key, state)
+        states = self.states
+        for key in self.changes[self.cursor:m]:
+            self._set(key, states[key])
         self.cursor = m
         return [live.group() for live in self.live.values()]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import cloudpickle
 
-from daskflow.core.states import State, StateType
+from daskflow.core.states import State, StateType, plain_state
 from daskflow.exceptions import RemoteTaskError
 
 TOPIC = "daskflow-run-events"  # the client event topic a driver subscribes to
@@ -19,7 +19,7 @@ ARTIFACT = "daskflow_artifact"
 
 
 def encode_state(key: Any, state: State, correction: bool = False,
-                 live: bool = False, dask_key: Any = None) -> dict[str, Any]:
+                 live: bool = False, dask_key: Any = None) -> dict[str, Any] | tuple:
     """A result-free state as plain data (the exception pickled, or described).
 
     ``correction``: it replaces the state sent for this very run of the task
@@ -28,7 +28,18 @@ def encode_state(key: Any, state: State, correction: bool = False,
     then runs the tasks that take it on the worker that holds it.
     ``dask_key``: the Dask task it ran in, when that is not ``key`` (a chunk
     of a map, a fused task): the scheduler marks a rerun of it.
+
+    A plain state (no exception, retries or flags) of a map's element
+    ``(base, i)`` run in another Dask task is a row, ``(base, type, name,
+    message, worker, dask_key, i, attempts, start, end)``, for
+    :func:`batched` to put in columns (a dict per element cost a chunk's
+    elements more than their batching saved).
     """
+    if (dask_key is not None and type(key) is tuple and len(key) == 2 and not correction
+            and not live and state.exception is None and not state.tries
+            and not state.run_name and dask_key != key):
+        return (key[0], _TYPES[state.type], state.name, state.message, state.worker, dask_key,
+                key[1], state.attempts, state.start, state.end)
     msg: dict[str, Any] = {"k": key, "t": state.type.value, "n": state.name, "m": state.message,
                            "a": state.attempts, "s": state.start, "e": state.end,
                            "w": state.worker}
@@ -51,35 +62,35 @@ def encode_state(key: Any, state: State, correction: bool = False,
     return msg
 
 
-_PLAIN = frozenset(("k", "t", "n", "m", "a", "s", "e", "w", "dk"))
+_TYPES = {t: t.value for t in StateType}
 
 
-def batched(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """State messages with runs of plain ones (no exception, retries or
-    flags) of one map's elements, ended alike in one Dask task, merged into
-    one columnar message ``{"b": base, "i": [...], "a": [...], "s": [...],
-    "e": [...], ...}``: a chunk's thousands of element states cost the
-    scheduler and the driver a few messages, not one each."""
+def batched(msgs: list[dict[str, Any] | tuple]) -> list[dict[str, Any]]:
+    """State messages with the rows of :func:`encode_state` (plain states of
+    one map's elements) that follow one another and ended alike in one Dask
+    task merged into one columnar message ``{"b": base, "i": [...], "a":
+    [...], "s": [...], "e": [...], ...}``: a chunk's thousands of element
+    states cost the scheduler and the driver a few messages, not one each."""
     out: list[dict[str, Any]] = []
-    last: dict[str, Any] | None = None
+    shared: tuple | None = None
     for msg in msgs:
-        key = msg["k"]
-        if (type(key) is not tuple or len(key) != 2 or "dk" not in msg
-                or not _PLAIN.issuperset(msg)):
+        if not isinstance(msg, tuple):
             out.append(msg)
-            last = None
+            shared = None
             continue
-        shared = (key[0], msg["t"], msg["n"], msg["m"], msg["w"], msg["dk"])
-        if last is None or last["_"] != shared:
-            last = {"_": shared, "b": key[0], "t": msg["t"], "n": msg["n"], "m": msg["m"],
-                    "w": msg["w"], "dk": msg["dk"], "i": [], "a": [], "s": [], "e": []}
-            out.append(last)
-        last["i"].append(key[1])
-        last["a"].append(msg["a"])
-        last["s"].append(msg["s"])
-        last["e"].append(msg["e"])
-    for msg in out:
-        msg.pop("_", None)
+        if msg[:6] != shared:
+            shared = msg[:6]
+            base, kind, name, message, worker, dask_key = shared
+            i: list = []
+            a: list = []
+            s: list = []
+            e: list = []
+            out.append({"b": base, "t": kind, "n": name, "m": message, "w": worker,
+                        "dk": dask_key, "i": i, "a": a, "s": s, "e": e})
+        i.append(msg[6])
+        a.append(msg[7])
+        s.append(msg[8])
+        e.append(msg[9])
     return out
 
 
@@ -96,8 +107,8 @@ def decode_states(msgs: list[dict[str, Any]]) -> list[tuple[Any, State, bool]]:
         if lost:
             message = _lost(message, lost)
         for i, a, s, e in zip(msg["i"], msg["a"], msg["s"], msg["e"]):
-            out.append(((base, i), State(kind, name=name, message=message, attempts=a + lost,
-                                         start=s, end=e, worker=worker), False))
+            out.append(((base, i), plain_state(kind, name, message, a + lost, s, e, worker),
+                        False))
     return out
 
 

@@ -22,7 +22,10 @@ class RunMonitor:
         self.run_id = run_id
         self.artifacts: list[dict[str, Any]] = [] if artifacts is None else artifacts
         self.states: dict[Any, State] = {}
-        self.changes: list[tuple[Any, State]] = []  # every (key, state) received, in order
+        # the key of every state received, in order (a key per state, not a (key,
+        # state) pair: 20,000 elements' pairs are 20,000 more objects for the
+        # driver's garbage collector to go through while the run lasts)
+        self.changes: list[Any] = []
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
         self.label: Any = str  # key -> the task run's name, set by the engine once it compiled
@@ -37,7 +40,7 @@ class RunMonitor:
                     reruns.append((before.worker, self._name(key)))
                     state = rerun(before, state)
                 self.states[key] = state
-                self.changes.append((key, state))
+                self.changes.append(key)
             self.changed.notify_all()
         for worker, name in reruns:
             logger.warning("%r ran again: its result was lost with worker %s. What its first "
@@ -62,7 +65,7 @@ class RunMonitor:
         """A state from this process (in-process runs)."""
         with self.lock:
             self.states[key] = state
-            self.changes.append((key, state))
+            self.changes.append(key)
             self.changed.notify_all()
 
     def snapshot(self) -> dict[Any, State]:

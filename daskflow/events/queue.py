@@ -28,8 +28,8 @@ _plugged: weakref.WeakSet = weakref.WeakSet()
 _unplugged_warned: weakref.WeakSet = weakref.WeakSet()
 
 
-def emit(worker: Any, run: Any, state_msg: dict | None = None, log_msg: dict | None = None,
-         at_transition: bool = False) -> None:
+def emit(worker: Any, run: Any, state_msg: dict | tuple | None = None,
+         log_msg: dict | None = None, at_transition: bool = False) -> None:
     """Queue a state or a log record of ``run`` for the scheduler (any thread).
 
     A task's own final state (``at_transition``) is sent by the worker plugin

@@ -9,13 +9,14 @@ its corrected summary is sent to the run's driver.
 
 from __future__ import annotations
 
+import operator
 import pickle
 import sys
 from typing import Any
 
 import cloudpickle
 
-from daskflow.core.states import NO_RESULT, Chunk, State, StateType
+from daskflow.core.states import FIELDS, NO_RESULT, Chunk, State, StateType
 from daskflow.events import queue
 from daskflow.events.codec import encode_state
 from daskflow.exceptions import UnpicklableResultError
@@ -87,12 +88,13 @@ def _deserialize_state(header: dict, frames: list) -> State:
 
 
 def _serialize_chunk(chunk: Chunk) -> tuple[dict, list]:
-    """A chunk's states in one pickle (a state at a time costs more than
-    a small task's own work); if one of them cannot be pickled, each
-    state as :func:`_serialize_state` does it (the unpicklable result
-    then fails its own element only)."""
+    """A chunk's states in one pickle of one column per field (a state at
+    a time costs more than a small task's own work, and a pickled state
+    calls back into Python on both ends); if one of them cannot be
+    pickled, each state as :func:`_serialize_state` does it (the
+    unpicklable result then fails its own element only)."""
     try:
-        return {"whole": True}, [pickle.dumps(list(chunk), protocol=5)]
+        return {"columns": True}, [pickle.dumps(list(zip(*map(_row, chunk))), protocol=5)]
     except Exception:
         pass
     parts, frames = [], []
@@ -104,13 +106,30 @@ def _serialize_chunk(chunk: Chunk) -> tuple[dict, list]:
 
 
 def _deserialize_chunk(header: dict, frames: list) -> Chunk:
-    if header.get("whole"):
-        return Chunk(pickle.loads(frames[0]))
+    if header.get("columns"):
+        return Chunk(_from_columns(pickle.loads(frames[0])))
     out, at = [], 0
     for h, n in header["parts"]:
         out.append(_deserialize_state(h, frames[at:at + n]))
         at += n
     return Chunk(out)
+
+
+_row = operator.attrgetter(*FIELDS)
+
+
+def _from_columns(columns: list[tuple]) -> list[State]:
+    """The states of :func:`_serialize_chunk`'s columns (its fields in the
+    order of :data:`~daskflow.core.states.FIELDS`, checked by a test)."""
+    new = State.__new__
+    out = []
+    for row in zip(*columns):
+        s = new(State)
+        (s.type, s.name, s.message, s._result, s.exception, s.traceback, s.attempts, s.start,
+         s.end, s.task_name, s.map_index, s.worker, s.tries, s.reruns, s.run_name) = row
+        s._origin = s._key = None
+        out.append(s)
+    return out
 
 
 def _dumps(obj: Any) -> bytes:
@@ -137,10 +156,10 @@ def _not_serializable(state: State, err: BaseException, what: str = "pickled") -
                    attempts=state.attempts, start=state.start, end=state.end,
                    task_name=state.task_name, map_index=state.map_index, worker=state.worker)
     if state._origin is not None:
-        run, key = state._origin
         worker = queue.worker_at(state.worker)
         if worker is not None:
-            queue.emit(worker, run, state_msg=encode_state(key, failed, correction=True))
+            queue.emit(worker, state._origin,
+                       state_msg=encode_state(state._key, failed, correction=True))
     return failed
 
 

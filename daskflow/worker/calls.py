@@ -18,7 +18,7 @@ from typing import Any
 
 from daskflow.core.states import Chunk, State
 from daskflow.wire import Call, SlotItem, TaskSpec
-from daskflow.worker.context import still_wanted
+from daskflow.worker.context import NOTHING, annotations_hidden, current_worker, still_wanted
 from daskflow.worker.run import flat_inputs, run_cached, run_call
 
 _EMPTY: frozenset[int] = frozenset()
@@ -237,14 +237,22 @@ class Chunked:
 
     def __call__(self, start: int, stop: int, nshared: int, columns: tuple,
                  windows: tuple[tuple[int, int], ...] | None, *inputs: Any) -> Chunk:
-        each = self.each
-        head = first_map(each)
         end = len(inputs) - self.ndata
         shared, data = inputs[:nshared], inputs[end:]
         n = stop - start
         own = (flat_inputs(inputs[nshared:end]) if windows is None
                else _windowed(inputs[nshared:end], windows, n))
-        states = []
+        states: list[State] = []
+        # dask's annotations are hidden once for all the elements (each
+        # attempt would hide them, see annotations_hidden)
+        with annotations_hidden() if current_worker() is not None else NOTHING:
+            self._run(start, n, columns, shared, own, data, states)
+        return Chunk(states)
+
+    def _run(self, start: int, n: int, columns: tuple, shared: tuple, own: tuple,
+             data: tuple, states: list[State]) -> None:
+        each = self.each
+        head = first_map(each)
         checked = time.monotonic()
         for j in range(n):
             if j and time.monotonic() - checked > CHECK_EVERY:  # cancelled meanwhile?
@@ -259,7 +267,6 @@ class Chunked:
             # the states of all but the last element are sent as they end, in
             # batches (see daskflow.events.queue); the last one's with the chunk's finish
             states.append(each.run(start + j, rest, j < n - 1))
-        return Chunk(states)
 
 
 def _windowed(inputs: tuple, windows: tuple[tuple[int, int], ...], n: int) -> tuple:

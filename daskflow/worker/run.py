@@ -22,7 +22,6 @@ exception (on a worker they would otherwise take the worker process down).
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import threading
@@ -49,6 +48,7 @@ from daskflow.exceptions import (
 from daskflow.wire import READS, Call, DataSlot, Slot, SlotItem, SlotList, TaskSpec
 from daskflow.worker import coroutines, finishers, per_worker, slots, staging, store
 from daskflow.worker.context import (
+    NOTHING,
     annotations_hidden,
     call_logger,
     current_dask_key,
@@ -69,6 +69,7 @@ def _value(state: State) -> Any:
     return state.exception
 
 
+COMPLETED = StateType.COMPLETED
 _SEQUENCES = (list, tuple, range, str, bytes)
 _as_lists: dict[int, tuple[Any, list]] = {}  # id -> (collection, its items), a few at most
 _as_lists_lock = threading.Lock()
@@ -101,8 +102,9 @@ def substitute(template: Any, states: tuple[State, ...], data: tuple = ()) -> An
             return _item(_value(states[v.i]), v.j)
         if t is DataSlot:
             return data[v.j]
-        if t is SlotList:
-            return [_value(states[j]) for j in range(v.start, v.stop)]
+        if t is SlotList:  # a whole map: its completed elements' results at once
+            return [s._result if s.type is COMPLETED and s._result is not NO_RESULT
+                    else _value(s) for s in states[v.start:v.stop]]
         return v
 
     return transform(template, fill, copy_all=True)
@@ -129,7 +131,7 @@ def finish(call: Call, state: State, inner: bool = False) -> State:
             _state_hooks(call, state, task_hooks_for(call.spec.task, state), secede=False)
         return state
     state.worker = worker.address
-    state._origin = (run, call.key)
+    state._origin, state._key = run, call.key
     if not serialize.registered():
         serialize.register_serialization()
     live = call.spec.kind == "setup" and state.is_completed() and not _travels(state._result)
@@ -192,10 +194,11 @@ def decide(call: Call, upstream: tuple[State, ...]) -> State | None:
     considered = upstream if not call.allowed else tuple(
         s for i, s in enumerate(upstream) if i not in call.allowed)
     if spec.skip_on_upstream_skip:
-        for s in considered:
-            if s.type is StateType.SKIPPED:
-                return State(StateType.SKIPPED, name="UpstreamSkipped",
-                             message=f"upstream task {s.task_name!r} was skipped")
+        types = list(map(signals.state_type, considered))  # (in C: a sum over a big map)
+        if StateType.SKIPPED in types:
+            s = considered[types.index(StateType.SKIPPED)]
+            return State(StateType.SKIPPED, name="UpstreamSkipped",
+                         message=f"upstream task {s.task_name!r} was skipped")
     trigger = spec.trigger
     try:
         if trigger(considered):
@@ -391,8 +394,8 @@ def _attempt(call: Call, args: tuple, kwargs: dict) -> Any:
     """One attempt in the task's context: its tag slots held, its prints logged."""
     spec = call.spec
     on_worker = current_worker() is not None
-    with prints_logged() if spec.log_prints else contextlib.nullcontext(), \
-            annotations_hidden() if on_worker else contextlib.nullcontext():
+    with prints_logged() if spec.log_prints else NOTHING, \
+            annotations_hidden() if on_worker else NOTHING:
         if spec.limits and on_worker:
             with slots.held(spec.limits, get_run_logger()):
                 return _call(call, args, kwargs)

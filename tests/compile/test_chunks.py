@@ -574,3 +574,45 @@ def test_every_chunk_of_a_map_keeps_its_resources(processes):
         run = on_a.run(600, cluster=client)
         assert len(run.chunked["needs_a"]) > 2  # a pilot, then the rest
         assert set(run.result()) == with_a
+
+
+def test_a_chunk_travels_with_every_field_of_its_states():
+    """A chunk is pickled as one column per state field (serialize's
+    ``_from_columns`` names the fields in order): every field comes back."""
+    from distributed.protocol import deserialize, serialize
+
+    from daskflow.core.states import FIELDS, Chunk, State, StateType
+    from daskflow.events.serialize import register_serialization
+
+    register_serialization()
+    states = []
+    for i in range(3):
+        s = State(StateType.FAILED, name=f"n{i}", message=f"m{i}", result=[i],
+                  exception=ValueError(i), traceback=f"tb{i}", attempts=i + 1, start=i + 0.5,
+                  end=i + 0.75, task_name=f"t[{i}]", map_index=i, worker=f"w{i}",
+                  tries=((i, i + 1.0),), reruns=i, run_name=f"r{i}")
+        s._origin, s._key = "run", ("t", i)
+        states.append(s)
+    back = deserialize(*serialize(Chunk(states), serializers=["dask"]))
+    assert type(back) is Chunk and len(back) == 3
+    for before, after in zip(states, back):
+        for field in FIELDS:
+            want, got = getattr(before, field), getattr(after, field)
+            if field == "exception":
+                assert type(got) is ValueError and got.args == want.args
+            else:
+                assert got == want, field
+        assert after._origin is None and after._key is None
+    assert deserialize(*serialize(Chunk(), serializers=["dask"])) == Chunk()
+
+
+def test_a_plain_state_is_a_state():
+    """The driver makes a chunk element's state with ``plain_state``, which
+    sets every field itself: it must give what ``State(...)`` gives."""
+    from daskflow.core.states import State, StateType, plain_state
+
+    for kind in StateType:
+        fast = plain_state(kind, "N", "m", 2, 1.5, 2.5, "w")
+        slow = State(kind, name="N", message="m", attempts=2, start=1.5, end=2.5, worker="w")
+        assert [getattr(fast, k) for k in State.__slots__] == \
+            [getattr(slow, k) for k in State.__slots__]
