@@ -620,3 +620,30 @@ def test_a_serializer_of_your_own(paths):
     from daskflow.worker.store import records
 
     assert [r["serializer"] for r in records(paths["store"])] == ["custom"]
+
+
+def test_a_stored_sum_over_a_stored_map_reads_one_record(client, tmp_path):
+    """The driver's check reads the single tasks' records first: a stored
+    sum needs nothing of the map below it, whose records are not read."""
+    import fsspec.implementations.local as local
+
+    store = str(tmp_path / "store")
+    flow = storage_flow(nightly, store)
+    log, flag = str(tmp_path / "calls"), str(tmp_path / "flag")
+    open(flag, "w").close()
+    assert flow(300, log, flag, store, cluster=client) == sum(i * 10 for i in range(300))
+    read: list[int] = []
+    cat = local.LocalFileSystem.cat
+
+    def counting_cat(self, path, *args, **kwargs):
+        read.append(len(path) if isinstance(path, list) else 1)
+        return cat(self, path, *args, **kwargs)
+
+    local.LocalFileSystem.cat = counting_cat
+    try:
+        again = flow.run(300, log, flag, store, cluster=client)
+    finally:
+        local.LocalFileSystem.cat = cat
+    assert again.states["load"].name == "Cached"
+    assert {again.states[f"extract[{i}]"].name for i in range(300)} == {"NotNeeded"}
+    assert read == [1]  # load's record, not extract's 300
