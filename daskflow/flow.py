@@ -37,10 +37,11 @@ from daskflow.define.build import (
 )
 from daskflow.driver import attempts
 from daskflow.driver.connect import check_cluster
-from daskflow.driver.engine import Engine, returned_nodes
+from daskflow.driver.engine import Engine
 from daskflow.driver.flowrun import FlowRun
 from daskflow.driver.history import record_failed_start
 from daskflow.driver.limits import resolve as resolve_limits
+from daskflow.driver.outcome import returned_nodes
 from daskflow.exceptions import DaskflowError, FlowDefinitionError, ParameterError, RunNameError
 from daskflow.ui import progress as live
 from daskflow.ui.visualize import to_graphviz

@@ -48,18 +48,23 @@ from daskflow.compile import scatter
 from daskflow.compile.cachekeys import KeyPlan
 from daskflow.compile.graph import Compiler, new_token
 from daskflow.compile.tasks import as_keys
-from daskflow.core import signals
-from daskflow.core.groups import task_group
 from daskflow.core.hooks import run_flow_hooks
 from daskflow.core.states import State, StateType
-from daskflow.core.walk import transform
-from daskflow.define.build import Builder, Ref, check_built, no_builder, refs_in
+from daskflow.define.build import Builder, check_built, no_builder
 from daskflow.driver.backends import Backend
 from daskflow.driver.connect import open_backend
 from daskflow.driver.flowrun import FlowRun, RunControl, flow_state
 from daskflow.driver.history import Recorder
 from daskflow.driver.live import LiveGroups
 from daskflow.driver.logs import RunLogs, flow_logger, setup_logging
+from daskflow.driver.outcome import (
+    group,
+    label,
+    labelled,
+    reference_nodes,
+    returned_nodes,
+    substitute,
+)
 from daskflow.driver.waits import BodyWaits, RunInterrupted
 from daskflow.events import monitor
 from daskflow.events.monitor import RunMonitor
@@ -290,12 +295,12 @@ class Engine:
         compiler.chunks.count_threads = backend.threads
         states = self.states
         assert states is not None
-        states.label = lambda key: _label(compiler, key)
+        states.label = lambda key: label(compiler, key)
         self.control.running(
-            self.start, live=lambda: self._labelled(states.snapshot(),
+            self.start, live=lambda: labelled(self.compiler, states.snapshot(),
                                                     lambda key: State(StateType.PENDING)),
             groups=LiveGroups(compiler.state_keys, compiler.synthetic, states.changes,
-                              states.states, lambda key: _group(compiler, key)))
+                              states.states, lambda key: group(compiler, key)))
         page = self.flow_run.page_link
         named = f" {self.flow_run.run_name!r}" if self.flow_run.run_name else ""
         self.log.info("run %s%s started on %s (%d nodes)%s", self.run_id, named,
@@ -531,32 +536,9 @@ class Engine:
         shown = getattr(err, "shown_as", type(err).__name__)
         final = State(state_type, name=name, message=f"{shown}: {err}",
                       exception=err, start=start)
-        labelled = self._labelled(states.snapshot(), lambda key: State(StateType.CANCELLED))
+        named = labelled(self.compiler, states.snapshot(), lambda key: State(StateType.CANCELLED))
         error = err if isinstance(err, Exception) else FlowRunError(final.message)
-        self.control.finish(final, labelled, None, error)
-
-    def _labelled(self, raw: dict[Any, State], fill: Any) -> dict[str, State]:
-        """States by task run name; ``fill(key)`` stands for a task without one."""
-        compiler = self.compiler
-        if compiler is None:
-            return {}
-        out: dict[str, State] = {}
-        names: dict[str, str] = {}  # a map's name, once for its elements
-        synthetic = compiler.synthetic
-        for key in list(compiler.state_keys):
-            if isinstance(key, tuple):
-                base, index = key
-                name = names.get(base)
-                if name is None:
-                    name = names[base] = compiler.name_of(base)
-                label = f"{name}[{index}]"
-            else:
-                label, index = compiler.name_of(key), None
-            state = raw.get(key) or synthetic.get(key) or fill(key)
-            state.task_name = label
-            state.map_index = index
-            out[label] = state
-        return out
+        self.control.finish(final, named, None, error)
 
     def _assemble(self, raw: dict[Any, State], gathered: dict[Any, State],
                   errors: dict[Any, BaseException], start: float) -> None:
@@ -576,10 +558,10 @@ class Engine:
             missing.append(state)
             return state
 
-        states = self._labelled(raw, crashed)
+        states = labelled(self.compiler, raw, crashed)
         self.flow_run.chunked = compiler.chunked()
-        reference = [states[_label(compiler, k)]
-                     for n in _reference_nodes(self.builder.nodes, self.returned_nodes,
+        reference = [states[label(compiler, k)]
+                     for n in reference_nodes(self.builder.nodes, self.returned_nodes,
                                                getattr(self.flow, "state_from_returned", False))
                      for k in as_keys(compiler.keys.get(n.index))]
         final = flow_state(reference, missing, list(states.values()))
@@ -587,7 +569,7 @@ class Engine:
         final.end = time.time()
         value, error = None, None
         if final.is_completed():
-            value = _substitute(self.returned, compiler, gathered)
+            value = substitute(self.returned, compiler, gathered)
         else:
             error = final.exception
             if error is None:
@@ -612,68 +594,6 @@ def _temporary(cluster: Any) -> bool:
     default, or a spec of one), not one that is reached (an address)."""
     return cluster is None or (isinstance(cluster, ClusterSpec)
                                and not isinstance(cluster, Address))
-
-
-def _label(compiler: Compiler, key: Any) -> str:
-    if isinstance(key, tuple):
-        return f"{compiler.name_of(key[0])}[{key[1]}]"
-    return compiler.name_of(key)
-
-
-def _group(compiler: Compiler, key: Any) -> str:
-    """``task_group(_label(compiler, key))``, without formatting a map
-    element's label to take its name back out of it."""
-    if isinstance(key, tuple):
-        return compiler.name_of(key[0])
-    return task_group(compiler.name_of(key))
-
-
-def returned_nodes(returned: Any) -> list[Any]:
-    """The nodes whose results a flow body returned (anywhere inside its value)."""
-    return list(refs_in(returned).values())
-
-
-def _reference_nodes(nodes: list[Any], returned: list[Any],
-                     only_returned: bool = False) -> list[Any]:
-    """The nodes whose states decide the flow's state.
-
-    The returned nodes if the flow returns refs; otherwise the terminal task
-    nodes, where a terminal ``always_run`` task (a cleanup step) also brings
-    in its upstream nodes, so that a cleanup that ran does not hide a failure.
-    With ``only_returned`` (a flow whose ``state_from_returned`` is True:
-    Prefect 3's rule, see daskflow.compat.prefect), the returned nodes only,
-    none when it returns plain values.  Resource setups and cleanups always
-    count: a resource that failed to start or to end fails the run; so do
-    transactions' commits (one that could not write the store fails the run).
-    """
-    cleanups = [n for n in nodes if n.kind in ("setup", "cleanup", "commit")]
-    if returned or only_returned:
-        return returned + cleanups
-    stack = [n for n in nodes if n.downstream == 0 and n.kind in ("task", "cleanup")]
-    seen: dict[int, Any] = {}
-    while stack:
-        node = stack.pop()
-        if node.index in seen:
-            continue
-        seen[node.index] = node
-        if node.task.trigger is signals.all_finished:
-            stack.extend(node.upstream + node.wait_for)
-    for node in cleanups:
-        seen.setdefault(node.index, node)
-    return sorted(seen.values(), key=lambda n: n.index)
-
-
-def _substitute(value: Any, compiler: Compiler, gathered: dict[Any, State]) -> Any:
-    """The flow body's return value with each ref replaced by its task's result."""
-    def result(v: Any) -> Any:
-        if type(v) is not Ref:
-            return v
-        keys = compiler.keys[v.node.index]
-        if isinstance(keys, list):
-            return [gathered[k].result() for k in keys]
-        return gathered[keys].result()
-
-    return transform(value, result)
 
 
 def _context_parameters(params: dict[str, Any]) -> dict[str, Any]:
