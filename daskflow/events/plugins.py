@@ -24,9 +24,9 @@ class RunEvents(SchedulerPlugin):
     and run the tasks that take a live resource where it lives.
 
     A state is annotated with how many times the task stopped running
-    without ending because its worker left: killed (Dask counts those as
-    ``TaskState.suspicious``) or retired by adaptive scaling while the task
-    ran (Dask does not count those; the plugin does), so that a rerun shows
+    without ending because its worker left, killed or retired by adaptive
+    scaling (Dask's ``TaskState.suspicious`` counts only the first; the
+    plugin counts both, as runs that left "processing"), so that a rerun shows
     in the state's attempts and message.
 
     A resource's setup whose value cannot be pickled (a database connection)
@@ -63,7 +63,6 @@ class RunEvents(SchedulerPlugin):
 
     def _forward(self, now: float, owner: str, run_id: str, states: list, logs: list) -> None:
         scheduler = self.scheduler
-        tasks = scheduler.tasks
         for msg in states:
             if msg.get("live"):
                 key = msg["k"]
@@ -72,9 +71,7 @@ class RunEvents(SchedulerPlugin):
             return  # its driver is gone: nobody will read this
         for msg in states:  # the Dask task it ran in: its own, or a chunk's
             key = msg.get("dk") or msg.get("k")
-            key = tuple(key) if isinstance(key, list) else key
-            ts = tasks.get(key)
-            lost = max(ts.suspicious if ts is not None else 0, self.stopped.get(key, 0))
+            lost = self.stopped.get(tuple(key) if isinstance(key, list) else key)
             if lost:
                 msg["lost"] = lost
         scheduler.report({"op": "event", "topic": TOPIC,
