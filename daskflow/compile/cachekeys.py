@@ -63,6 +63,7 @@ class KeyPlan:
         self.base: dict[int, str | None] = {}  # node index -> key (single) or base (map)
         self.whole: dict[int, str | None] = {}  # map index -> key of its whole result
         self.child_parts: dict[int, dict[Any, list]] = {}  # map -> {pos: element values}
+        self._children: dict[int, list[str | None]] = {}  # map -> its children's keys
 
     def node(self, node: Any, settings: ResultSettings | None) -> None:
         """Compute the key (or a map's base) of ``node``; its upstream are done."""
@@ -132,6 +133,14 @@ class KeyPlan:
                 return None
         return h.hexdigest()
 
+    def child_keys(self, node: Any, n: int) -> list[str | None]:
+        """The keys of the ``n`` children of map ``node`` (made once: the
+        check before the run and the compiler both need them)."""
+        keys = self._children.get(node.index)
+        if keys is None or len(keys) != n:
+            keys = self._children[node.index] = [self.key(node, i) for i in range(n)]
+        return keys
+
     def check(self, nodes: list[Any], returned: list[Any]) -> None:
         """Find, before compiling, the cached nodes whose results are all
         stored (reading only metadata, one batch per store and round) and the
@@ -149,7 +158,7 @@ class KeyPlan:
             if node.mapped is not None and node.length is None:
                 continue  # children known only at run time: each checks itself
             maybe = ([self.key(node)] if node.mapped is None
-                     else [self.key(node, i) for i in range(node.length or 0)])
+                     else self.child_keys(node, node.length or 0))
             keys = [k for k in maybe if k is not None]
             if keys and len(keys) == len(maybe):
                 wanted[node.index] = (st.storage, st.options, keys)
