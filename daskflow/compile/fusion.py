@@ -121,9 +121,7 @@ class Fusion:
                     # (scattered data would be a second input)
                     or any(len(calls[c[0]][-1]) != 1 for c in columns[1:])):
                 for column in columns:
-                    for k in column:
-                        if k in calls:
-                            dsk[k] = _unfused(k, calls.pop(k))
+                    self._unfuse(column, dsk)
                 continue
             heads = [calls[c[0]] for c in columns]
             if all(len(e) == 3 for e in heads):
@@ -150,10 +148,14 @@ class Fusion:
             if entry is not None:
                 jobs.append((ChunkJob([entry[5]], *entry[:5]), n.index))
             else:
-                for k in as_keys(keys[n.index]):
-                    if k in self.calls:
-                        dsk[k] = _unfused(k, self.calls.pop(k))
+                self._unfuse(as_keys(keys[n.index]), dsk)
         return jobs
+
+    def _unfuse(self, keys: list[Any], dsk: dict[Any, DaskTask]) -> None:
+        """The calls of ``keys`` kept aside for fusion become tasks of their own."""
+        for k in keys:
+            if k in self.calls:
+                dsk[k] = _unfused(k, self.calls.pop(k))
 
     def _chunk_job(self, chain: list[Node]) -> ChunkJob:
         """The chunks of a chain of chunked maps (whose chunks line up): one
