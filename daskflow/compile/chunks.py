@@ -169,12 +169,11 @@ class ChunkJob:
 
     def emit(self, dsk: dict[Any, DaskTask], pilot: bool = False) -> None:
         """Add the tasks of the pilot's chunks, or of the rest."""
-        name = self.layout.name
-        nshared = len(self.shared)
         layout = self.layout
+        nshared = len(self.shared)
         aligned = all(type(src) is not Layout or src.lines_up(layout) for src in self.own)
         for j, start, stop in layout.spans(pilot):
-            key = (name, j)
+            key = (layout.name, j)
             own: list[Any] = []
             windows: list[tuple[int, int]] | None = None if aligned else []
             for src in self.own:
@@ -371,7 +370,7 @@ class Chunker:
             if layout.first:  # the chunks of a map that ran a pilot, lined up with its
                 job.emit(dsk, pilot=True)
             job.emit(dsk)
-            self.notes.append(f"map {name!r}: {layout.describe()}")
+            self._note(name, layout)
             return None
         job.emit(dsk, pilot=True)
         key = f"pilot-{layout.base}"
@@ -388,12 +387,19 @@ class Chunker:
         self._ended.append(pilot)
         return True
 
-    def emit_measured(self, dsk: dict[Any, DaskTask]) -> None:
-        """Emit the rest of the chunks of the maps whose pilot ended."""
+    def emit_measured(self, dsk: dict[Any, DaskTask]) -> set[int]:
+        """Emit the rest of the chunks of the maps whose pilot ended; the
+        nodes whose chunks are all known now."""
         if not self._ended:
-            return
+            return set()
         for job, name in self._ended:
             job.emit(dsk)
-            self.notes.append(f"map {name!r}: {job.layout.describe()}")
+            self._note(name, job.layout)
         self._ended = []
-        self.partial = {i for i in self.partial if self.of[i].size is None}
+        sized = {i for i in self.partial if self.of[i].size is not None}
+        self.partial -= sized
+        return sized
+
+    def _note(self, name: str, layout: Layout) -> None:
+        """Say in the run's log how map ``name`` was chunked."""
+        self.notes.append(f"map {name!r}: {layout.describe()}")

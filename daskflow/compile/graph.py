@@ -93,7 +93,6 @@ class Compiler:
         self.scattered = scattered or {}  # id(constant) -> key of its scattered copy
         self.check_pickle = False  # set when tasks will travel to other processes
         self.resources: dict[Any, dict[str, float]] = {}  # key -> Dask worker resources
-        self._chunk_resources: dict[str, dict[str, float]] = {}  # of maps waiting for a pilot
         self.token = token or new_token()
         self.keys: dict[int, Any] = {}  # node index -> key, or list of keys for a map
         self.placeholders: set[int] = set()  # maps that could not expand
@@ -169,10 +168,9 @@ class Compiler:
                 skip = (plan.hits | plan.unneeded) if plan is not None else _EMPTY
                 keep = self.keep_real | {n.index for n in new if n.txn is not None}
                 self.fusion.merge(Fusion.plan(new, skip, keep, self.max_fused, first))
-        self.chunks.emit_measured(dsk)  # the chunks after a pilot carry their map's resources
-        for key in dsk if self._chunk_resources else ():
-            if type(key) is tuple and key[0] in self._chunk_resources:
-                self.resources[key] = self._chunk_resources[key[0]]
+        for index in self.chunks.emit_measured(dsk):  # with their map's resources
+            if self.nodes[index].task.resources:
+                self._add_resources(self.nodes[index])
         partial = self.chunks.partial
         fused_into = self.fusion.fused_into
         for node in self._todo:
@@ -195,10 +193,7 @@ class Compiler:
                 todo.append(node)
                 continue
             if node.task.resources and node.index in keys:
-                for key in self.dask_keys(as_keys(keys[node.index])):
-                    self.resources[key] = node.task.resources
-                if node.index in self.chunks.partial:
-                    self._chunk_resources[self.chunks.of[node.index].name] = node.task.resources
+                self._add_resources(node)
         self._todo = todo
         if self.fusion.chains:
             for job, last in self.fusion.fuse(self.keys, self.placeholders, dsk):
@@ -214,6 +209,14 @@ class Compiler:
         return needed
 
     # -- helpers -----------------------------------------------------------------
+    def _add_resources(self, node: Node) -> None:
+        """The node's worker resources on each of its Dask tasks known by now
+        (a map waiting for its pilot: the pilot's chunks; the rest once sized)."""
+        resources = node.task.resources
+        assert resources is not None
+        for key in self.dask_keys(as_keys(self.keys[node.index])):
+            self.resources[key] = resources
+
     def spec_of(self, node: Node) -> TaskSpec:
         ident = (id(node.task), node.kind, node.txn)
         spec = self._specs.get(ident)
@@ -315,7 +318,7 @@ class Compiler:
             call = Call(spec, node.name, keys, None, (), {}, False, _EMPTY, 0, plan.key(node))
             dsk[keys] = make_task(keys, run_cached, call)
         else:  # a map: its children load their results, in chunks when there are many
-            each, cache_keys = CachedMap(spec, node.name, base), [plan.key(node, i) for i in range(n)]
+            each, cache_keys = CachedMap(spec, node.name, base), plan.child_keys(node, n)
             layout = self.chunks.choose(base, n, node.chunk, node.task, loads=True)
             if layout is not None:
                 self.chunks.add(node.index, layout)
@@ -448,7 +451,7 @@ class Compiler:
             layout = self._layout(node, n, mapped, base)
             if layout is not None:
                 self.chunks.add(node.index, layout)
-            cache_keys = [self.plan.key(node, i) for i in range(n)] if cached else None
+            cache_keys = self.plan.child_keys(node, n) if cached else None
             self._emit_children(node, spec, base, keys, args, kwargs, s1 or s2, allowed,
                                 mapped, slots, (common_refs, width),
                                 tuple(map(TaskRef, data)), dsk, layout, cache_keys)

@@ -218,9 +218,10 @@ class Chunked:
     scattered inputs.  ``windows`` is None when each map mapped over gives
     exactly those elements; else, for each, ``(inputs, at)``: how many
     inputs it gives (chunks chunked otherwise, holding more elements) and
-    where element ``start`` is among their states.  It returns the final states of its elements, a
-    ``Chunk`` (which the slots of a downstream call count as one input per
-    element, see :func:`daskflow.worker.run.run_call`).
+    where element ``start`` is among their states.  It returns the final
+    states of its elements, a ``Chunk`` (which the slots of a downstream
+    call count as one input per element, see
+    :func:`daskflow.worker.run.run_call`).
     Between two elements the run's cancellation is checked (every 10 ms at most).
     """
 
